@@ -1,0 +1,52 @@
+"""Projector strategies: how the pairs share (or do not share) the alignment projector.
+
+- rocket: one shared projector, Matryoshka prefix widths (shallow pairs use a narrower prefix).
+- shared: one shared projector, every pair at full width.
+- independent: one projector per pair ("naive multi-layer"); full width unless
+  `reference_width_quirk` reproduces the reference's 20 % width.
+- single: Spatial Forcing, exactly one pair, same width rule as independent.
+"""
+from __future__ import annotations
+
+from rocket_core import hookimpl
+from rocket_core.align.projector import ProjectorBank
+from rocket_core.contracts import ProjectorStrategy
+from rocket_core.specs import ProjectorSpec
+
+
+class RocketProjector(ProjectorStrategy):
+    name = "rocket"
+    description = "Shared projector with Matryoshka sparse activation (the paper's method)"
+    shared = True
+    matryoshka = True
+
+    @classmethod
+    def build(
+        cls, num_pairs: int, in_dim: int, out_dim: int, spec: ProjectorSpec, ensemble_size: int
+    ) -> ProjectorBank:
+        use_matryoshka = cls.matryoshka if cls.shared else spec.reference_width_quirk
+        return ProjectorBank.create(num_pairs, in_dim, out_dim, spec, ensemble_size, cls.shared, use_matryoshka)
+
+
+class SharedProjector(RocketProjector):
+    name = "shared"
+    description = "One projector shared by every pair, full width (ablation without Matryoshka)"
+    matryoshka = False
+
+
+class IndependentProjector(RocketProjector):
+    name = "independent"
+    description = "One projector per pair (naive multi-layer); reference_width_quirk = 20 % width"
+    shared = False
+
+
+class SingleProjector(IndependentProjector):
+    name = "single"
+    description = "Spatial Forcing: a single (VLA layer, teacher layer) pair"
+    max_pairs = 1
+
+
+@hookimpl
+def register_projectors(register) -> None:  # type: ignore[no-untyped-def]
+    for cls in (RocketProjector, SharedProjector, IndependentProjector, SingleProjector):
+        register(cls)

@@ -1,0 +1,32 @@
+"""Cosine alignment loss: per sample 1 - mean token cosine, then the batch mean."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _unit(x: torch.Tensor, eps: float | None) -> torch.Tensor:
+    return F.normalize(x, dim=-1) if eps is None else x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+def token_cosine(pred: torch.Tensor, target: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """Cosine per token over the last dim; `eps=None` clamps norms at 1e-12 like `F.normalize`."""
+    return (_unit(pred, eps) * _unit(target, eps)).sum(-1)
+
+
+def cosine_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float | None = None
+) -> torch.Tensor:
+    """Loss over the last three dims (B, N, C); leading dims (pairs, ensemble) are kept.
+
+    Masked: each sample averages its valid tokens; a sample with none is left out of the batch mean, and
+    if no sample has any the result is 0 with zero gradient (the reference would give NaN).
+    """
+    cos = token_cosine(pred, target, eps)  # (..., B, N)
+    if mask is None:
+        return (1 - cos.mean(-1)).mean(-1)
+    m = mask.to(cos.dtype)
+    count = m.sum(-1)
+    per_sample = 1 - (cos * m).sum(-1) / count.clamp(min=1)
+    valid = (count > 0).to(cos.dtype)
+    return (per_sample * valid).sum(-1) / valid.sum(-1).clamp(min=1)

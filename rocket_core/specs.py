@@ -1,0 +1,170 @@
+"""Typed run specs (pydantic v2) and config-file loading.
+
+Specs are the only way configuration enters: a config file and CLI flags both become one validated
+`RunSpec`, which is saved (layers resolved) with every checkpoint and result.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rocket_core.errors import RocketError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VLASpec(_Spec):
+    """Which VLA to align and where its weights come from."""
+
+    name: str = "openvla"
+    checkpoint: str | None = Field(None, description="Hub repo id or local path; None = the plugin's default")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin")
+    preset: str | None = Field(None, description="named configuration, e.g. 'tiny' (random init, real architecture)")
+    options: dict[str, Any] = Field(default_factory=dict, description="plugin-specific settings")
+
+
+class TeacherSpec(VLASpec):
+    """Which frozen teacher provides the targets."""
+
+    name: str = "vggt"
+
+
+class ProjectorSpec(_Spec):
+    """Projector strategy and its shape. Defaults follow the reference `AlignProjector`."""
+
+    name: str = "rocket"
+    hidden_dim: int | None = Field(None, gt=0, description="fc1 width; None = the teacher feature width")
+    use_vlm_norm: bool = True
+    layer_norm_eps: float = Field(1e-5, gt=0)
+    activation: Literal["gelu", "gelu_tanh"] = Field("gelu", description="gelu = exact erf; gelu_tanh = JAX variant")
+    width_ratios: list[float] | None = Field(None, description="Matryoshka ratio per pair (length = number of pairs)")
+    shallow_to_deep_increase: bool = True
+    reference_width_quirk: bool = Field(
+        False, description="independent/single: use 20 % of the hidden width per projector, as the reference does"
+    )
+
+    @field_validator("width_ratios")
+    @classmethod
+    def _ratios_positive(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not 0 < r <= 1 for r in v):
+            raise ValueError("every width ratio must lie in (0, 1]")
+        return v
+
+
+class LayerMap(_Spec):
+    """Pairs of (VLA hidden-state index, teacher layer index), in pair order (shallow to deep)."""
+
+    vla: list[int]
+    teacher: list[int]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> LayerMap:
+        if not self.vla:
+            raise ValueError("the layer map is empty: give at least one (VLA, teacher) pair")
+        if len(self.vla) != len(self.teacher):
+            raise ValueError(
+                f"the layer map has {len(self.vla)} VLA layers but {len(self.teacher)} teacher layers; "
+                "give one teacher layer per VLA layer"
+            )
+        return self
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        return list(zip(self.vla, self.teacher))
+
+
+class AlignmentSpec(_Spec):
+    """How the alignment loss is formed."""
+
+    coefficient: float = Field(0.5, ge=0, description="total = action_loss + coefficient * align_loss")
+    pooling: Literal["bilinear", "random"] = "bilinear"
+    teacher_pe: bool = Field(True, description="add the 2-D sin-cos embedding (x0.1) to teacher tokens before pooling")
+    ensemble_size: int = Field(1, ge=1)
+    cosine_eps: float | None = Field(
+        None, description="None: F.normalize (clamp 1e-12); a number: x / (|x| + eps), the JAX variant"
+    )
+
+
+class TrainingSpec(_Spec):
+    """Training settings (the trainer of `rocket align` fills this in further)."""
+
+    seed: int = 7
+    max_steps: int = Field(50, ge=0)
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+
+
+class RunSpec(_Spec):
+    """Everything one `rocket align` run needs."""
+
+    vla: VLASpec = Field(default_factory=VLASpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    projector: ProjectorSpec = Field(default_factory=ProjectorSpec)
+    layers: LayerMap | str | None = Field(
+        None, description="explicit map, 'balanced:K', a layer-map file, or 'v1,v2:t1,t2'; None = the VLA's default"
+    )
+    alignment: AlignmentSpec = Field(default_factory=AlignmentSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+def format_validation_error(exc: ValidationError, what: str = "spec") -> str:
+    """One line naming every bad field and why."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or what
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "missing" else ""))
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON mapping, with one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise RocketError(f"config file '{p}' does not exist; check the path")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise RocketError(f"config file '{p}' has an unknown extension; use .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise RocketError(f"config file '{p}' is not valid {p.suffix[1:].upper()}: {detail}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RocketError(f"config file '{p}' must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` wins; nested mappings merge key by key (CLI flags over file values)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_spec(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Config file (optional) + overrides -> validated RunSpec."""
+    data = load_config_file(config) if config else {}
+    data = deep_merge(data, overrides or {})
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise RocketError(format_validation_error(exc)) from None
