@@ -1,0 +1,1 @@
+"""The `rocket` command line (typer + rich). Thin: parse -> spec -> core call."""

@@ -1,0 +1,38 @@
+"""Shared CLI plumbing: one-line errors with exit code 2, consoles."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from rocket_core.errors import RocketError
+from rocket_core.specs import format_validation_error
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line and return the exit to raise (code 2: bad input)."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code=2)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn bad-input exceptions into one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RocketError as exc:
+            raise fail(str(exc)) from None
+        except ValidationError as exc:
+            raise fail(format_validation_error(exc)) from None
+
+    return wrapper  # type: ignore[return-value]

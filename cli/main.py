@@ -1,0 +1,22 @@
+"""Entry point of the `rocket` command: each command module adds itself through `register(app)`."""
+from __future__ import annotations
+
+import typer
+
+from cli import align, layers, plugins_cmd
+
+app = typer.Typer(
+    name="rocket",
+    help="Align a 2D vision-language-action model to a frozen 3D vision teacher (ROCKET).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+for module in (plugins_cmd, layers, align):
+    module.register(app)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

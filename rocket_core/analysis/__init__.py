@@ -1,0 +1,1 @@
+"""Analyses behind the paper's claims: gradient conflict between pairs and projector similarity."""
