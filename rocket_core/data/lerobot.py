@@ -181,7 +181,7 @@ class LeRobotReader:
             raise RocketError(f"dataset '{self.root}' has no camera '{key}'; available: {', '.join(self.camera_keys)}")
         if self.features[key]["dtype"] == "image":
             return np.stack([self._decode_image(key, int(r)) for r in rows])
-        out = np.empty((len(rows), *self._frame_shape(key)), dtype=np.uint8)
+        out = np.empty((len(rows), *self.frame_shape(key)), dtype=np.uint8)
         episodes = self._row_episode[rows]
         for episode in np.unique(episodes):
             sel = episodes == episode
@@ -218,7 +218,8 @@ class LeRobotReader:
         """The language instruction of row `index`."""
         return self.tasks[int(self._columns["task_index"][index])]
 
-    def _frame_shape(self, key: str) -> tuple[int, int, int]:
+    def frame_shape(self, key: str) -> tuple[int, int, int]:
+        """(H, W, 3) of camera `key`, from meta/info.json."""
         feature = self.features[key]
         shape = dict(zip(feature.get("names") or ("height", "width", "channels"), feature["shape"]))
         return shape["height"], shape["width"], 3

@@ -1,0 +1,98 @@
+"""Training augmentation in plain torch (no torchvision): random resized crop, then colour jitter.
+
+All randomness comes from the `torch.Generator` passed in, which the dataset seeds per (seed, epoch,
+sample index), so an augmented sample can be reproduced exactly after a resume. The crop is kept apart
+from the colour jitter so the teacher can see the same geometry without the jitter.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from rocket_core.data.spec import AugmentSpec
+
+
+def _uniform(lo: float, hi: float, generator: torch.Generator) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=generator).item()
+
+
+def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., 3, H, W) -> (..., 3, *size), bilinear with antialiasing (as torchvision resizes tensors)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    lead = images.shape[:-3]
+    flat = images.reshape(-1, *images.shape[-3:])
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.clamp(0, 1).reshape(*lead, 3, *size)
+
+
+def random_resized_crop(
+    image: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """Crop a random box of `scale` x area and aspect `ratio` (w/h), resized back to the input size."""
+    height, width = image.shape[-2:]
+    area = height * width * _uniform(*scale, generator)
+    aspect = math.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), generator))
+    crop_w = min(width, max(1, round(math.sqrt(area * aspect))))
+    crop_h = min(height, max(1, round(math.sqrt(area / aspect))))
+    top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
+    left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+    return resize(image[..., top : top + crop_h, left : left + crop_w], (height, width))
+
+
+def rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [0, 1] -> HSV with hue in [0, 1) turns."""
+    r, g, b = image.unbind(-3)
+    value, _ = image.max(-3)
+    delta = value - image.min(-3).values
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(
+        value == r, ((g - b) / safe) % 6, torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4)
+    )
+    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue)) % 1.0
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    return torch.stack([hue, saturation, value], -3)
+
+
+def hsv_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of `rgb_to_hsv`."""
+    hue, saturation, value = image.unbind(-3)
+    sector = torch.floor(hue * 6)
+    frac = hue * 6 - sector
+    p = value * (1 - saturation)
+    q = value * (1 - saturation * frac)
+    t = value * (1 - saturation * (1 - frac))
+    sector = sector.long() % 6
+    # RGB of each of the 6 hue sectors, selected per pixel.
+    options = torch.stack(
+        [
+            torch.stack([value, t, p], -3),
+            torch.stack([q, value, p], -3),
+            torch.stack([p, value, t], -3),
+            torch.stack([p, q, value], -3),
+            torch.stack([t, p, value], -3),
+            torch.stack([value, p, q], -3),
+        ]
+    )
+    index = sector.unsqueeze(-3).expand_as(options[0]).unsqueeze(0)
+    return options.gather(0, index).squeeze(0)
+
+
+def color_jitter(image: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue (OpenVLA-OFT's order), clipped to [0, 1] after each step."""
+    image = (image + _uniform(-spec.brightness, spec.brightness, generator)).clamp(0, 1)
+    mean = image.mean(dim=(-2, -1), keepdim=True)
+    image = ((image - mean) * _uniform(*spec.contrast, generator) + mean).clamp(0, 1)
+    hsv = rgb_to_hsv(image)
+    saturation = (hsv[..., 1, :, :] * _uniform(*spec.saturation, generator)).clamp(0, 1)
+    hue = (hsv[..., 0, :, :] + _uniform(-spec.hue, spec.hue, generator)) % 1.0
+    return hsv_to_rgb(torch.stack([hue, saturation, hsv[..., 2, :, :]], -3)).clamp(0, 1)
+
+
+def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_cam, 3, H, W) -> (augmented, cropped only); each camera draws its own crop and jitter."""
+    cropped = torch.stack([random_resized_crop(img, spec.crop_scale, spec.crop_ratio, generator) for img in images])
+    jittered = torch.stack([color_jitter(img, spec, generator) for img in cropped])
+    return jittered, cropped

@@ -1,0 +1,161 @@
+"""The training dataset: LeRobot frames -> per-sample dicts -> the canonical `Batch`.
+
+Every random draw of a sample comes from a generator seeded by (seed, epoch, index), and `TrainSampler`
+derives the data order from (seed, epoch), so a run resumed at sample k sees exactly the batches and
+augmentations the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rocket_core.contracts import Batch
+from rocket_core.data.augment import augment, resize
+from rocket_core.data.lerobot import LeRobotReader
+from rocket_core.data.normalize import Normalizer
+from rocket_core.data.spec import DataSpec
+from rocket_core.errors import RocketError
+
+CAMERA_PREFIX = "observation.images."
+
+
+def bundled_dataset_path() -> Path:
+    """Root of the small synthetic LeRobot v3 dataset shipped with the package (made by scripts/make_bundled_dataset.py)."""
+    return Path(__file__).resolve().parent / "bundled"
+
+
+def _generator(*entropy: int) -> torch.Generator:
+    state = np.random.SeedSequence([e % 2**64 for e in entropy]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator private to one sample of one epoch (independent of worker count and data order)."""
+    return _generator(0, seed, epoch, index)
+
+
+class VLADataset(Dataset):
+    """Samples for a VLA: `images` (n_cam, 3, H, W), `image_masks`, normalised `state` and `actions`
+    (chunk, action_dim), `action_is_pad`, `task`, and `teacher_images` when the spec asks for the
+    pre-colour-jitter view. Index with an int (uses `self.epoch`) or an `(index, epoch)` pair."""
+
+    def __init__(self, spec: DataSpec, seed: int, train: bool = True, reader: LeRobotReader | None = None) -> None:
+        self.spec, self.seed, self.epoch = spec, seed, 0
+        self.reader = reader or LeRobotReader(spec.dataset or bundled_dataset_path(), spec.revision)
+        self.slots, self.camera_keys = self._map_cameras()
+        self.image_size = spec.image_size or self._common_size()
+        self.augment = train and spec.augment.enabled
+        self.state_norm = self._normalizer(spec.state_key, spec.state_norm_exclude)
+        self.action_norm = self._normalizer(spec.action_key, spec.action_norm_exclude)
+        self.action_offsets = np.arange(spec.chunk_size)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (int(key), self.epoch)
+        reader = self.reader
+        rows, pad = reader.window(index, self.action_offsets)
+        images = torch.zeros(len(self.slots), 3, *self.image_size)
+        for slot, camera in enumerate(self.camera_keys):
+            if camera is not None:
+                frame = torch.from_numpy(reader.frames(camera, np.array([index]))[0]).permute(2, 0, 1).float() / 255
+                images[slot] = resize(frame, self.image_size)
+        present = torch.tensor([camera is not None for camera in self.camera_keys])
+        sample: dict[str, Any] = {
+            "images": images,
+            "image_masks": present,
+            "state": self.state_norm.normalize(torch.tensor(reader.column(self.spec.state_key)[index])),
+            "actions": self.action_norm.normalize(torch.from_numpy(reader.column(self.spec.action_key)[rows])),
+            "action_is_pad": torch.from_numpy(pad),
+            "task": reader.task(index),
+        }
+        if self.augment:
+            jittered, cropped = augment(images[present], self.spec.augment, sample_generator(self.seed, epoch, index))
+            images[present] = jittered
+            if self.spec.augment.teacher_view == "pre_color_jitter":
+                sample["teacher_images"] = torch.zeros_like(images)
+                sample["teacher_images"][present] = cropped
+        return sample
+
+    def _map_cameras(self) -> tuple[list[str], list[str | None]]:
+        available = self.reader.camera_keys
+        if self.spec.cameras is None:
+            if not available:
+                raise RocketError(f"dataset '{self.reader.root}' has no camera features; a VLA needs at least one image")
+            return [k.removeprefix(CAMERA_PREFIX) for k in available], list(available)
+        keys: list[str | None] = []
+        for slot, name in self.spec.cameras.items():
+            if name is None:
+                keys.append(None)
+            elif name in available or CAMERA_PREFIX + name in available:
+                keys.append(name if name in available else CAMERA_PREFIX + name)
+            else:
+                raise RocketError(
+                    f"camera '{name}' (image slot '{slot}') is not in dataset '{self.reader.root}'; "
+                    f"available cameras: {', '.join(available)}"
+                )
+        if all(k is None for k in keys):
+            raise RocketError("the camera map leaves every image slot empty; map at least one slot to a dataset camera")
+        return list(self.spec.cameras), keys
+
+    def _common_size(self) -> tuple[int, int]:
+        sizes = {self.reader.frame_shape(k)[:2] for k in self.camera_keys if k is not None}
+        if len(sizes) > 1:
+            raise RocketError(f"the mapped cameras have different sizes {sorted(sizes)}; set data.image_size to resize them")
+        return sizes.pop()
+
+    def _normalizer(self, key: str, exclude: Sequence[int]) -> Normalizer:
+        dim = int(np.prod(self.reader.column(key).shape[1:]))
+        norm = Normalizer.from_stats(self.reader.stats, key, self.spec.normalization, exclude)
+        if norm.low.numel() != dim:
+            raise RocketError(
+                f"meta/stats.json holds {norm.low.numel()} values for '{key}' but the data has {dim}; recompute the stats"
+            )
+        return norm
+
+
+def collate_batch(samples: Sequence[dict[str, Any]]) -> Batch:
+    """Stack per-sample dicts into the canonical `Batch`."""
+    batch: dict[str, Any] = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "task"}
+    batch["task"] = [s["task"] for s in samples]
+    return batch  # type: ignore[return-value]
+
+
+class TrainSampler(Sampler[tuple[int, int]]):
+    """Endless `(index, epoch)` stream: a fresh (seed, epoch) permutation each epoch, starting at sample `start`.
+
+    Resume after `step` steps of batch size B with `start = step * B`.
+    """
+
+    def __init__(self, num_samples: int, seed: int, start: int = 0, shuffle: bool = True) -> None:
+        self.num_samples, self.seed, self.start, self.shuffle = num_samples, seed, start, shuffle
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, position = divmod(self.start, self.num_samples)
+        while True:
+            if self.shuffle:
+                order = torch.randperm(self.num_samples, generator=_generator(1, self.seed, epoch))
+            else:
+                order = torch.arange(self.num_samples)
+            for index in order[position:].tolist():
+                yield index, epoch
+            epoch, position = epoch + 1, 0
+
+
+def build_dataloader(
+    dataset: VLADataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0
+) -> DataLoader:
+    """An endless, resumable loader of `Batch`es (iterate with `next`); `start` = samples already consumed."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=TrainSampler(len(dataset), seed, start),
+        collate_fn=collate_batch,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,59 @@
+"""Typed settings of the data pipeline (pydantic v2, same conventions as rocket_core.specs)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentSpec(_Spec):
+    """Training augmentation. Defaults are OpenVLA-OFT's (the paper's runs): a 90 %-area square random
+    crop resized back, then brightness, contrast, saturation and hue jitter, in that order."""
+
+    enabled: bool = True
+    crop_scale: tuple[float, float] = Field((0.9, 0.9), description="crop area as a fraction of the image (min, max)")
+    crop_ratio: tuple[float, float] = Field((1.0, 1.0), description="crop aspect ratio w/h (min, max)")
+    brightness: float = Field(0.2, ge=0, description="add U(-b, b)")
+    contrast: tuple[float, float] = Field((0.8, 1.2), description="scale around the per-channel mean by U(lo, hi)")
+    saturation: tuple[float, float] = Field((0.8, 1.2), description="scale HSV saturation by U(lo, hi)")
+    hue: float = Field(0.05, ge=0, le=0.5, description="shift HSV hue by U(-h, h) turns")
+    teacher_view: Literal["augmented", "pre_color_jitter"] = Field(
+        "augmented",
+        description="what the teacher sees: the VLA's augmented images, or the same crop before colour jitter "
+        "(then the batch carries `teacher_images`)",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentSpec:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError("crop_scale must satisfy 0 < min <= max <= 1")
+        for name in ("crop_ratio", "contrast", "saturation"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must satisfy 0 < min <= max")
+        return self
+
+
+class DataSpec(_Spec):
+    """Which LeRobot dataset feeds the VLA and how samples are formed."""
+
+    dataset: str | None = Field(None, description="local dataset root or Hub dataset repo id; None = the bundled dataset")
+    revision: str | None = Field(None, description="Hub revision to pin")
+    cameras: dict[str, str | None] | None = Field(
+        None,
+        description="VLA image slot (name or index, in slot order) -> dataset camera key (full key or the part after "
+        "'observation.images.'); None = an empty, masked slot. None = every dataset camera in info.json order",
+    )
+    state_key: str = "observation.state"
+    action_key: str = "action"
+    chunk_size: int = Field(8, ge=1, description="action chunk length of the VLA (frames, from the current one)")
+    normalization: Literal["quantile", "mean_std"] = Field("quantile", description="quantile = OpenVLA-OFT, mean_std = pi0")
+    state_norm_exclude: list[int] = Field(default_factory=list, description="state dims left unnormalised")
+    action_norm_exclude: list[int] = Field(default_factory=list, description="action dims left unnormalised, e.g. [-1] (gripper)")
+    image_size: tuple[PositiveInt, PositiveInt] | None = Field(None, description="resize every camera to (H, W); None = keep the dataset's size")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
