@@ -1,0 +1,1 @@
+"""OpenVLA-7B, native: our Prismatic code on stock transformers (no remote code, no fork)."""
