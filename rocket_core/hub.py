@@ -68,7 +68,7 @@ def snapshot(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
-    pull_name = pull_name or (repo_id + (f" --revision {revision}" if revision else ""))
+    pull_name = (pull_name or repo_id) + (f" --revision {revision}" if revision else "")
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(allow_patterns) if allow_patterns else None)
     except (HFValidationError, OSError, ValueError) as exc:  # hub errors derive from OSError/ValueError

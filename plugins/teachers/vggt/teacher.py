@@ -1,0 +1,134 @@
+"""VGGT behind the teacher contract: config resolution, strict checkpoint loading, frozen extraction.
+
+Layer index i is the i-th frame/global block pair; its tokens are cat(frame out, global out), so the
+feature width is 2 * embed_dim. `-1` is the last layer (ordinary Python indexing, as in ROCKET).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Collection, Sequence
+
+import torch
+
+from plugins.teachers.common import FrozenTeacher, check_options
+from plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
+from plugins.teachers.vggt.model import VGGT
+from rocket_core.contracts import TeacherAdapter, TeacherInfo
+from rocket_core.errors import RocketError
+from rocket_core.hub import find_weights_file, load_state_dict, local_path, resolve_weights
+from rocket_core.specs import TeacherSpec
+
+HEAD_PREFIXES: tuple[str, ...] = ("camera_head.", "depth_head.", "point_head.", "track_head.")
+
+
+def resolve_config(spec: TeacherSpec) -> VGGTConfig:
+    """Sizes without touching weights: a local folder's reference config.json, else the preset, else VGGT-1B."""
+    if spec.preset is not None and spec.preset not in PRESETS:
+        raise RocketError(f"unknown VGGT preset '{spec.preset}'; available presets: {', '.join(PRESETS)}")
+    path = local_path(spec.checkpoint) if spec.checkpoint else None
+    config_file = (path if path.is_dir() else path.parent) / "config.json" if path is not None else None
+    if config_file is not None and config_file.is_file():
+        try:
+            data = json.loads(config_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise RocketError(f"'{config_file}' is not valid JSON: {exc}") from None
+        if isinstance(data, dict) and "aggregator" in data:
+            return config_from_reference(data)
+    return PRESETS[spec.preset] if spec.preset else VGGT_1B
+
+
+def load_checkpoint(model: VGGT, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load strictly, except for the keys of heads the model does not have.
+
+    The reference loads with strict=False, which would also hide a missing or mis-shaped aggregator key
+    and give a silently half-random teacher; here those fail with the key names.
+    """
+    expected = model.state_dict()
+    absent = tuple(p for p in HEAD_PREFIXES if not any(k.startswith(p) for k in expected))
+    missing = [k for k in expected if k not in state]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    unexpected = [k for k in state if k not in expected and not k.startswith(absent)]
+
+    def listing(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key(s): {listing(missing)}")
+    if shapes:
+        problems.append(f"{len(shapes)} key(s) with the wrong shape (checkpoint vs model): {listing(shapes)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unknown key(s): {listing(unexpected)}")
+    if problems:
+        raise RocketError(
+            f"VGGT checkpoint '{source}' does not fit the configured model ({'; '.join(problems)}); "
+            "use a matching preset/config or the official checkpoint"
+        )
+    model.load_state_dict({k: state[k] for k in expected})
+
+
+def build_model(spec: TeacherSpec, heads: bool, default_checkpoint: str, weight_patterns: Sequence[str]) -> VGGT:
+    """A VGGT in eval mode: random (seeded) for a preset without checkpoint, else with loaded weights."""
+    config = resolve_config(spec)
+    checkpoint = spec.checkpoint or (None if spec.preset else default_checkpoint)
+    with torch.device("meta" if checkpoint else "cpu"), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # a preset without weights is the same teacher in every process
+        model = VGGT(config, heads=heads)
+    if checkpoint:
+        folder = resolve_weights(checkpoint, spec.revision, weight_patterns, pull_name="vggt" if checkpoint == default_checkpoint else None)
+        weights = find_weights_file(folder)
+        model = model.to_empty(device="cpu")
+        load_checkpoint(model, load_state_dict(weights), str(weights))
+    return model.eval().requires_grad_(False)
+
+
+class FrozenVGGT(FrozenTeacher):
+    """The built VGGT teacher; `predict` runs the heads too (for previews), when they were built."""
+
+    def __init__(self, model: VGGT, info: TeacherInfo, resize: str) -> None:
+        super().__init__("vggt", info, model.config.patch_size, resize)
+        self.model = model
+
+    def _patch_tokens(self, images: torch.Tensor, layers: Collection[int]) -> dict[int, torch.Tensor]:
+        start = self.model.config.patch_start_idx
+        return {i: f[:, :, start:] for i, f in self.model.aggregator(images, layers).items()}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, Any]:
+        """Full forward with the heads (depth, confidence, points, cameras) on the preprocessed images."""
+        if self.model.depth_head is None:
+            raise RocketError("this VGGT teacher was built without heads; build it with heads=True to predict depth")
+        x = self.preprocess(images)
+        with self.autocast(x.device):
+            out = self.model(x)
+        return {"images": x, **out}
+
+
+class VGGTTeacher(TeacherAdapter):
+    """VGGT-1B (Wang et al., CVPR 2025): the ROCKET 3D teacher."""
+
+    name: ClassVar[str] = "vggt"
+    description: ClassVar[str] = "VGGT 3D geometry transformer (frame+global tokens, own implementation)"
+    version: ClassVar[str] = "0.1.0"
+    default_checkpoint: ClassVar[str] = "facebook/VGGT-1B"
+    weight_patterns: ClassVar[tuple[str, ...]] = ("model.safetensors", "config.json")
+
+    @classmethod
+    def info(cls, spec: TeacherSpec) -> TeacherInfo:
+        config = resolve_config(spec)
+        check_options(cls.name, spec.options)
+        return TeacherInfo(
+            num_layers=config.depth,
+            feature_dim=config.feature_dim,
+            patch_grid=(config.grid, config.grid),
+            image_size=(config.img_size, config.img_size),
+        )
+
+    @classmethod
+    def build(cls, spec: TeacherSpec, heads: bool = False) -> FrozenVGGT:
+        """Feature-only by default (the heads' weights are then never read); `heads=True` for previews."""
+        resize = check_options(cls.name, spec.options)
+        model = build_model(spec, heads, cls.default_checkpoint, cls.weight_patterns)
+        return FrozenVGGT(model, cls.info(spec), resize)
