@@ -114,6 +114,7 @@ class VGGTTeacher(TeacherAdapter):
     version: ClassVar[str] = "0.1.0"
     default_checkpoint: ClassVar[str] = "facebook/VGGT-1B"
     weight_patterns: ClassVar[tuple[str, ...]] = ("model.safetensors", "config.json")
+    has_depth_head: ClassVar[bool] = True  # `build(spec, heads=True).predict(images)` gives depth (previews)
 
     @classmethod
     def info(cls, spec: TeacherSpec) -> TeacherInfo:

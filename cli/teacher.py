@@ -1,0 +1,43 @@
+"""`rocket teacher preview`: look at what a teacher predicts, to check that its weights are sane."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import console, handle_errors
+from rocket_core.errors import RocketError
+from rocket_core.registry import get_registry
+from rocket_core.specs import TeacherSpec
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Inspect frozen teachers.", no_args_is_help=True)
+
+    @group.command("preview")
+    @handle_errors
+    def preview(
+        images: list[Path] = typer.Option(..., "--images", help="Image files of one size: --images a.png b.png"),
+        more_images: Optional[list[Path]] = typer.Argument(None, hidden=True),
+        output: Path = typer.Option(..., "-o", "--output", help="PNG file to write."),
+        teacher: str = typer.Option("vggt", "--teacher", help="Teacher plugin (needs a depth head)."),
+        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Local folder/file or Hub repo id."),
+        revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision to pin."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Named configuration, e.g. 'tiny'."),
+    ) -> None:
+        """Write one picture with the inputs and the predicted depth and confidence."""
+        from plugins.teachers.preview import load_images, render
+
+        cls = get_registry().get("teacher", teacher)
+        if not getattr(cls, "has_depth_head", False):
+            raise RocketError(f"teacher '{teacher}' has no depth head to preview; use --teacher vggt")
+        spec = TeacherSpec(name=teacher, checkpoint=checkpoint, revision=revision, preset=preset)
+        frames = load_images([*images, *(more_images or [])])
+        model = cls.build(spec, heads=True)
+        pred = model.predict(frames)
+        source = checkpoint or (f"preset {preset} (random weights)" if preset else cls.default_checkpoint)
+        render(pred["images"][0], pred["depth"][0, ..., 0], pred["depth_conf"][0], output, f"{teacher}: {source}")
+        console.print(f"wrote {output}", highlight=False)
+
+    app.add_typer(group, name="teacher")
