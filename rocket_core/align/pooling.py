@@ -18,8 +18,8 @@ def pooled_grid(frames: int, patch_grid: tuple[int, int], ref_len: int) -> tuple
     return int(ph * r), int(pw * r)
 
 
-@functools.lru_cache(maxsize=32)
-def _sincos_2d_cached(dim: int, ph: int, pw: int, img_h: int, img_w: int) -> torch.Tensor:
+def sincos_2d_table(dim: int, ph: int, pw: int, img_h: int, img_w: int) -> torch.Tensor:
+    """Build the (dim, ph, pw) float32 table (float64 maths); `sincos_2d` caches it per device."""
     aspect = img_w / img_h
     diag = (aspect**2 + 1) ** 0.5
     span_x, span_y = aspect / diag, 1 / diag
@@ -37,9 +37,35 @@ def _sincos_2d_cached(dim: int, ph: int, pw: int, img_h: int, img_w: int) -> tor
     return emb.reshape(ph, pw, dim).permute(2, 0, 1).contiguous()
 
 
-def sincos_2d(dim: int, patch_grid: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
-    """(dim, ph, pw) fixed 2-D sin-cos embedding: x channels then y, each [sin, cos], omega 100^(-k/(dim/4))."""
-    return _sincos_2d_cached(dim, patch_grid[0], patch_grid[1], image_hw[0], image_hw[1])
+@functools.lru_cache(maxsize=32)
+def _sincos_2d_on(
+    dim: int, ph: int, pw: int, img_h: int, img_w: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    return sincos_2d_table(dim, ph, pw, img_h, img_w).to(device=device, dtype=dtype)
+
+
+def sincos_2d(
+    dim: int,
+    patch_grid: tuple[int, int],
+    image_hw: tuple[int, int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """(dim, ph, pw) fixed 2-D sin-cos embedding: x channels then y, each [sin, cos], omega 100^(-k/(dim/4)).
+
+    Cached per device and dtype: the table is constant, so building it (or copying it to the GPU) every
+    step, as the reference does, is pure overhead.
+    """
+    return _sincos_2d_on(dim, *patch_grid, *image_hw, torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _pooled_pe(
+    dim: int, grid: tuple[int, int], image_hw: tuple[int, int], out_hw: tuple[int, int], device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    pe = sincos_2d(dim, grid, image_hw, device, dtype)[None]
+    return (0.1 * F.interpolate(pe, size=out_hw, mode="bilinear", align_corners=True))[0].permute(1, 2, 0)
 
 
 def bilinear_pool(
@@ -51,16 +77,19 @@ def bilinear_pool(
 ) -> torch.Tensor:
     """(N, S, P, D) patch tokens -> (N, S*oh*ow, D), frame-major then row-major.
 
-    `N` may stack several layers and the batch (pool every selected layer in one call).
+    `N` may stack several layers and the batch (pool every selected layer in one call). Bilinear
+    resampling is linear, so `interp(x + 0.1*pe) = interp(x) + 0.1*interp(pe)`: the embedding is pooled
+    once and cached, instead of being added to every full-resolution frame (equal up to float rounding,
+    ~1e-7, inside the reference tolerance). Channels-last input keeps `interpolate` on its fast path.
     """
     n, frames, _, dim = tokens.shape
     ph, pw = patch_grid
-    oh, ow = pooled_grid(frames, patch_grid, ref_len)
-    x = tokens.reshape(n * frames, ph, pw, dim).permute(0, 3, 1, 2)
+    out_hw = pooled_grid(frames, patch_grid, ref_len)
+    x = tokens.contiguous().reshape(n * frames, ph, pw, dim).permute(0, 3, 1, 2)
+    y = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
     if add_pe:
-        x = x + 0.1 * sincos_2d(dim, patch_grid, image_hw).to(device=x.device, dtype=x.dtype)
-    x = F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)
-    return x.permute(0, 2, 3, 1).reshape(n, frames * oh * ow, dim)
+        y = y + _pooled_pe(dim, tuple(patch_grid), tuple(image_hw), out_hw, y.device, y.dtype)
+    return y.reshape(n, frames * out_hw[0] * out_hw[1], dim)
 
 
 def random_pool(tokens: torch.Tensor, ref_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
