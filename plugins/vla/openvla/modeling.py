@@ -208,14 +208,14 @@ class PrismaticOutput:
 class OpenVLA(nn.Module):
     """The Prismatic VLM plus optional OFT parts; `state_dict()` uses the checkpoint's names."""
 
-    def __init__(self, cfg: OpenVLAConfig, proprio_dim: int | None = None, action_dim: int | None = None) -> None:
+    def __init__(self, cfg: OpenVLAConfig) -> None:
         super().__init__()
         self.config = cfg
         self.vision_backbone = FusedVisionBackbone(cfg)
         self.projector = FusedMLPProjector(cfg.vision_dim, cfg.hidden_size)
         self.language_model = LlamaForCausalLM(cfg.text)
-        self.proprio_projector = ProprioProjector(cfg.hidden_size, proprio_dim) if proprio_dim else None
-        self.action_head = L1RegressionActionHead(cfg.hidden_size, action_dim) if action_dim else None
+        self.proprio_projector: ProprioProjector | None = None  # OFT parts: see OpenVLAPolicy.add_oft_parts
+        self.action_head: L1RegressionActionHead | None = None
 
     def embed(
         self,

@@ -1,0 +1,172 @@
+"""Weights in and out: the (sharded) OpenVLA safetensors, the OFT heads and the LoRA adapter.
+
+Every key is checked before anything loads: missing or mis-shaped keys fail with their names, an
+unexpected key fails unless it is a known optional part (rotary caches old transformers saved).
+Reference training checkpoints are torch files; they are read with `weights_only=True` and their DDP
+`module.` prefix is dropped. What we write is safetensors.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rocket_core.errors import RocketError
+from rocket_core.hub import load_state_dict
+
+OPTIONAL_KEYS = re.compile(r"language_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+HEAD_PARTS = ("action_head", "proprio_projector")
+LORA_DIR = "lora_adapter"
+ADAPTER_PREFIX = "base_model.model."
+
+
+def _names(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def shard_files(folder: Path) -> list[Path]:
+    """The model's safetensors files: those the index names, else every `*.safetensors` at the top."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise RocketError(f"'{folder}' lacks shards named in its index: {_names(missing)}; re-download it")
+        return [folder / n for n in names]
+    files = sorted(p for p in folder.glob("*.safetensors") if not p.name.startswith(HEAD_PARTS))
+    if not files:
+        raise RocketError(f"'{folder}' holds no OpenVLA safetensors weights (model*.safetensors)")
+    return files
+
+
+def check_keys(expected: dict[str, torch.Size], found: dict[str, tuple[int, ...]], where: str) -> None:
+    """Fail with names on missing, mis-shaped or unknown unexpected keys."""
+    missing = expected.keys() - found.keys()
+    unexpected = {k for k in found.keys() - expected.keys() if not OPTIONAL_KEYS.fullmatch(k)}
+    bad_shape = [f"{k} {tuple(found[k])} != {tuple(expected[k])}" for k in expected.keys() & found.keys() if tuple(found[k]) != tuple(expected[k])]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys: {_names(missing)}")
+    if bad_shape:
+        problems.append(f"{len(bad_shape)} keys with the wrong shape: {_names(bad_shape)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_names(unexpected)}")
+    if problems:
+        raise RocketError(f"'{where}' does not match the OpenVLA architecture: " + "; ".join(problems) + "; check the checkpoint and its config.json")
+
+
+def load_openvla_weights(model: nn.Module, folder: Path, dtype: torch.dtype) -> None:
+    """Load the checkpoint's `vision_backbone/projector/language_model` keys (and any OFT parts it holds).
+
+    The model may sit on the meta device: tensors are then assigned, not copied, so a 7B model never
+    exists twice in memory.
+    """
+    files = shard_files(folder)
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith(HEAD_PARTS)}
+    found: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                found[key] = tuple(f.get_slice(key).get_shape())
+    heads = {k for k in found if k.startswith(HEAD_PARTS)}
+    check_keys(expected, {k: v for k, v in found.items() if k not in heads}, str(folder))
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        for key, tensor in load_file(str(file)).items():
+            if key in expected or key in heads:
+                state[key] = tensor.to(dtype)
+    missing_heads = model.load_state_dict(state, strict=False, assign=True).missing_keys
+    if any(not k.startswith(HEAD_PARTS) for k in missing_heads):
+        raise RocketError(f"'{folder}' left keys unloaded: {_names(missing_heads)}")
+
+
+def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DDP saves `module.<name>`; the module itself expects `<name>`."""
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def find_part_file(folder: Path, part: str, step: int | str | None = None) -> Path | None:
+    """Our `<part>.safetensors`, else the reference's `<part>--<step>_checkpoint.pt` (one, or the given step)."""
+    ours = folder / f"{part}.safetensors"
+    if ours.is_file():
+        return ours
+    pattern = f"{part}--{step}_checkpoint.pt" if step is not None else f"{part}--*checkpoint.pt"
+    found = sorted(folder.glob(pattern))
+    if len(found) > 1:
+        raise RocketError(f"'{folder}' holds several {part} checkpoints ({_names(p.name for p in found)}); set options.checkpoint_step")
+    return found[0] if found else None
+
+
+def load_part(module: nn.Module, path: Path) -> None:
+    """Load one OFT part (strict), from safetensors or a reference torch file."""
+    state = strip_module_prefix(load_state_dict(path))
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, str(path))
+    module.load_state_dict(state, strict=True)
+
+
+def read_part(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict the alignment head owns (`align_projectors--*`), prefix-free, for the core to load."""
+    return strip_module_prefix(load_state_dict(path))
+
+
+def save_parts(model: nn.Module, folder: Path) -> None:
+    """Write each OFT part the model has as `<part>.safetensors` into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in HEAD_PARTS:
+        module = getattr(model, part, None)
+        if module is not None:
+            save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(folder / f"{part}.safetensors"))
+
+
+def _lora_config_from(folder: Path, state: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    from peft import LoraConfig
+
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    targets = sorted({k.removeprefix(ADAPTER_PREFIX).rsplit(".lora_", 1)[0] for k in state if ".lora_" in k})
+    return LoraConfig(
+        r=cfg["r"],
+        lora_alpha=cfg["lora_alpha"],
+        lora_dropout=cfg.get("lora_dropout", 0.0),
+        use_rslora=cfg.get("use_rslora", False),
+        target_modules=targets,
+    )
+
+
+def load_lora_adapter(model: nn.Module, folder: Path) -> None:
+    """Inject a saved LoRA adapter (ours or the reference's PEFT folder) into exactly the modules it covers."""
+    from peft import inject_adapter_in_model
+
+    weights = folder / "adapter_model.safetensors"
+    if not (folder / "adapter_config.json").is_file() or not weights.is_file():
+        raise RocketError(f"'{folder}' is not a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
+    state = load_file(str(weights))
+    inject_adapter_in_model(_lora_config_from(folder, state), model)
+    renamed = {re.sub(r"\.lora_(A|B)\.weight$", r".lora_\1.default.weight", k.removeprefix(ADAPTER_PREFIX)): v for k, v in state.items()}
+    own = {k: v.shape for k, v in model.state_dict().items() if ".lora_" in k}
+    check_keys(own, {k: tuple(v.shape) for k, v in renamed.items()}, str(folder))
+    model.load_state_dict(renamed, strict=False)
+
+
+def save_lora_adapter(model: nn.Module, folder: Path, rank: int, alpha: int, dropout: float) -> None:
+    """Write the model's LoRA weights as a PEFT adapter folder (keys as PEFT saves them)."""
+    state = {
+        ADAPTER_PREFIX + k.replace(".default.weight", ".weight"): v.detach().contiguous()
+        for k, v in model.state_dict().items()
+        if ".lora_" in k
+    }
+    if not state:
+        raise RocketError("the model has no LoRA layers to save; call add_lora() first")
+    targets = sorted({k.removeprefix(ADAPTER_PREFIX).rsplit(".lora_", 1)[0] for k in state})
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": targets, "bias": "none"}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=1))
