@@ -10,6 +10,7 @@ reference's causal-shift convention), reshaped to (B, chunk, action_dim*D).
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from transformers import LlamaForCausalLM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plugins.vla.openvla import processor as proc
@@ -71,6 +73,8 @@ TINY_TIMM_KWARGS = {
     "vit_so400m_patch14_siglip_224": {"embed_dim": 48, "depth": 3, "num_heads": 3},
 }
 PRESETS = ("tiny",)
+# transformers renamed the KV-cache argument `past_key_values` -> `cache` (the old name warns until 5.40).
+_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
 class OpenVLAOptions(BaseModel):
@@ -304,16 +308,19 @@ class OpenVLAPolicy(OpenVLA):
 
     def generate_action_tokens(self, images: torch.Tensor, task: str) -> torch.Tensor:
         """Greedy decoding of `action_dim` tokens (causal LM with a KV cache), the original OpenVLA way."""
+        from transformers import DynamicCache
+
         ids = torch.tensor([proc.prompt_ids(self.tokenizer, task)], device=self.language_model.device)
         seq, mask, _, _ = self.embed(self._pixels(images), ids, torch.ones_like(ids))
-        out = self.language_model(inputs_embeds=seq, attention_mask=mask, use_cache=True)
+        cache = {_CACHE_ARG: DynamicCache(config=self.config.text)}  # filled in place by every call
+        out = self.language_model(inputs_embeds=seq, attention_mask=mask, use_cache=True, **cache)
         tokens = []
         for step in range(self.opts.action_dim):
             nxt = out.logits[:, -1].argmax(-1)
             tokens.append(nxt)
             if step + 1 < self.opts.action_dim:
                 mask = F.pad(mask, (0, 1), value=1)
-                out = self.language_model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=out.past_key_values, use_cache=True)
+                out = self.language_model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **cache)
         return torch.stack(tokens, dim=1)[0]
 
 
