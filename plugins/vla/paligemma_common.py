@@ -754,7 +754,7 @@ class PaliGemmaFlowPolicy(nn.Module):
         """Apply the spec's fine-tuning mode (full or LoRA) and gradient-checkpointing switch."""
         if self.opts.gradient_checkpointing:
             self.use_checkpoint = True
-            self.vlm.vision_tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.vlm.vision_tower.activation_checkpointing_enable({"use_reentrant": False})
         if self.opts.finetune == "lora":
             self._inject_lora()
 

@@ -1,0 +1,205 @@
+"""pi0 / pi0.5 adapters on the tiny preset: info, masks, ROCKET loss backward, captured states, training modes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pytest
+import torch
+
+from plugins.projectors.builtin import RocketProjector
+from plugins.vla.paligemma_common import (
+    TINY_ARCH,
+    PaliGemmaFlowPolicy,
+    load_tokenizer,
+    pad_last,
+    preprocess_images,
+    resolve_checkpoint,
+)
+from plugins.vla.pi0 import Pi0Adapter
+from plugins.vla.pi05 import Pi05Adapter
+from rocket_core.align.head import AlignmentHead
+from rocket_core.contracts import Batch
+from rocket_core.errors import RocketError
+from rocket_core.registry import load_registry
+from rocket_core.specs import ProjectorSpec, VLASpec
+
+ADAPTERS = {"pi0": Pi0Adapter, "pi05": Pi05Adapter}
+CAMERAS = 2
+
+
+def _build(name: str, **options) -> PaliGemmaFlowPolicy:
+    torch.manual_seed(0)
+    options = {"num_cameras": CAMERAS, "max_token_len": 80, **options}  # short prompts keep the tests fast
+    return ADAPTERS[name].build(VLASpec(name=name, preset="tiny", options=options))
+
+
+def _batch(state_dim: int = 8, action_dim: int = 7) -> Batch:
+    """Non-square frames (so resizing pads), and sample 1 lacks its second camera."""
+    g = torch.Generator().manual_seed(1)
+    return Batch(
+        images=torch.rand(2, CAMERAS, 3, 64, 48, generator=g),
+        image_masks=torch.tensor([[True, True], [True, False]]),
+        state=torch.rand(2, state_dim, generator=g) * 2 - 1,
+        actions=torch.randn(2, TINY_ARCH.chunk_size, action_dim, generator=g),
+        task=["pick up the black bowl", "open_the top drawer"],
+    )
+
+
+def _resolved(name: str, model: PaliGemmaFlowPolicy, layers: Sequence[int]) -> list[int]:
+    return [ADAPTERS[name].resolve_layer(model.info, i) for i in layers]
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_registered_and_paper_info_without_weights(name: str) -> None:
+    registry = load_registry()
+    adapter = registry.get("vla", name)
+    info = adapter.info(VLASpec(name=name))
+    assert (info.num_blocks, info.hidden_size, info.num_vision_tokens, info.num_images) == (18, 2048, 768, 3)
+    assert info.default_layers == ((2, 3, 4, 5, 6, 7, 8, 9, 10, -1), (2, 4, 6, 8, 10, 12, 14, 16, 18, -1))
+    assert [adapter.resolve_layer(info, i) for i in (0, 10, 18, -1)] == [0, 10, 18, 18]
+    jax = adapter.info(VLASpec(name=name, options={"index_convention": "jax"}))
+    assert (jax.max_layer_index, adapter.resolve_layer(jax, -1), jax.layer_offset) == (17, 17, 0)
+    with pytest.raises(RocketError, match="out of range"):
+        adapter.resolve_layer(jax, 18)
+    assert adapter.info(VLASpec(name=name, options={"num_cameras": 2})).num_vision_tokens == 512
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"cameras": 2}, "unknown pi0 option"), ({"num_cameras": 4}, "num_cameras must be 1..3"),
+     ({"index_convention": "tf"}, "index_convention"), ({"finetune": "adapter"}, "finetune")],
+)
+def test_bad_options_are_one_line_errors(options: dict, message: str) -> None:
+    with pytest.raises(RocketError, match=message):
+        Pi0Adapter.info(VLASpec(name="pi0", options=options))
+
+
+def test_offline_without_weights_or_tokenizer_says_what_to_do() -> None:
+    with pytest.raises(RocketError, match="offline|local"):
+        resolve_checkpoint("lerobot/pi0_base-not-cached", None, ("*.json",))
+    with pytest.raises(RocketError, match="licence.*login"):
+        load_tokenizer("google/paligemma-3b-pt-224-not-cached")
+
+
+def test_preprocessing_slots_and_padding() -> None:
+    batch = _batch()
+    size = TINY_ARCH.vision["image_size"]
+    pixels, masks, valid = preprocess_images(batch["images"], batch["image_masks"], 3, size)
+    assert pixels.shape == (2, 3, 3, size, size) and pixels.min() >= -1 and pixels.max() <= 1
+    assert masks.tolist() == [[True, True, False], [True, False, False]]
+    assert (pixels[1, 1] == -1).all() and (pixels[:, 2] == -1).all()
+    assert valid[0, 0, :, 0].sum() == 0 and valid[0, 0, :, size // 2].all()  # 48 wide -> padded columns
+    with pytest.raises(RocketError, match="num_cameras"):
+        preprocess_images(batch["images"], batch["image_masks"], 1, size)
+    with pytest.raises(RocketError, match="at most"):
+        pad_last(torch.zeros(2, 20), 16, "state")
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_forward_backward_through_rocket_loss(name: str) -> None:
+    """Masked pi0 layout through the core AlignmentHead with random teacher features; gradients reach both stacks."""
+    model = _build(name).train()
+    layers = _resolved(name, model, model.info.default_layers[0])
+    out = model.forward_align(_batch(), layers)
+    v, width, grid = model.info.num_vision_tokens, model.info.hidden_size, model.arch.token_grid
+    assert set(out.vision_states) == set(layers)
+    assert all(s.shape == (2, v, width) for s in out.vision_states.values())
+    per_camera = grid[0] * grid[1]
+    # camera 2 of sample 1 is absent; the 48-px-wide frames leave padded token columns at both sides
+    assert not out.token_mask[1, per_camera:].any()
+    size = model.arch.vision["image_size"]
+    resized_w = int(48 / (64 / size))
+    left = (size - resized_w) // 2
+    nearest = [j * size // grid[1] for j in range(grid[1])]  # source column of each token column
+    cols = out.token_mask[0, :per_camera].view(grid).all(0)
+    assert cols.tolist() == [left <= c < left + resized_w for c in nearest] and not cols.all()
+    bank = RocketProjector.build(len(layers), width, 16, ProjectorSpec(hidden_dim=24), 1)
+    head = AlignmentHead(bank, v, (4, 4), (56, 56))
+    teacher = [torch.randn(2, CAMERAS, 16, 16) for _ in layers]
+    align = head([out.vision_states[i] for i in layers], teacher, token_mask=out.token_mask)
+    total = out.action_loss + 0.5 * align.loss
+    assert torch.isfinite(total) and out.action_loss > 0 and 0 < align.loss < 2
+    total.backward()
+    vlm_grad = model.vlm.language_model.layers[0].self_attn.q_proj.weight.grad
+    expert_grad = model.expert_layers[-1].mlp.down_proj.weight.grad
+    vision_grad = model.vlm.vision_tower.embeddings.patch_embedding.weight.grad
+    assert all(g is not None and g.abs().sum() > 0 for g in (vlm_grad, expert_grad, vision_grad))
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_captured_states_equal_a_separate_vlm_pass(name: str) -> None:
+    """The joint forward's prefix states equal transformers' output_hidden_states of the VLM on the same prefix."""
+    model = _build(name).eval()
+    info = model.info
+    pixels, masks, _, tokens, token_mask, state = model._prepare(_batch())
+    layers = list(range(info.max_layer_index + 1))
+    actions = torch.zeros(2, model.arch.chunk_size, model.arch.max_action_dim)
+    with torch.no_grad():
+        joint = model.flow_forward(pixels, masks, tokens, token_mask, state, actions, layers)
+        prefix, pad = model.embed_prefix(pixels, masks, tokens, token_mask)
+        # PaliGemma-level call, as transformers' PI0 makes it: token_type_ids 0 = bidirectional prefix
+        ref = model.vlm(
+            inputs_embeds=prefix, attention_mask=pad.long(), position_ids=pad.long().cumsum(1) - 1,
+            token_type_ids=torch.zeros_like(tokens[:, :1]).expand_as(pad), output_hidden_states=True,
+        ).hidden_states
+    assert len(ref) == info.max_layer_index + 1
+    valid = pad[:, : info.num_vision_tokens, None]
+    for idx in layers:
+        expected = ref[idx][:, : info.num_vision_tokens]
+        torch.testing.assert_close(joint.vision_states[idx] * valid, expected * valid, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_predict_action(name: str) -> None:
+    model = _build(name, action_dim=7).eval()
+    noise = torch.randn(2, model.arch.chunk_size, model.arch.max_action_dim)
+    batch = _batch()
+    first = model.predict_action(batch, noise=noise)
+    assert first.shape == (2, model.arch.chunk_size, 7) and torch.isfinite(first).all()
+    assert torch.equal(first, model.predict_action(batch, noise=noise))
+    assert not torch.equal(first, model.predict_action(batch, noise=noise + 1))
+
+
+def test_pi05_state_enters_through_the_prompt() -> None:
+    """pi0.5 has no state projection: changing the state changes the tokens, hence the loss."""
+    model = _build("pi05").eval()
+    batch = _batch()
+    torch.manual_seed(3)
+    loss_a = model.forward_align(batch, []).action_loss
+    batch["state"] = -batch["state"]
+    torch.manual_seed(3)
+    assert model.forward_align(batch, []).action_loss != loss_a
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_gradient_checkpointing_matches(name: str) -> None:
+    grads = []
+    for flag in (False, True):
+        model = _build(name, gradient_checkpointing=flag).train()
+        torch.manual_seed(5)
+        out = model.forward_align(_batch(), [1, 2])
+        (out.action_loss + out.vision_states[1].square().mean()).backward()
+        grads.append((out.action_loss.detach(), model.vlm.language_model.layers[0].mlp.up_proj.weight.grad))
+    assert model.use_checkpoint
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_lora_mode_trains_adapters_and_the_small_modules(name: str) -> None:
+    model = _build(name, finetune="lora").train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if "lora_" in n}
+    assert lora and all(n.startswith(model.fully_trained_modules) for n in trainable - lora)
+    depth = model.arch.vlm.depth
+    per_stack = depth * len(model.lora_target_modules) * 2  # A and B
+    assert len(lora) == 2 * per_stack  # the VLM language model and the expert
+    expert_a = next(p for n, p in model.named_parameters() if "lora_A" in n and n.startswith(model.lora_scopes()[1].replace("\\", "")))
+    vlm_a = next(p for n, p in model.named_parameters() if "lora_A" in n and "language_model" in n)
+    assert (expert_a.shape[0], vlm_a.shape[0]) == (32, 16)
+    frozen = model.vlm.language_model.layers[0].self_attn.q_proj.base_layer.weight
+    assert not frozen.requires_grad
+    last = _resolved(name, model, [-1])[0]  # the final norm: every VLM block then feeds a loss
+    out = model.forward_align(_batch(), [last])
+    (out.action_loss + out.vision_states[last].mean()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
