@@ -42,6 +42,15 @@ def random_resized_crop(
     return resize(image[..., top : top + crop_h, left : left + crop_w], (height, width))
 
 
+def center_crop(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """The centred square-ish crop of `scale` x area, resized back: OpenVLA-OFT's evaluation view of a
+    policy trained with random crops, so train and test see objects at the same size."""
+    height, width = images.shape[-2:]
+    crop_h, crop_w = max(1, round(height * math.sqrt(scale))), max(1, round(width * math.sqrt(scale)))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return resize(images[..., top : top + crop_h, left : left + crop_w], (height, width))
+
+
 def rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) RGB in [0, 1] -> HSV with hue in [0, 1) turns."""
     r, g, b = image.unbind(-3)

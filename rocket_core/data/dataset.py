@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rocket_core.contracts import Batch
-from rocket_core.data.augment import augment, resize
+from rocket_core.data.augment import augment, center_crop, resize
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.data.normalize import Normalizer
 from rocket_core.data.spec import DataSpec
@@ -41,7 +41,10 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 class VLADataset(Dataset):
     """Samples for a VLA: `images` (n_cam, 3, H, W), `image_masks`, normalised `state` and `actions`
     (chunk, action_dim), `action_is_pad`, `task`, and `teacher_images` when the spec asks for the
-    pre-colour-jitter view. Index with an int (uses `self.epoch`) or an `(index, epoch)` pair."""
+    pre-colour-jitter view. Index with an int (uses `self.epoch`) or an `(index, epoch)` pair.
+
+    `train=False` (evaluation) draws nothing: if the spec augments, images get the deterministic centre
+    crop of the mean training crop area instead, as OpenVLA-OFT evaluates."""
 
     def __init__(self, spec: DataSpec, seed: int, train: bool = True, reader: LeRobotReader | None = None) -> None:
         self.spec, self.seed, self.epoch = spec, seed, 0
@@ -49,6 +52,7 @@ class VLADataset(Dataset):
         self.slots, self.camera_keys = self._map_cameras()
         self.image_size = spec.image_size or self._common_size()
         self.augment = train and spec.augment.enabled
+        self.eval_crop = sum(spec.augment.crop_scale) / 2 if spec.augment.enabled and not train else 1.0
         self.state_norm = self._normalizer(spec.state_key, spec.state_norm_exclude)
         self.action_norm = self._normalizer(spec.action_key, spec.action_norm_exclude)
         self.action_offsets = np.arange(spec.chunk_size)
@@ -59,13 +63,22 @@ class VLADataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (int(key), self.epoch)
         reader = self.reader
-        rows, pad = reader.window(index, self.action_offsets)
         images = torch.zeros(len(self.slots), 3, *self.image_size)
+        present = torch.tensor([camera is not None for camera in self.camera_keys])
         for slot, camera in enumerate(self.camera_keys):
             if camera is not None:
                 frame = torch.from_numpy(reader.frames(camera, np.array([index]))[0]).permute(2, 0, 1).float() / 255
                 images[slot] = resize(frame, self.image_size)
-        present = torch.tensor([camera is not None for camera in self.camera_keys])
+        teacher_images = None
+        if self.eval_crop < 1:
+            images[present] = center_crop(images[present], self.eval_crop)
+        if self.augment:
+            jittered, cropped = augment(images[present], self.spec.augment, sample_generator(self.seed, epoch, index))
+            if self.spec.augment.teacher_view == "pre_color_jitter":
+                teacher_images = torch.zeros_like(images)
+                teacher_images[present] = cropped
+            images[present] = jittered
+        rows, pad = reader.window(index, self.action_offsets)
         sample: dict[str, Any] = {
             "images": images,
             "image_masks": present,
@@ -74,12 +87,8 @@ class VLADataset(Dataset):
             "action_is_pad": torch.from_numpy(pad),
             "task": reader.task(index),
         }
-        if self.augment:
-            jittered, cropped = augment(images[present], self.spec.augment, sample_generator(self.seed, epoch, index))
-            images[present] = jittered
-            if self.spec.augment.teacher_view == "pre_color_jitter":
-                sample["teacher_images"] = torch.zeros_like(images)
-                sample["teacher_images"][present] = cropped
+        if teacher_images is not None:
+            sample["teacher_images"] = teacher_images
         return sample
 
     def _map_cameras(self) -> tuple[list[str], list[str | None]]:

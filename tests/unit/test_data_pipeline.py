@@ -21,7 +21,7 @@ from rocket_core.data import (
     bundled_dataset_path,
     sample_generator,
 )
-from rocket_core.data.augment import hsv_to_rgb, random_resized_crop, rgb_to_hsv
+from rocket_core.data.augment import center_crop, hsv_to_rgb, random_resized_crop, rgb_to_hsv
 from rocket_core.errors import RocketError
 
 NO_JITTER = {"brightness": 0.0, "contrast": (1.0, 1.0), "saturation": (1.0, 1.0), "hue": 0.0}
@@ -154,6 +154,17 @@ def test_camera_slots_and_unaugmented_values(reader: LeRobotReader) -> None:
     rows = [last - 2, last - 1, last - 1, last - 1]
     assert sample["action_is_pad"].tolist() == [False, False, True, True]
     assert torch.equal(sample["actions"], dataset.action_norm.normalize(torch.from_numpy(reader.column("action")[rows])))
+
+
+def test_evaluation_view_is_the_centre_crop(reader: LeRobotReader) -> None:
+    """train=False draws nothing and shows the centre crop of the mean training crop area (OpenVLA-OFT eval)."""
+    spec = DataSpec(augment=AugmentSpec(crop_scale=(0.8, 0.9), teacher_view="pre_color_jitter"))
+    evaluation = VLADataset(spec, seed=0, train=False, reader=reader)
+    raw = VLADataset(spec.model_copy(update={"augment": AugmentSpec(enabled=False)}), seed=0, reader=reader)[7]["images"]
+    sample = evaluation[(7, 0)]
+    assert torch.equal(sample["images"], center_crop(raw, 0.85)) and "teacher_images" not in sample
+    assert torch.equal(evaluation[(7, 1)]["images"], sample["images"])
+    assert not torch.equal(sample["images"], raw)
 
 
 def test_dataset_samples_are_reproducible(reader: LeRobotReader) -> None:
