@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from plugins.projectors.builtin import RocketProjector
 from plugins.vla.openvla import OpenVLAAdapter, OpenVLAPolicy
 from plugins.vla.openvla import processor as proc
-from plugins.vla.openvla.adapter import TINY_CONFIG, TINY_TIMM_KWARGS, OpenVLAOptions
+from plugins.vla.openvla.adapter import TINY_CONFIG, OpenVLAOptions
 from plugins.vla.openvla.modeling import OPENVLA_7B_CONFIG, OpenVLA, OpenVLAConfig
 from plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
 from rocket_core.align.head import AlignmentHead
@@ -107,7 +107,7 @@ def _tiny_folder(tmp_path: Path, model: OpenVLA, state: dict[str, torch.Tensor] 
 
 
 def _tiny_core() -> OpenVLA:
-    return OpenVLA(OpenVLAConfig.from_hf(TINY_CONFIG, TINY_TIMM_KWARGS))
+    return OpenVLA(OpenVLAConfig.from_hf(TINY_CONFIG))
 
 
 def test_sharded_folder_loads_every_key(tmp_path: Path) -> None:
@@ -141,6 +141,36 @@ def test_sharded_folder_key_checks(tmp_path: Path, defect: str) -> None:
     names = {"missing": "projector.fc2.bias", "shape": "vision_backbone.featurizer.reg_token", "unexpected": "featurizer.head.weight"}
     with pytest.raises(RocketError, match=names[defect]):
         load_openvla_weights(target, folder, torch.float32)
+
+
+def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
+    """A merged fine-tune folder (weights + reference heads + stats), then a LoRA-only folder over a base."""
+    stats = {"libero_spatial": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}}
+    full = tmp_path / "full"
+    full.mkdir()
+    core = {k: v for k, v in tiny.state_dict().items() if not k.startswith(("action_head", "proprio_projector"))}
+    _tiny_folder(full, tiny, core)
+    (full / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (full / "dataset_statistics.json").write_text(json.dumps(stats))
+    for part in ("action_head", "proprio_projector"):
+        torch.save({"module." + k: v for k, v in getattr(tiny, part).state_dict().items()}, full / f"{part}--100_checkpoint.pt")
+    spec = VLASpec(name="openvla", checkpoint=str(full), options={"dtype": "float32"})
+    assert OpenVLAAdapter.info(spec) == tiny.info
+    built = OpenVLAAdapter.build(spec)
+    assert isinstance(built.tokenizer, proc.ByteTokenizer) and built.config.norm_stats == stats
+    for key, value in tiny.state_dict().items():
+        assert torch.equal(built.state_dict()[key], value), key
+    assert all(p.requires_grad == n.startswith(("action_head", "proprio_projector")) for n, p in built.named_parameters())
+
+    lora_only = tmp_path / "lora_only"
+    tiny.add_lora(rank=2, alpha=4)
+    tiny.save_trained(lora_only)
+    options = {"dtype": "float32", "base_checkpoint": str(full)}
+    adapted = OpenVLAAdapter.build(VLASpec(name="openvla", checkpoint=str(lora_only), options=options))
+    lora = {k: v for k, v in tiny.state_dict().items() if ".lora_" in k}
+    assert lora and all(torch.equal(adapted.state_dict()[k], v) for k, v in lora.items())
+    with pytest.raises(RocketError, match="neither OpenVLA weights nor a lora_adapter"):
+        OpenVLAAdapter.build(VLASpec(name="openvla", checkpoint=str(tmp_path / "lora_only" / "lora_adapter")))
 
 
 def test_reference_oft_parts_load_with_module_prefix(tmp_path: Path, tiny: OpenVLAPolicy) -> None:

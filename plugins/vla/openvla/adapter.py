@@ -53,6 +53,8 @@ LLM_LINEAR = r"language_model\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|ml
 ALL_LINEAR = r"(vision_backbone\..*\.(qkv|proj|fc1|fc2|q|kv)|projector\.fc[123]|" + LLM_LINEAR + ")"
 
 # The tiny preset: the real architecture, shrunk (2 cameras of 56 px = 2 x 16 patches, 4 Llama layers).
+# ViT sizes travel as `timm_create_model_kwargs`, as in the reference fixtures, so a saved tiny
+# config.json rebuilds the same model.
 TINY_CONFIG: dict[str, Any] = {
     **OPENVLA_7B_CONFIG,
     "image_sizes": [56, 56],
@@ -67,10 +69,10 @@ TINY_CONFIG: dict[str, Any] = {
         "num_key_value_heads": 4,
         "rms_norm_eps": 1e-6,
     },
-}
-TINY_TIMM_KWARGS = {
-    "vit_large_patch14_reg4_dinov2.lvd142m": {"embed_dim": 32, "depth": 3, "num_heads": 2},
-    "vit_so400m_patch14_siglip_224": {"embed_dim": 48, "depth": 3, "num_heads": 3},
+    "timm_create_model_kwargs": {
+        "vit_large_patch14_reg4_dinov2.lvd142m": {"embed_dim": 32, "depth": 3, "num_heads": 2},
+        "vit_so400m_patch14_siglip_224": {"embed_dim": 48, "depth": 3, "num_heads": 3},
+    },
 }
 PRESETS = ("tiny",)
 # transformers renamed the KV-cache argument `past_key_values` -> `cache` (the old name warns until 5.40).
@@ -137,7 +139,7 @@ def model_config(spec: VLASpec, opts: OpenVLAOptions, hf_config: dict[str, Any] 
             raise RocketError(f"unknown openvla preset '{spec.preset}'; available: {', '.join(PRESETS)}")
         if spec.checkpoint is not None:
             raise RocketError("the 'tiny' preset is randomly initialised; drop the checkpoint or the preset")
-        return OpenVLAConfig.from_hf(TINY_CONFIG, TINY_TIMM_KWARGS, opts.attn_implementation)
+        return OpenVLAConfig.from_hf(TINY_CONFIG, attn_implementation=opts.attn_implementation)
     return OpenVLAConfig.from_hf(hf_config or _cached_config(spec), attn_implementation=opts.attn_implementation)
 
 
@@ -329,12 +331,15 @@ def _dtype(opts: OpenVLAOptions, preset: bool) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _tokenizer(folders: Sequence[Path], pad_token_id: int) -> proc.HFTokenizer:
+def _tokenizer(folders: Sequence[Path], cfg: OpenVLAConfig) -> proc.HFTokenizer | proc.ByteTokenizer:
+    """The checkpoint's tokenizer; a saved tiny model (byte vocabulary, no tokenizer files) gets the byte one."""
     from transformers import AutoTokenizer
 
     for folder in folders:
         if (folder / "tokenizer_config.json").is_file():
-            return proc.HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), pad_token_id)
+            return proc.HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), cfg.text.pad_token_id)
+    if cfg.action_vocab_size == proc.ByteTokenizer.base_vocab and cfg.text.pad_token_id == proc.ByteTokenizer.pad_token_id:
+        return proc.ByteTokenizer()
     raise RocketError(f"no tokenizer files (tokenizer_config.json) in {', '.join(map(str, folders))}; use a full OpenVLA checkpoint folder")
 
 
@@ -364,7 +369,7 @@ def _load_from(spec: VLASpec, opts: OpenVLAOptions) -> OpenVLAPolicy:
         cfg.norm_stats = {**cfg.norm_stats, **json.loads(stats.read_text())}
     dtype = _dtype(opts, preset=False)
     with torch.device("meta"):
-        model = OpenVLAPolicy(cfg, opts, _tokenizer([folder, base], cfg.text.pad_token_id))
+        model = OpenVLAPolicy(cfg, opts, _tokenizer([folder, base], cfg))
     load_openvla_weights(model, base, dtype)
     rotary = type(model.language_model.model.rotary_emb)
     model.language_model.model.rotary_emb = rotary(cfg.text)  # non-persistent buffers: rebuilt, never loaded

@@ -59,6 +59,8 @@ class OpenVLAConfig:
     ) -> OpenVLAConfig:
         """Parse an OpenVLA `config.json` mapping; `timm_kwargs` maps a timm id to extra create_model kwargs.
 
+        Without `timm_kwargs`, the mapping's own `timm_create_model_kwargs` (tiny models) are used.
+
         `attn_implementation` is the LLM's ("sdpa" or "eager"; they agree within 4.3e-6).
         """
         if not config.get("use_fused_vision_backbone", False) or "fused-gelu-mlp" not in config.get(
@@ -71,7 +73,8 @@ class OpenVLAConfig:
         ids, sizes = config["timm_model_ids"], config["image_sizes"]
         if any(act is not None for act in config.get("timm_override_act_layers", [None, None])):
             raise RocketError("timm_override_act_layers must be null: only exact-GELU ViTs are supported")
-        vits = [vit_config(i, s, (timm_kwargs or {}).get(i)) for i, s in zip(ids, sizes)]
+        kwargs = timm_kwargs if timm_kwargs is not None else config.get("timm_create_model_kwargs", {})
+        vits = [vit_config(i, s, kwargs.get(i)) for i, s in zip(ids, sizes)]
         text = {k: v for k, v in config["text_config"].items() if k not in _TEXT_CONFIG_IGNORED}
         stats = config.get("norm_stats")
         return cls(

@@ -33,7 +33,7 @@ def _names(keys: Iterable[str], limit: int = 8) -> str:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    """The model's safetensors files: those the index names, else every `*.safetensors` at the top."""
+    """The model's safetensors files: those the index names, else `model*.safetensors` at the top."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -41,7 +41,7 @@ def shard_files(folder: Path) -> list[Path]:
         if missing:
             raise RocketError(f"'{folder}' lacks shards named in its index: {_names(missing)}; re-download it")
         return [folder / n for n in names]
-    files = sorted(p for p in folder.glob("*.safetensors") if not p.name.startswith(HEAD_PARTS))
+    files = sorted(folder.glob("model*.safetensors"))
     if not files:
         raise RocketError(f"'{folder}' holds no OpenVLA safetensors weights (model*.safetensors)")
     return files
