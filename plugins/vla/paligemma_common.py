@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -23,9 +23,10 @@ from torch.utils.checkpoint import checkpoint
 from transformers import GemmaConfig, PaliGemmaConfig
 from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 
-from rocket_core.align.tokens import downsample_padding_mask, pi0_align_mask, pi0_vision_slice
+from rocket_core.align.tokens import downsample_padding_mask, pi0_align_mask
 from rocket_core.contracts import Batch, VLAAdapter, VLAInfo, VLAOutput
 from rocket_core.errors import RocketError
+from rocket_core.hub import resolve_weights
 from rocket_core.specs import VLASpec
 
 # openpi/LeRobot's additive mask value: far below any score, yet leaves bf16 headroom (finfo.min would overflow).
@@ -72,7 +73,6 @@ class Arch:
     beta_beta: float = 1.0
     time_scale: float = 0.999
     time_offset: float = 0.001
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens_per_image(self) -> int:
@@ -251,31 +251,6 @@ def blocks_applied(index: int, depth: int, convention: str) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------- weights
-
-
-def resolve_checkpoint(checkpoint: str, revision: str | None, patterns: Sequence[str]) -> Path:
-    """A local folder as is, else a Hub snapshot (the core's `resolve_weights` once it exists)."""
-    try:
-        from rocket_core.hub import resolve_weights  # written in parallel by the core team
-    except ImportError:
-        resolve_weights = None
-    if resolve_weights is not None:
-        return resolve_weights(checkpoint, revision, list(patterns))
-    local = Path(checkpoint)
-    if local.is_dir():
-        return local
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(checkpoint, revision=revision, allow_patterns=list(patterns)))
-    except LocalEntryNotFoundError:
-        raise RocketError(
-            f"weights '{checkpoint}' are not in the local Hub cache and the Hub is offline; run once online "
-            "(unset HF_HUB_OFFLINE) or pass a local folder as checkpoint"
-        ) from None
-    except HfHubHTTPError as exc:
-        raise RocketError(f"could not download '{checkpoint}': {' '.join(str(exc).split())[:200]}") from None
 
 
 def load_safetensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -746,9 +721,6 @@ class PaliGemmaFlowPolicy(nn.Module):
         x = self.sample(pixels, masks, tokens, token_mask, state, noise)
         return x[..., : self.opts.action_dim or self.arch.max_action_dim]
 
-    def vision_slice(self) -> slice:
-        return pi0_vision_slice(self.opts.num_cameras, self.arch.tokens_per_image)
-
     # -- training modes
     def configure_training(self) -> None:
         """Apply the spec's fine-tuning mode (full or LoRA) and gradient-checkpointing switch."""
@@ -790,8 +762,8 @@ class PaliGemmaFlowAdapter(VLAAdapter):
         opts = PolicyOptions.parse(spec)
         folder = None
         if spec.preset is None:
-            folder = resolve_checkpoint(spec.checkpoint or cls.default_checkpoint, spec.revision,
-                                        ("*.json", "model*.safetensors"))
+            folder = resolve_weights(spec.checkpoint or cls.default_checkpoint, spec.revision,
+                                     ("*.json", "model*.safetensors"), pull_name=cls.name)
             spec = spec.model_copy(update={"checkpoint": str(folder)})
         arch = arch_for(spec, cls.default_checkpoint)
         model = cls.policy_cls(arch, opts, vla_info(arch, opts))

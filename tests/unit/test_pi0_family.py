@@ -13,7 +13,6 @@ from plugins.vla.paligemma_common import (
     load_tokenizer,
     pad_last,
     preprocess_images,
-    resolve_checkpoint,
 )
 from plugins.vla.pi0 import Pi0Adapter
 from plugins.vla.pi05 import Pi05Adapter
@@ -75,8 +74,8 @@ def test_bad_options_are_one_line_errors(options: dict, message: str) -> None:
 
 
 def test_offline_without_weights_or_tokenizer_says_what_to_do() -> None:
-    with pytest.raises(RocketError, match="offline|local"):
-        resolve_checkpoint("lerobot/pi0_base-not-cached", None, ("*.json",))
+    with pytest.raises(RocketError, match="rocket pull pi0"):
+        Pi0Adapter.build(VLASpec(name="pi0", checkpoint="lerobot/pi0_base-not-cached"))
     with pytest.raises(RocketError, match="licence.*login"):
         load_tokenizer("google/paligemma-3b-pt-224-not-cached")
 
