@@ -92,11 +92,11 @@ def _read_json(path: Path) -> Any:
         raise RocketError(f"'{path}' is not valid JSON ({exc.msg}, line {exc.lineno}); re-download the dataset") from None
 
 
-def _read_parquets(paths: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Table:
+def _read_parquets(paths: Sequence[Path]) -> pa.Table:
     if not paths:
         raise RocketError("the LeRobot dataset has no parquet files where meta/info.json says; re-download or re-create it")
     try:
-        return pa.concat_tables([pq.read_table(p, columns=columns, memory_map=True) for p in paths])
+        return pa.concat_tables([pq.read_table(p, memory_map=True) for p in paths], promote_options="default")
     except (pa.ArrowInvalid, OSError) as exc:
         raise RocketError(f"cannot read the dataset's parquet files ({' '.join(str(exc).split())}); re-download the dataset") from None
 
@@ -138,10 +138,12 @@ class LeRobotReader:
             for key in self.features
             if key not in self.camera_keys and key in self._table.column_names
         }
-        episode_pos = np.searchsorted(self._episodes["episode_index"], self._columns["episode_index"])
-        self._row_episode = episode_pos
-        self._row_from = self._episodes["dataset_from_index"][episode_pos]
-        self._row_to = self._episodes["dataset_to_index"][episode_pos]
+        known, row_episodes = self._episodes["episode_index"], self._columns["episode_index"]
+        self._row_episode = np.minimum(np.searchsorted(known, row_episodes), len(known) - 1)
+        if not np.array_equal(known[self._row_episode], row_episodes):
+            raise RocketError(f"data files of '{self.root}' hold episodes missing from meta/episodes; re-create the dataset")
+        self._row_from = self._episodes["dataset_from_index"][self._row_episode]
+        self._row_to = self._episodes["dataset_to_index"][self._row_episode]
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -257,10 +259,11 @@ class LeRobotReader:
         for key in self.camera_keys:
             if self.features[key]["dtype"] == "video":
                 names += [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
-        missing = [n for n in names if paths and n not in pq.read_schema(paths[0]).names]
+        table = _read_parquets(paths)
+        missing = [n for n in names if n not in table.column_names]
         if missing:
             raise RocketError(f"episode metadata of '{self.root}' lacks {', '.join(missing)}; re-create the dataset with LeRobot v3")
-        table = _read_parquets(paths, names)
+        table = table.select(names)
         table = table.take(pc.sort_indices(table, [("episode_index", "ascending")]))
         return {name: table.column(name).to_numpy() for name in names}
 
