@@ -169,6 +169,7 @@ def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
     adapted = OpenVLAAdapter.build(VLASpec(name="openvla", checkpoint=str(lora_only), options=options))
     lora = {k: v for k, v in tiny.state_dict().items() if ".lora_" in k}
     assert lora and all(torch.equal(adapted.state_dict()[k], v) for k, v in lora.items())
+    assert adapted.lora == {"rank": 2, "alpha": 4, "dropout": 0.0}
     with pytest.raises(RocketError, match="neither OpenVLA weights nor a lora_adapter"):
         OpenVLAAdapter.build(VLASpec(name="openvla", checkpoint=str(tmp_path / "lora_only" / "lora_adapter")))
 

@@ -168,6 +168,10 @@ class OpenVLAPolicy(OpenVLA):
         self.lora: dict[str, Any] | None = None
 
     @property
+    def _device(self) -> torch.device:
+        return self.language_model.get_input_embeddings().weight.device
+
+    @property
     def lora_target_modules(self) -> str:
         """peft `target_modules` regex (full match on module names)."""
         return LLM_LINEAR if self.opts.lora_scope == "llm" else ALL_LINEAR
@@ -215,7 +219,7 @@ class OpenVLAPolicy(OpenVLA):
         n_act = self.opts.chunk * self.opts.action_dim
         prompts = [proc.prompt_ids(self.tokenizer, t) for t in tasks]
         length = max(len(p) for p in prompts) + n_act + 1
-        device = self.language_model.get_input_embeddings().weight.device
+        device = self._device
         ids = torch.full((len(tasks), length), self.tokenizer.pad_token_id, dtype=torch.long)
         labels = torch.full_like(ids, IGNORE_INDEX)
         mask = torch.zeros_like(ids)
@@ -231,7 +235,7 @@ class OpenVLAPolicy(OpenVLA):
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self.opts.num_images:
             raise RocketError(f"OpenVLA is configured for {self.opts.num_images} cameras but the batch has {images.shape[1]}; set options.num_images")
-        return proc.pixel_values(images, self.config.image_size).to(self.language_model.get_input_embeddings().weight.device)
+        return proc.pixel_values(images.to(self._device), self.config.image_size)
 
     def _proprio(self, state: torch.Tensor | None) -> torch.Tensor | None:
         if not self.opts.uses_proprio:
@@ -239,7 +243,7 @@ class OpenVLAPolicy(OpenVLA):
         if state is None or state.shape[-1] != self.opts.proprio_dim:
             got = None if state is None else state.shape[-1]
             raise RocketError(f"OpenVLA expects a proprio state of {self.opts.proprio_dim} dims, got {got}; set options.proprio_dim")
-        return state
+        return state.to(self._device)
 
     def _chunk_forward(self, images: torch.Tensor, tasks: Sequence[str], state: torch.Tensor | None, keep: bool):  # type: ignore[no-untyped-def]
         """One OFT pass -> (hidden states, predicted normalised chunk (B, chunk, action_dim))."""
@@ -258,12 +262,12 @@ class OpenVLAPolicy(OpenVLA):
     def forward_align(self, batch: Batch, layers: Sequence[int]) -> VLAOutput:
         """L1 action loss and `{layer: (B, V, D)}` vision states of `layers` (resolved indices), one pass."""
         hidden, pred = self._chunk_forward(batch["images"], batch["task"], batch.get("state"), keep=True)
-        target = batch["actions"].to(pred.dtype)
+        target = batch["actions"].to(pred.device, pred.dtype)
         if target.shape != pred.shape:
             raise RocketError(f"actions have shape {tuple(target.shape)}, expected {tuple(pred.shape)}; set options.chunk / action_dim")
         err = (pred - target).abs()
         if "action_is_pad" in batch:
-            valid = (~batch["action_is_pad"].bool()).to(err.dtype)[..., None].expand_as(err)
+            valid = (~batch["action_is_pad"].to(err.device).bool()).to(err.dtype)[..., None].expand_as(err)
             loss = (err * valid).sum() / valid.sum().clamp(min=1)
         else:
             loss = err.mean()
@@ -272,7 +276,7 @@ class OpenVLAPolicy(OpenVLA):
         token_mask = None
         masks = batch.get("image_masks")
         if masks is not None and not bool(masks.all()):
-            token_mask = masks.bool().repeat_interleave(self.config.patches_per_image, dim=1)
+            token_mask = masks.to(err.device).bool().repeat_interleave(self.config.patches_per_image, dim=1)
         return VLAOutput(loss, states, token_mask)
 
     # ---- inference ------------------------------------------------------------------------------
@@ -312,7 +316,7 @@ class OpenVLAPolicy(OpenVLA):
         """Greedy decoding of `action_dim` tokens (causal LM with a KV cache), the original OpenVLA way."""
         from transformers import DynamicCache
 
-        ids = torch.tensor([proc.prompt_ids(self.tokenizer, task)], device=self.language_model.device)
+        ids = torch.tensor([proc.prompt_ids(self.tokenizer, task)], device=self._device)
         seq, mask, _, _ = self.embed(self._pixels(images), ids, torch.ones_like(ids))
         cache = {_CACHE_ARG: DynamicCache(config=self.config.text)}  # filled in place by every call
         out = self.language_model(inputs_embeds=seq, attention_mask=mask, use_cache=True, **cache)
@@ -374,7 +378,7 @@ def _load_from(spec: VLASpec, opts: OpenVLAOptions) -> OpenVLAPolicy:
     rotary = type(model.language_model.model.rotary_emb)
     model.language_model.model.rotary_emb = rotary(cfg.text)  # non-persistent buffers: rebuilt, never loaded
     if base != folder:
-        load_lora_adapter(model, folder / LORA_DIR)
+        model.lora = load_lora_adapter(model, folder / LORA_DIR)
     model.add_oft_parts()
     for part in model.fully_trained_modules:
         module = getattr(model, part)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from safetensors import safe_open
@@ -127,33 +127,29 @@ def save_parts(model: nn.Module, folder: Path) -> None:
             save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(folder / f"{part}.safetensors"))
 
 
-def _lora_config_from(folder: Path, state: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
-    from peft import LoraConfig
+def load_lora_adapter(model: nn.Module, folder: Path) -> dict[str, Any]:
+    """Inject a saved LoRA adapter (ours or the reference's PEFT folder) into exactly the modules it covers.
 
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    targets = sorted({k.removeprefix(ADAPTER_PREFIX).rsplit(".lora_", 1)[0] for k in state if ".lora_" in k})
-    return LoraConfig(
-        r=cfg["r"],
-        lora_alpha=cfg["lora_alpha"],
-        lora_dropout=cfg.get("lora_dropout", 0.0),
-        use_rslora=cfg.get("use_rslora", False),
-        target_modules=targets,
-    )
-
-
-def load_lora_adapter(model: nn.Module, folder: Path) -> None:
-    """Inject a saved LoRA adapter (ours or the reference's PEFT folder) into exactly the modules it covers."""
-    from peft import inject_adapter_in_model
+    Returns its rank, alpha and dropout, so it can be saved again after further training.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
 
     weights = folder / "adapter_model.safetensors"
     if not (folder / "adapter_config.json").is_file() or not weights.is_file():
         raise RocketError(f"'{folder}' is not a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    if cfg.get("use_rslora") or cfg.get("use_dora"):
+        raise RocketError(f"'{folder}' uses rsLoRA/DoRA; only plain LoRA adapters are supported")
     state = load_file(str(weights))
-    inject_adapter_in_model(_lora_config_from(folder, state), model)
+    hyper = {"rank": cfg["r"], "alpha": cfg["lora_alpha"], "dropout": cfg.get("lora_dropout", 0.0)}
+    targets = sorted({k.removeprefix(ADAPTER_PREFIX).rsplit(".lora_", 1)[0] for k in state if ".lora_" in k})
+    config = LoraConfig(r=hyper["rank"], lora_alpha=hyper["alpha"], lora_dropout=hyper["dropout"], target_modules=targets)
+    inject_adapter_in_model(config, model)
     renamed = {re.sub(r"\.lora_(A|B)\.weight$", r".lora_\1.default.weight", k.removeprefix(ADAPTER_PREFIX)): v for k, v in state.items()}
     own = {k: v.shape for k, v in model.state_dict().items() if ".lora_" in k}
     check_keys(own, {k: tuple(v.shape) for k, v in renamed.items()}, str(folder))
     model.load_state_dict(renamed, strict=False)
+    return hyper
 
 
 def save_lora_adapter(model: nn.Module, folder: Path, rank: int, alpha: int, dropout: float) -> None:
