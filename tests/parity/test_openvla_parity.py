@@ -6,7 +6,6 @@ runs against any fixture of this format (`ROCKET_OPENVLA_FIXTURE`).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

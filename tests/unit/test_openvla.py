@@ -154,10 +154,13 @@ def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
     (full / "dataset_statistics.json").write_text(json.dumps(stats))
     for part in ("action_head", "proprio_projector"):
         torch.save({"module." + k: v for k, v in getattr(tiny, part).state_dict().items()}, full / f"{part}--100_checkpoint.pt")
+    bank = RocketProjector.build(2, tiny.info.hidden_size, 24, ProjectorSpec(), 1)
+    torch.save({"module." + k: v for k, v in bank.state_dict().items()}, full / "align_projectors--100_checkpoint.pt")
     spec = VLASpec(name="openvla", checkpoint=str(full), options={"dtype": "float32"})
     assert OpenVLAAdapter.info(spec) == tiny.info
     built = OpenVLAAdapter.build(spec)
     assert isinstance(built.tokenizer, proc.ByteTokenizer) and built.config.norm_stats == stats
+    bank.load_state_dict(built.align_projectors_state)  # the reference names load into the core's bank
     for key, value in tiny.state_dict().items():
         assert torch.equal(built.state_dict()[key], value), key
     assert all(p.requires_grad == n.startswith(("action_head", "proprio_projector")) for n, p in built.named_parameters())

@@ -37,6 +37,7 @@ from plugins.vla.openvla.weights import (
     load_lora_adapter,
     load_openvla_weights,
     load_part,
+    read_part,
     save_lora_adapter,
     save_parts,
     shard_files,
@@ -166,6 +167,9 @@ class OpenVLAPolicy(OpenVLA):
         self.actions = proc.ActionTokenizer(cfg.action_vocab_size, cfg.n_action_bins)
         self.info = OpenVLAAdapter.describe(cfg, opts)
         self.lora: dict[str, Any] | None = None
+        # A reference checkpoint's `align_projectors--*` state dict (names `{pool}.{ensemble}.fc1.weight`,
+        # as rocket_core's ProjectorBank), for the engine to load into its bank; None when absent.
+        self.align_projectors_state: dict[str, torch.Tensor] | None = None
 
     @property
     def _device(self) -> torch.device:
@@ -385,6 +389,9 @@ def _load_from(spec: VLASpec, opts: OpenVLAOptions) -> OpenVLAPolicy:
         path = find_part_file(folder, part, opts.checkpoint_step)
         if module is not None and path is not None:
             load_part(module, path)
+    align = find_part_file(folder, "align_projectors", opts.checkpoint_step)
+    if align is not None:
+        model.align_projectors_state = read_part(align)
     meta = [n for n, t in model.state_dict().items() if t.is_meta]
     if meta:
         raise RocketError(f"OpenVLA weights left unset: {', '.join(meta[:5])}")

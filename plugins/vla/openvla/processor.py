@@ -7,7 +7,7 @@ filter family (not bit-equal on uint8 rounding). LIBERO frames arrive at 224 px,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,16 +49,10 @@ def pil_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
-class TextTokenizer(Protocol):
-    """What the prompt needs from a tokenizer: ids with BOS first, and the pad id."""
-
-    pad_token_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-
-
 class ByteTokenizer:
     """The tiny preset's tokenizer, so it needs no download: BOS=1, EOS=2, UTF-8 byte b -> 3 + b.
+
+    Like `HFTokenizer` it offers `encode` (BOS first), `pad_token_id` and `empty_token_id`.
 
     With a 512-id base vocabulary the 256 action ids (256..511) never collide with a byte (UTF-8 bytes
     stay below 0xF5, i.e. ids below 248).
