@@ -14,9 +14,10 @@ import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -27,7 +28,7 @@ from rocket_core.align.tokens import downsample_padding_mask, pi0_align_mask
 from rocket_core.contracts import Batch, VLAAdapter, VLAInfo, VLAOutput
 from rocket_core.errors import RocketError
 from rocket_core.hub import resolve_weights
-from rocket_core.specs import VLASpec
+from rocket_core.specs import VLASpec, format_validation_error
 
 # openpi/LeRobot's additive mask value: far below any score, yet leaves bf16 headroom (finfo.min would overflow).
 MASK_VALUE = -2.3819763e38
@@ -35,7 +36,6 @@ PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 MAX_CAMERAS = 3
 # The paper's pairs (ROCKET-ALGORITHM.md section 7), valid for the 18-block Gemma-2B.
 PAPER_LAYERS = ((2, 3, 4, 5, 6, 7, 8, 9, 10, -1), (2, 4, 6, 8, 10, 12, 14, 16, 18, -1))
-INDEX_CONVENTIONS = ("pytorch", "jax")
 
 
 # ----------------------------------------------------------------------------------------------- sizes
@@ -165,39 +165,30 @@ def arch_from_config(data: dict[str, Any]) -> Arch:
 # ------------------------------------------------------------------------------------------- spec options
 
 
-@dataclass(frozen=True)
-class PolicyOptions:
+class PolicyOptions(BaseModel):
     """Validated `VLASpec.options` shared by both plugins (see docs/pi0.md for the table)."""
 
-    num_cameras: int = MAX_CAMERAS
-    index_convention: str = "pytorch"
-    chunk_size: int | None = None
-    num_steps: int | None = None
-    action_dim: int | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cameras: int = Field(MAX_CAMERAS, ge=1, le=MAX_CAMERAS)
+    index_convention: Literal["pytorch", "jax"] = "pytorch"
+    chunk_size: int | None = Field(None, ge=1)
+    num_steps: int | None = Field(None, ge=1)
+    action_dim: int | None = Field(None, ge=1)
     tokenizer: str | None = None
-    max_token_len: int | None = None
-    finetune: str = "full"
-    lora_rank_vlm: int = 16
-    lora_rank_expert: int = 32
+    max_token_len: int | None = Field(None, ge=1)
+    finetune: Literal["full", "lora"] = "full"
+    lora_rank_vlm: int = Field(16, ge=1)
+    lora_rank_expert: int = Field(32, ge=1)
     gradient_checkpointing: bool = False
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @classmethod
     def parse(cls, spec: VLASpec) -> PolicyOptions:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(spec.options) - known)
-        if unknown:
-            raise RocketError(f"unknown {spec.name} option(s) {unknown}; valid options: {sorted(known)}")
-        opts = cls(**spec.options)
-        if not 1 <= opts.num_cameras <= MAX_CAMERAS:
-            raise RocketError(f"num_cameras must be 1..{MAX_CAMERAS} (pi0 has 3 image slots), got {opts.num_cameras}")
-        if opts.index_convention not in INDEX_CONVENTIONS:
-            raise RocketError(f"index_convention must be one of {INDEX_CONVENTIONS}, got {opts.index_convention!r}")
-        if opts.finetune not in ("full", "lora"):
-            raise RocketError(f"finetune must be 'full' or 'lora', got {opts.finetune!r}")
-        if opts.dtype not in ("auto", "float32", "bfloat16"):
-            raise RocketError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {opts.dtype!r}")
-        return opts
+        try:
+            return cls.model_validate(spec.options)
+        except ValidationError as exc:
+            raise RocketError(format_validation_error(exc, f"{spec.name} options")) from None
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype == "auto":
@@ -596,6 +587,18 @@ class PaliGemmaFlowPolicy(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.action_out_proj.weight.dtype
 
+    @staticmethod
+    def _layout(prefix_pad: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention mask (B, N, N) and positions over [prefix, suffix]; padding does not advance positions."""
+        b, n_suffix = prefix_pad.shape[0], starts.shape[0]
+        pad = torch.cat([prefix_pad, prefix_pad.new_ones(b, n_suffix)], 1)
+        blocks = torch.cat([starts.new_zeros(prefix_pad.shape[1]), starts]).cumsum(0)[None].expand(b, -1)
+        return attention_mask(pad, blocks), pad.long().cumsum(1) - 1
+
+    def _velocity(self, suffix_out: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        final = apply_norm(self.expert_norm, suffix_out, cond)[0]
+        return self.action_out_proj(final[:, -self.arch.chunk_size :]).float()
+
     def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vlm.language_model.rotary_emb(x, position_ids=positions)
 
@@ -623,10 +626,7 @@ class PaliGemmaFlowPolicy(nn.Module):
         x_t = t * noise + (1 - t) * actions
         prefix, prefix_pad = self.embed_prefix(pixel_values, image_masks, tokens, token_mask)
         suffix, starts, cond = self.embed_suffix(state, x_t.to(self.dtype), time)
-        pad = torch.cat([prefix_pad, prefix_pad.new_ones(b, suffix.shape[1])], 1)
-        blocks = torch.cat([starts.new_zeros(prefix.shape[1]), starts]).cumsum(0)[None].expand(b, -1)
-        mask = attention_mask(pad, blocks)
-        positions = pad.long().cumsum(1) - 1
+        mask, positions = self._layout(prefix_pad, starts)
         n_prefix = prefix.shape[1]
         ropes = [self._rope(prefix, positions[:, :n_prefix]), self._rope(suffix, positions[:, n_prefix:])]
         depth = self.arch.vlm.depth
@@ -636,8 +636,7 @@ class PaliGemmaFlowPolicy(nn.Module):
             [self.vlm.language_model.layers, self.expert_layers], [prefix, suffix], ropes, [None, cond], mask,
             capture=[n for n in wanted.values() if n is not None], capture_tokens=v, use_checkpoint=self.use_checkpoint,
         )
-        final = apply_norm(self.expert_norm, out.hiddens[1], cond)[0]
-        velocity = self.action_out_proj(final[:, -self.arch.chunk_size :]).float()
+        velocity = self._velocity(out.hiddens[1], cond)
         states = {
             idx: out.captured[n] if n is not None else self.vlm.language_model.norm(out.hiddens[0][:, :v])
             for idx, n in wanted.items()
@@ -663,21 +662,16 @@ class PaliGemmaFlowPolicy(nn.Module):
         x = torch.randn(shape, device=state.device) if noise is None else noise.float()
         prefix, prefix_pad = self.embed_prefix(pixel_values, image_masks, tokens, token_mask)
         n_prefix = prefix.shape[1]
-        positions = prefix_pad.long().cumsum(1) - 1
-        pre = run_stack([self.vlm.language_model.layers], [prefix], [self._rope(prefix, positions)], [None],
-                        attention_mask(prefix_pad, torch.zeros_like(positions)))
+        mask, positions = self._layout(prefix_pad, prefix_pad.new_zeros(0, dtype=torch.long))
+        pre = run_stack([self.vlm.language_model.layers], [prefix], [self._rope(prefix, positions)], [None], mask)
         dt = -1.0 / steps
         for k in range(steps):
             time = torch.full((b,), 1.0 + k * dt, device=state.device)
             suffix, starts, cond = self.embed_suffix(state, x.to(self.dtype), time)
-            s = suffix.shape[1]
-            pad = torch.cat([prefix_pad, prefix_pad.new_ones(b, s)], 1)
-            blocks = torch.cat([starts.new_zeros(n_prefix), starts]).cumsum(0)[None].expand(b, -1)
-            mask = attention_mask(pad, blocks)[:, n_prefix:]
-            pos = prefix_pad.long().sum(1, keepdim=True) + torch.arange(s, device=state.device)
-            out = run_stack([self.expert_layers], [suffix], [self._rope(suffix, pos)], [cond], mask, past=pre.kv)
-            final = apply_norm(self.expert_norm, out.hiddens[0], cond)[0]
-            x = x + dt * self.action_out_proj(final[:, -self.arch.chunk_size :]).float()
+            mask, positions = self._layout(prefix_pad, starts)
+            rope = self._rope(suffix, positions[:, n_prefix:])
+            out = run_stack([self.expert_layers], [suffix], [rope], [cond], mask[:, n_prefix:], past=pre.kv)
+            x = x + dt * self._velocity(out.hiddens[0], cond)
         return x
 
     # -- the rocket contract

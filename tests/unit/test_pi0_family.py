@@ -65,8 +65,9 @@ def test_registered_and_paper_info_without_weights(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"cameras": 2}, "unknown pi0 option"), ({"num_cameras": 4}, "num_cameras must be 1..3"),
-     ({"index_convention": "tf"}, "index_convention"), ({"finetune": "adapter"}, "finetune")],
+    [({"cameras": 2}, "pi0 options: cameras: Extra inputs"), ({"num_cameras": 4}, "num_cameras: .* less than or equal to 3"),
+     ({"index_convention": "tf"}, "index_convention: Input should be 'pytorch' or 'jax'"),
+     ({"finetune": "adapter"}, "finetune: Input should be 'full' or 'lora'")],
 )
 def test_bad_options_are_one_line_errors(options: dict, message: str) -> None:
     with pytest.raises(RocketError, match=message):
