@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NotRequired, Protocol, Sequence, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Generic, NotRequired, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
 
 import torch
 
@@ -110,18 +110,27 @@ def _resolve_index(index: int, top: int, minus_one: int, what: str) -> int:
     return resolved
 
 
-class VLAAdapter(_Plugin):
-    """Factory and metadata for one VLA family."""
+SpecT = TypeVar("SpecT")
+InfoT = TypeVar("InfoT")
+ModelT = TypeVar("ModelT")
+
+
+class _ModelAdapter(_Plugin, Generic[SpecT, InfoT, ModelT]):
+    """Factory and metadata for one model family: cheap `info`, heavy `build`."""
 
     @classmethod
     @abstractmethod
-    def info(cls, spec: VLASpec) -> VLAInfo:
-        """Describe the VLA `spec` would build, without loading weights."""
+    def info(cls, spec: SpecT) -> InfoT:
+        """Describe what `spec` would build, without loading weights."""
 
     @classmethod
     @abstractmethod
-    def build(cls, spec: VLASpec) -> VLAModel:
+    def build(cls, spec: SpecT) -> ModelT:
         """Build (and load) the model."""
+
+
+class VLAAdapter(_ModelAdapter["VLASpec", VLAInfo, VLAModel]):
+    """A VLA family."""
 
     @classmethod
     def resolve_layer(cls, info: VLAInfo, index: int) -> int:
@@ -130,18 +139,8 @@ class VLAAdapter(_Plugin):
         return _resolve_index(index, info.max_layer_index, minus_one, f"VLA '{cls.name}'")
 
 
-class TeacherAdapter(_Plugin):
-    """Factory and metadata for one frozen teacher."""
-
-    @classmethod
-    @abstractmethod
-    def info(cls, spec: TeacherSpec) -> TeacherInfo:
-        """Describe the teacher `spec` would build, without loading weights."""
-
-    @classmethod
-    @abstractmethod
-    def build(cls, spec: TeacherSpec) -> TeacherModel:
-        """Build (and load) the frozen teacher."""
+class TeacherAdapter(_ModelAdapter["TeacherSpec", TeacherInfo, TeacherModel]):
+    """A frozen teacher (`build` returns it in eval mode, without gradients)."""
 
     @classmethod
     def resolve_layer(cls, info: TeacherInfo, index: int) -> int:
