@@ -249,8 +249,10 @@ class OpenVLAPolicy(OpenVLA):
             raise RocketError(f"OpenVLA expects a proprio state of {self.opts.proprio_dim} dims, got {got}; set options.proprio_dim")
         return state.to(self._device)
 
-    def _chunk_forward(self, images: torch.Tensor, tasks: Sequence[str], state: torch.Tensor | None, keep: bool):  # type: ignore[no-untyped-def]
-        """One OFT pass -> (hidden states, predicted normalised chunk (B, chunk, action_dim))."""
+    def _chunk_forward(
+        self, images: torch.Tensor, tasks: Sequence[str], state: torch.Tensor | None, keep: bool
+    ) -> tuple[tuple[torch.Tensor, ...] | None, torch.Tensor]:
+        """One OFT pass -> (hidden states if `keep`, predicted normalised chunk (B, chunk, action_dim))."""
         if self.action_head is None:
             raise RocketError("this OpenVLA has no L1 action head; build it with options.head='l1'")
         ids, mask, labels, starts = self._sequence(tasks)
