@@ -122,9 +122,10 @@ def render(scene: dict, pos: np.ndarray, opening: float, block_xy: np.ndarray, h
             _square(draw, to_px(block["xy"]), 0.08 * scale, COLORS[block["color"]])
         elif not held:
             _square(draw, to_px(block_xy), 0.08 * scale, COLORS[block["color"]])
+    held_color = COLORS[scene["blocks"][scene["target"]]["color"]]
     if wrist:
-        if held:
-            _square(draw, (SIZE / 2, SIZE / 2), 0.08 * scale * (1 + 0.5 / (0.2 + 0.6 * pos[2])), COLORS[scene["blocks"][scene["target"]]["color"]])
+        if held:  # right under the camera, so larger than blocks on the table
+            _square(draw, (SIZE / 2, SIZE / 2), 0.08 * scale * (1 + 0.5 / half_view), held_color)
         gap = SIZE * (0.1 + 3 * opening)
         for side in (-1, 1):
             x = SIZE / 2 + side * gap
@@ -134,10 +135,11 @@ def render(scene: dict, pos: np.ndarray, opening: float, block_xy: np.ndarray, h
     grow = 1 + 0.8 * pos[2]
     draw.ellipse([gx - 0.07 * scale, gy - 0.07 * scale, gx + 0.07 * scale, gy + 0.07 * scale], fill=SHADOW)
     if held:
-        _square(draw, (gx, gy), 0.08 * scale * grow, COLORS[scene["blocks"][scene["target"]]["color"]])
+        _square(draw, (gx, gy), 0.08 * scale * grow, held_color)
+    unit = scale * grow
     for side in (-1, 1):
-        fx = gx + side * (0.05 + 2 * opening) * scale * grow
-        draw.rectangle([fx - 0.025 * scale * grow, gy - 0.09 * scale * grow, fx + 0.025 * scale * grow, gy + 0.09 * scale * grow], fill=FINGER)
+        fx = gx + side * (0.05 + 2 * opening) * unit
+        draw.rectangle([fx - 0.025 * unit, gy - 0.09 * unit, fx + 0.025 * unit, gy + 0.09 * unit], fill=FINGER)
     return image
 
 
@@ -200,7 +202,8 @@ def hf_features(features: dict[str, dict]) -> str:
         elif feature["shape"] == [1]:
             spec[key] = {"dtype": feature["dtype"], "_type": "Value"}
         else:
-            spec[key] = {"feature": {"dtype": feature["dtype"], "_type": "Value"}, "length": feature["shape"][0], "_type": "List"}
+            value = {"dtype": feature["dtype"], "_type": "Value"}
+            spec[key] = {"feature": value, "length": feature["shape"][0], "_type": "List"}
     return json.dumps({"info": {"features": spec}})
 
 
@@ -208,9 +211,13 @@ def tasks_table(tasks: list[str]) -> pa.Table:
     """meta/tasks.parquet with the pandas metadata that makes `task` the index, as LeRobot writes it."""
     pandas_meta = {
         "index_columns": ["task"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [
+            {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+             "metadata": {"encoding": "UTF-8"}}
+        ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+             "metadata": None},
             {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
         ],
         "attributes": {},
@@ -252,7 +259,9 @@ def write_dataset(out: Path, seed: int) -> None:
     data = pa.table(arrays).replace_schema_metadata({"huggingface": hf_features(features)})
 
     def stats_of(rows: slice) -> dict[str, dict[str, list]]:
-        stats = {cam: feature_stats(np.stack([decode(c["bytes"]) for c in columns[cam][rows]]), image=True) for cam in CAMERAS}
+        stats = {
+            cam: feature_stats(np.stack([decode(c["bytes"]) for c in columns[cam][rows]]), image=True) for cam in CAMERAS
+        }
         for key in features:
             if key not in CAMERAS:
                 values = np.asarray(columns[key][rows], dtype=np.float64).reshape(len(columns[key][rows]), -1)

@@ -61,7 +61,8 @@ def rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
         value == r, ((g - b) / safe) % 6, torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4)
     )
     hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue)) % 1.0
-    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    lit = value > 0
+    saturation = torch.where(lit, delta / torch.where(lit, value, torch.ones_like(value)), torch.zeros_like(value))
     return torch.stack([hue, saturation, value], -3)
 
 

@@ -36,7 +36,8 @@ def resolve_dataset_root(source: str | Path, revision: str | None = None) -> Pat
     if path.exists():
         if not (path / "meta" / "info.json").is_file():
             raise RocketError(
-                f"'{path}' is not a LeRobot dataset (no meta/info.json); give the dataset root, the folder holding meta/ and data/"
+                f"'{path}' is not a LeRobot dataset (no meta/info.json); "
+                "give the dataset root, the folder holding meta/ and data/"
             )
         return path.resolve()
     text = str(source)
@@ -62,14 +63,18 @@ def _download(repo_id: str, revision: str | None) -> str:
             "check the path or repo id"
         ) from None
     except RevisionNotFoundError:
-        raise RocketError(f"revision '{revision}' of dataset '{repo_id}' does not exist on the Hub; check the revision") from None
+        raise RocketError(
+            f"revision '{revision}' of dataset '{repo_id}' does not exist on the Hub; check the revision"
+        ) from None
     except LocalEntryNotFoundError:
         raise RocketError(
             f"dataset '{repo_id}' is not a local folder and not in the Hugging Face cache, and the Hub cannot be reached "
             f"(offline); download it first (`hf download --repo-type dataset {repo_id}`) or give a local path"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
-        raise RocketError(f"could not download dataset '{repo_id}' from the Hub ({exc}); retry or give a local path") from None
+        raise RocketError(
+            f"could not download dataset '{repo_id}' from the Hub ({exc}); retry or give a local path"
+        ) from None
 
 
 def delta_offsets(deltas_s: Sequence[float], fps: float) -> np.ndarray:
@@ -79,7 +84,9 @@ def delta_offsets(deltas_s: Sequence[float], fps: float) -> np.ndarray:
     off = np.abs(offsets / fps - deltas)
     if off.size and off.max() > TOLERANCE_S:
         bad = deltas[off.argmax()]
-        raise RocketError(f"delta timestamp {bad} s is not a multiple of 1/fps = {1 / fps:.6g} s; use multiples of the frame period")
+        raise RocketError(
+            f"delta timestamp {bad} s is not a multiple of 1/fps = {1 / fps:.6g} s; use multiples of the frame period"
+        )
     return offsets
 
 
@@ -98,7 +105,8 @@ def _read_parquets(paths: Sequence[Path]) -> pa.Table:
     try:
         return pa.concat_tables([pq.read_table(p, memory_map=True) for p in paths], promote_options="default")
     except (pa.ArrowInvalid, OSError) as exc:
-        raise RocketError(f"cannot read the dataset's parquet files ({' '.join(str(exc).split())}); re-download the dataset") from None
+        detail = " ".join(str(exc).split())
+        raise RocketError(f"cannot read the dataset's parquet files ({detail}); re-download the dataset") from None
 
 
 def _to_numpy(column: pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:
@@ -199,7 +207,9 @@ class LeRobotReader:
         windows = {}
         for key, deltas in (delta_timestamps or {}).items():
             if key not in self.features:
-                raise RocketError(f"delta_timestamps names '{key}', which is not a feature; available: {', '.join(self.features)}")
+                raise RocketError(
+                    f"delta_timestamps names '{key}', which is not a feature; available: {', '.join(self.features)}"
+                )
             windows[key] = self.window(index, delta_offsets(deltas, self.fps))
         item: dict[str, Any] = {}
         for key in self.features:
@@ -262,7 +272,9 @@ class LeRobotReader:
         table = _read_parquets(paths)
         missing = [n for n in names if n not in table.column_names]
         if missing:
-            raise RocketError(f"episode metadata of '{self.root}' lacks {', '.join(missing)}; re-create the dataset with LeRobot v3")
+            raise RocketError(
+                f"episode metadata of '{self.root}' lacks {', '.join(missing)}; re-create the dataset with LeRobot v3"
+            )
         table = table.select(names)
         table = table.take(pc.sort_indices(table, [("episode_index", "ascending")]))
         return {name: table.column(name).to_numpy() for name in names}
@@ -271,7 +283,10 @@ class LeRobotReader:
         table = _read_parquets(sorted((self.root / "data").glob("chunk-*/file-*.parquet")))
         missing = [k for k in self.features if k not in table.column_names and self.features[k]["dtype"] != "video"]
         if missing:
-            raise RocketError(f"data files of '{self.root}' lack the columns {', '.join(missing)} that meta/info.json lists; re-create the dataset")
+            raise RocketError(
+                f"data files of '{self.root}' lack the columns {', '.join(missing)} that meta/info.json lists; "
+                "re-create the dataset"
+            )
         index = table.column("index").to_numpy()
         if not np.array_equal(index, np.arange(len(index))):
             order = np.argsort(index, kind="stable")

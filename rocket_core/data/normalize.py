@@ -45,7 +45,9 @@ class Normalizer:
         mask = torch.ones(low.numel(), dtype=torch.bool)
         for dim in exclude:
             if not -low.numel() <= dim < low.numel():
-                raise RocketError(f"cannot exclude dimension {dim} of '{key}' from normalisation: it has {low.numel()} dimensions")
+                raise RocketError(
+                    f"cannot exclude dimension {dim} of '{key}' from normalisation: it has {low.numel()} dimensions"
+                )
             mask[dim] = False
         return cls(mode, low, high, mask)
 

@@ -54,6 +54,10 @@ class DataSpec(_Spec):
     chunk_size: int = Field(8, ge=1, description="action chunk length of the VLA (frames, from the current one)")
     normalization: Literal["quantile", "mean_std"] = Field("quantile", description="quantile = OpenVLA-OFT, mean_std = pi0")
     state_norm_exclude: list[int] = Field(default_factory=list, description="state dims left unnormalised")
-    action_norm_exclude: list[int] = Field(default_factory=list, description="action dims left unnormalised, e.g. [-1] (gripper)")
-    image_size: tuple[PositiveInt, PositiveInt] | None = Field(None, description="resize every camera to (H, W); None = keep the dataset's size")
+    action_norm_exclude: list[int] = Field(
+        default_factory=list, description="action dims left unnormalised, e.g. [-1] (gripper)"
+    )
+    image_size: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="resize every camera to (H, W); None = keep the dataset's size"
+    )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)

@@ -30,7 +30,8 @@ def case(request: pytest.FixtureRequest) -> dict:
     root = FIXTURE / request.param
     with safe_open(str(root / "expected.safetensors"), "pt") as f:
         meta = f.metadata() or {}
-    return {"root": root, "reader": LeRobotReader(root), "expected": load_file(str(root / "expected.safetensors")), "meta": meta}
+    expected = load_file(str(root / "expected.safetensors"))
+    return {"root": root, "reader": LeRobotReader(root), "expected": expected, "meta": meta}
 
 
 def _is_video(reader: LeRobotReader, key: str) -> bool:
@@ -39,7 +40,7 @@ def _is_video(reader: LeRobotReader, key: str) -> bool:
 
 def _assert_matches(reader: LeRobotReader, key: str, got: torch.Tensor, exp: torch.Tensor, where: str) -> float:
     """Same dtype and shape; exact, or within VIDEO_ATOL for decoded video frames. Returns the max abs error."""
-    assert got.dtype == exp.dtype and got.shape == exp.shape, f"{where} {key}: {got.dtype}{tuple(got.shape)} != {exp.dtype}{tuple(exp.shape)}"
+    assert (got.dtype, got.shape) == (exp.dtype, exp.shape), f"{where} {key}: {got.dtype}{list(got.shape)} != {exp.dtype}{list(exp.shape)}"
     err = (got.double() - exp.double()).abs().max().item() if got.numel() else 0.0
     limit = VIDEO_ATOL if _is_video(reader, key) else 0.0
     assert err <= limit, f"{where} {key}: max abs err {err:.3g} > {limit}"

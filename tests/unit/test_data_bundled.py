@@ -28,7 +28,7 @@ def test_layout_matches_what_lerobot_writes(reader: LeRobotReader) -> None:
     assert info["codebase_version"] == "v3.0" and info["video_path"] is None
     assert len(reader) == info["total_frames"] and reader.num_episodes == info["total_episodes"] >= 2
     assert len(reader.tasks) == info["total_tasks"]
-    assert [info["features"][k]["dtype"] for k in reader.camera_keys] == ["image"] * len(reader.camera_keys) == ["image", "image"]
+    assert [info["features"][k]["dtype"] for k in reader.camera_keys] == ["image", "image"]
     data = pq.read_table(next(ROOT.glob("data/chunk-*/file-*.parquet")))
     assert b"huggingface" in data.schema.metadata
     assert data.column(reader.camera_keys[0])[0]["bytes"].as_py().startswith(b"\x89PNG")

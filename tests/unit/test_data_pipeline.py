@@ -55,7 +55,8 @@ def test_quantile_round_trip_with_excluded_gripper(reader: LeRobotReader) -> Non
     ends = norm.normalize(torch.stack([q01, q99]))[:, :-1]
     spread = (q99 > q01)[:-1]
     assert spread.any()
-    torch.testing.assert_close(ends[:, spread], torch.tensor([[-1.0], [1.0]]).expand(2, int(spread.sum())), atol=1e-6, rtol=0)
+    want = torch.tensor([[-1.0], [1.0]]).expand(2, int(spread.sum()))
+    torch.testing.assert_close(ends[:, spread], want, atol=1e-6, rtol=0)
     assert ends[:, ~spread].eq(-1).all()  # a constant dimension maps to -1 (OpenVLA-OFT's eps), and back to itself
     assert norm.normalize(q99 + 10)[:-1].eq(1).all()  # out-of-range values are clipped, as in OpenVLA-OFT
 
