@@ -34,6 +34,7 @@ from rocket_core.specs import VLASpec, format_validation_error
 MASK_VALUE = -2.3819763e38
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 MAX_CAMERAS = 3
+LORA_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # The paper's pairs (ROCKET-ALGORITHM.md section 7), valid for the 18-block Gemma-2B.
 PAPER_LAYERS = ((2, 3, 4, 5, 6, 7, 8, 9, 10, -1), (2, 4, 6, 8, 10, 12, 14, 16, 18, -1))
 
@@ -541,7 +542,11 @@ class PaliGemmaFlowPolicy(nn.Module):
         raise NotImplementedError
 
     # -- training facts
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    @property
+    def lora_target_modules(self) -> str:
+        """peft `target_modules` regex (full match): attention and MLP projections of both Gemma stacks."""
+        vlm_scope, expert_scope = self.lora_scopes()
+        return rf"^({vlm_scope}|{expert_scope})\.layers\.\d+\.(self_attn|mlp)\.({'|'.join(LORA_LEAVES)})$"
 
     @property
     def fully_trained_modules(self) -> tuple[str, ...]:
@@ -727,12 +732,9 @@ class PaliGemmaFlowPolicy(nn.Module):
     def _inject_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        vlm_scope, expert_scope = self.lora_scopes()
-        names = "|".join(self.lora_target_modules)
-        pattern = rf"^({vlm_scope}|{expert_scope})\.layers\.\d+\.(self_attn|mlp)\.({names})$"
-        ranks = {rf"^{expert_scope}\..*": self.opts.lora_rank_expert}
+        ranks = {rf"^{self.lora_scopes()[1]}\..*": self.opts.lora_rank_expert}
         config = LoraConfig(
-            r=self.opts.lora_rank_vlm, lora_alpha=self.opts.lora_rank_vlm, target_modules=pattern,
+            r=self.opts.lora_rank_vlm, lora_alpha=self.opts.lora_rank_vlm, target_modules=self.lora_target_modules,
             rank_pattern=ranks, alpha_pattern=ranks, lora_dropout=0.0,
         )
         inject_adapter_in_model(config, self)

@@ -8,6 +8,7 @@ import torch
 
 from plugins.projectors.builtin import RocketProjector
 from plugins.vla.paligemma_common import (
+    LORA_LEAVES,
     TINY_ARCH,
     PaliGemmaFlowPolicy,
     load_tokenizer,
@@ -192,7 +193,7 @@ def test_lora_mode_trains_adapters_and_the_small_modules(name: str) -> None:
     lora = {n for n in trainable if "lora_" in n}
     assert lora and all(n.startswith(model.fully_trained_modules) for n in trainable - lora)
     depth = model.arch.vlm.depth
-    per_stack = depth * len(model.lora_target_modules) * 2  # A and B
+    per_stack = depth * len(LORA_LEAVES) * 2  # A and B
     assert len(lora) == 2 * per_stack  # the VLM language model and the expert
     expert_a = next(p for n, p in model.named_parameters() if "lora_A" in n and n.startswith(model.lora_scopes()[1].replace("\\", "")))
     vlm_a = next(p for n, p in model.named_parameters() if "lora_A" in n and "language_model" in n)

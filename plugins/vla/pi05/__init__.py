@@ -106,7 +106,7 @@ class Pi05Policy(PaliGemmaFlowPolicy):
                 "time_mlp_in.", "time_mlp_out.")
 
     def lora_scopes(self) -> tuple[str, str]:
-        return "paligemma.language_model", "expert"
+        return r"paligemma\.language_model", "expert"
 
     def embed_suffix(
         self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
