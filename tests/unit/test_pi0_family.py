@@ -204,3 +204,17 @@ def test_lora_mode_trains_adapters_and_the_small_modules(name: str) -> None:
     out = model.forward_align(_batch(), [last])
     (out.action_loss + out.vision_states[last].mean()).backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+
+
+def test_lerobot_config_gives_the_real_sizes() -> None:
+    """A LeRobot config.json names variants (gemma_2b / gemma_300m); the policy fields come along."""
+    from plugins.vla.paligemma_common import GEMMA_2B, GEMMA_300M, arch_from_config
+
+    data = {"type": "pi05", "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
+            "chunk_size": 10, "max_state_dim": 16, "max_action_dim": 16, "num_inference_steps": 4}
+    arch = arch_from_config(data)
+    assert (arch.vlm, arch.expert, arch.chunk_size, arch.max_action_dim, arch.num_steps) == (
+        GEMMA_2B, GEMMA_300M, 10, 16, 4)
+    assert arch.tokens_per_image == 256
+    with pytest.raises(RocketError, match="unknown Gemma variant"):
+        arch_from_config({**data, "paligemma_variant": "gemma_7b"})
