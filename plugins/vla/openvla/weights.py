@@ -64,10 +64,10 @@ def check_keys(expected: dict[str, torch.Size], found: dict[str, tuple[int, ...]
 
 
 def load_openvla_weights(model: nn.Module, folder: Path, dtype: torch.dtype) -> None:
-    """Load the checkpoint's `vision_backbone/projector/language_model` keys (and any OFT parts it holds).
+    """Load the checkpoint's `vision_backbone/projector/language_model` keys into `model`.
 
     The model may sit on the meta device: tensors are then assigned, not copied, so a 7B model never
-    exists twice in memory.
+    exists twice in memory. The OFT parts are separate files (`load_part`), never model shards.
     """
     files = shard_files(folder)
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith(HEAD_PARTS)}
@@ -76,16 +76,9 @@ def load_openvla_weights(model: nn.Module, folder: Path, dtype: torch.dtype) -> 
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 found[key] = tuple(f.get_slice(key).get_shape())
-    heads = {k for k in found if k.startswith(HEAD_PARTS)}
-    check_keys(expected, {k: v for k, v in found.items() if k not in heads}, str(folder))
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        for key, tensor in load_file(str(file)).items():
-            if key in expected or key in heads:
-                state[key] = tensor.to(dtype)
-    missing_heads = model.load_state_dict(state, strict=False, assign=True).missing_keys
-    if any(not k.startswith(HEAD_PARTS) for k in missing_heads):
-        raise RocketError(f"'{folder}' left keys unloaded: {_names(missing_heads)}")
+    check_keys(expected, found, str(folder))
+    state = {k: v.to(dtype) for file in files for k, v in load_file(str(file)).items() if k in expected}
+    model.load_state_dict(state, strict=False, assign=True)
 
 
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
