@@ -66,7 +66,8 @@ def load_checkpoint(model: VGGT, state: dict[str, torch.Tensor], source: str) ->
             f"VGGT checkpoint '{source}' does not fit the configured model ({'; '.join(problems)}); "
             "use a matching preset/config or the official checkpoint"
         )
-    model.load_state_dict({k: state[k] for k in expected})
+    # float32 whatever the file's dtype; `assign` takes the tensors over (no second copy of a 5 GB model).
+    model.load_state_dict({k: state[k].float() for k in expected}, assign=True)
 
 
 def build_model(spec: TeacherSpec, heads: bool, default_checkpoint: str, weight_patterns: Sequence[str]) -> VGGT:
@@ -79,7 +80,6 @@ def build_model(spec: TeacherSpec, heads: bool, default_checkpoint: str, weight_
     if checkpoint:
         folder = resolve_weights(checkpoint, spec.revision, weight_patterns, pull_name="vggt" if checkpoint == default_checkpoint else None)
         weights = find_weights_file(folder)
-        model = model.to_empty(device="cpu")
         load_checkpoint(model, load_state_dict(weights), str(weights))
     return model.eval().requires_grad_(False)
 
