@@ -24,7 +24,7 @@ CAMERA_PREFIX = "observation.images."
 
 
 def bundled_dataset_path() -> Path:
-    """Root of the small synthetic LeRobot v3 dataset shipped with the package (made by scripts/make_bundled_dataset.py)."""
+    """Root of the small synthetic LeRobot v3 dataset shipped in the package (scripts/make_bundled_dataset.py)."""
     return Path(__file__).resolve().parent / "bundled"
 
 
@@ -141,16 +141,13 @@ class TrainSampler(Sampler[tuple[int, int]]):
     Resume after `step` steps of batch size B with `start = step * B`.
     """
 
-    def __init__(self, num_samples: int, seed: int, start: int = 0, shuffle: bool = True) -> None:
-        self.num_samples, self.seed, self.start, self.shuffle = num_samples, seed, start, shuffle
+    def __init__(self, num_samples: int, seed: int, start: int = 0) -> None:
+        self.num_samples, self.seed, self.start = num_samples, seed, start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, position = divmod(self.start, self.num_samples)
         while True:
-            if self.shuffle:
-                order = torch.randperm(self.num_samples, generator=_generator(1, self.seed, epoch))
-            else:
-                order = torch.arange(self.num_samples)
+            order = torch.randperm(self.num_samples, generator=_generator(1, self.seed, epoch))
             for index in order[position:].tolist():
                 yield index, epoch
             epoch, position = epoch + 1, 0
