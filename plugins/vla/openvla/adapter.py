@@ -199,7 +199,7 @@ class OpenVLAPolicy(OpenVLA):
                 or (top == "vision_backbone" and self.opts.train_vision_backbone)
             )
 
-    def add_lora(self, rank: int = 32, alpha: int = 16, dropout: float = 0.0) -> None:
+    def add_lora(self, rank: int = 32, alpha: float = 16, dropout: float = 0.0) -> None:
         """Inject LoRA (peft, gaussian init as the reference) into `lora_target_modules`, then `set_trainable`."""
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -406,6 +406,7 @@ class OpenVLAAdapter(VLAAdapter):
     name = "openvla"
     description = "OpenVLA-7B native (no remote code): OFT L1 head, proprio token, 2 cameras; preset 'tiny'"
     default_checkpoint: ClassVar[str] = DEFAULT_CHECKPOINT
+    weight_patterns: ClassVar[tuple[str, ...]] = ALLOW_PATTERNS  # what `rocket pull openvla` downloads
 
     @classmethod
     def describe(cls, cfg: OpenVLAConfig, opts: OpenVLAOptions) -> VLAInfo:
