@@ -35,6 +35,8 @@ def _hub_error(repo_id: str, revision: str | None, exc: Exception, pull_name: st
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -48,10 +50,13 @@ def _hub_error(repo_id: str, revision: str | None, exc: Exception, pull_name: st
         return RocketError(f"Hub repo '{repo_id}' has no revision '{revision}'; give an existing branch, tag or commit")
     if isinstance(exc, RepositoryNotFoundError):
         return RocketError(f"Hub repo '{repo_id}' does not exist (or is private: run `hf auth login`); check the name")
-    return RocketError(
-        f"weights '{repo_id}'{at} are not in the local Hugging Face cache and the Hub cannot be reached; "
-        f"run `rocket pull {pull_name}` with network access, or pass a local path as the checkpoint"
-    )
+    if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)):  # offline or unreachable, not cached
+        return RocketError(
+            f"weights '{repo_id}'{at} are not in the local Hugging Face cache and the Hub cannot be reached; "
+            f"run `rocket pull {pull_name}` with network access, or pass a local path as the checkpoint"
+        )
+    detail = " ".join(str(exc).split())[:300]  # e.g. disk full, permission denied, server error
+    return RocketError(f"cannot fetch '{repo_id}'{at}: {type(exc).__name__}: {detail}")
 
 
 def snapshot(
