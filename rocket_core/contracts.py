@@ -16,7 +16,7 @@ from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
     from rocket_core.align.projector import ProjectorBank
-    from rocket_core.specs import ProjectorSpec, TeacherSpec, VLASpec
+    from rocket_core.specs import ProjectorSpec, TeacherSpec, TrainingSpec, VLASpec
 
 
 class Batch(TypedDict):
@@ -39,8 +39,9 @@ class Batch(TypedDict):
 class VLAInfo:
     """What the engine must know about a VLA before loading it.
 
-    Layer indices are hidden-state indices: for a transformers decoder `hidden_states[k]`, 0 = the
-    embeddings and k = the output of block k-1. `minus_one` is what `-1` means for this adapter (OpenVLA
+    Layer indices are the adapter's hidden-state indices. With `layer_offset` 1 (default), 0 = the
+    embeddings and k = the output of block k-1; with `layer_offset` 0 (pi0 `index_convention: jax`)
+    k = the output of block k. `minus_one` is what `-1` means for this adapter (OpenVLA
     follows the reference: the output of the second-to-last index, not the final norm).
     """
 
@@ -52,6 +53,11 @@ class VLAInfo:
     minus_one: int | None = None
     num_images: int = 1
     default_layers: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (VLA side, teacher side)
+    # What the data pipeline must produce for this VLA (None: take the dataset's / the data spec's).
+    chunk_size: int | None = None
+    action_dim: int | None = None
+    state_dim: int | None = None
+    normalization: str = "quantile"  # "quantile" (OpenVLA-OFT q01/q99) or "mean_std" (pi0)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,13 @@ class VLAModel(Protocol):
 
     def forward_align(self, batch: Batch, layers: Sequence[int]) -> VLAOutput:
         """Action loss and `{layer: (B, V, D)}` for `layers` (resolved hidden-state indices), same pass."""
+
+    def configure_training(self, training: TrainingSpec) -> None:
+        """Apply `training.finetune` (LoRA with `training.lora`, or full) and gradient checkpointing.
+
+        Afterwards `requires_grad` marks exactly the parameters that train (LoRA matrices plus the
+        parts that always train in full, such as an action head); the trainer optimises those.
+        """
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rocket_core.data.spec import DataSpec
 from rocket_core.errors import RocketError
 
 
@@ -92,13 +93,38 @@ class AlignmentSpec(_Spec):
     )
 
 
+class LoraSpec(_Spec):
+    """peft LoRA on the adapter's `lora_target_modules` (paper: r 32, alpha 16, dropout 0, gaussian init)."""
+
+    rank: int = Field(32, ge=1)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
 class TrainingSpec(_Spec):
-    """Training settings (the trainer of `rocket align` fills this in further)."""
+    """Optimisation settings of `rocket align`."""
 
     seed: int = 7
-    max_steps: int = Field(50, ge=0)
-    batch_size: int = Field(2, ge=1)
+    max_steps: int = Field(50, ge=1)
+    batch_size: int = Field(2, ge=1, description="per process and per micro-step")
+    grad_accum: int = Field(1, ge=1)
     learning_rate: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "multistep", "cosine"] = "multistep"
+    milestones: list[int] = Field(default_factory=list, description="multistep: steps where lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_learning_rate: float = Field(0.0, ge=0, description="cosine: final learning rate")
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    finetune: Literal["lora", "full"] = Field("lora", description="lora: LoRA + fully trained parts; full: everything")
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "bf16"] = Field("auto", description="auto: bf16 on GPU, float32 on CPU")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
+    log_every: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
 
 
 class RunSpec(_Spec):
@@ -112,6 +138,7 @@ class RunSpec(_Spec):
     )
     alignment: AlignmentSpec = Field(default_factory=AlignmentSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
 
 
 def format_validation_error(exc: ValidationError, what: str = "spec") -> str:

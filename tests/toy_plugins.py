@@ -22,7 +22,7 @@ from rocket_core.contracts import (
     VLAModel,
     VLAOutput,
 )
-from rocket_core.specs import TeacherSpec, VLASpec
+from rocket_core.specs import TeacherSpec, TrainingSpec, VLASpec
 
 
 class _Blocks(nn.Module):
@@ -52,8 +52,24 @@ class ToyVLAModel(nn.Module):
         self.body = _Blocks(info.num_blocks, info.hidden_size, patch=8)
         self.action_head = nn.Linear(info.hidden_size, action_dim)
 
+    def configure_training(self, training: TrainingSpec) -> None:
+        """LoRA on the block linears (peft) plus the action head in full, or everything in full."""
+        if training.finetune == "full":
+            self.requires_grad_(True)
+            return
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = training.lora
+        config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=r"body\.blocks\.\d+\.1", init_lora_weights="gaussian")
+        inject_adapter_in_model(config, self)
+        for name, param in self.named_parameters():
+            param.requires_grad = "lora_" in name or name.startswith("action_head")
+
     def forward_align(self, batch: Batch, layers: Sequence[int]) -> VLAOutput:
-        states = self.body(batch["images"])
+        images = batch["images"]
+        small = F.interpolate(images.flatten(0, 1), size=(32, 32), mode="bilinear", align_corners=False)
+        states = self.body(small.reshape(*images.shape[:3], 32, 32))
         pred = self.action_head(states[-1].mean(1))
         loss = F.l1_loss(pred, batch["actions"][:, 0])
         return VLAOutput(loss, {k: states[k] for k in layers}, None)
@@ -68,7 +84,8 @@ class ToyVLA(VLAAdapter):
     def info(cls, spec: VLASpec) -> VLAInfo:
         cams, tokens_per_cam = spec.options.get("cameras", 2), 16  # 32x32 images, patch 8
         return VLAInfo(num_blocks=4, hidden_size=32, num_vision_tokens=cams * tokens_per_cam, max_layer_index=4,
-                       num_images=cams, default_layers=((1, 2, 4), (0, 1, -1)))
+                       num_images=cams, default_layers=((1, 2, 4), (0, 1, -1)), chunk_size=4, action_dim=7,
+                       state_dim=8)
 
     @classmethod
     def build(cls, spec: VLASpec) -> VLAModel:

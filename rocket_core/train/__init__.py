@@ -1,0 +1,1 @@
+"""Training: the trainer behind `rocket align` (accelerate + peft), checkpoints, schedules."""

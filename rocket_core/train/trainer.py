@@ -1,0 +1,341 @@
+"""The `rocket align` trainer: accelerate (DDP/FSDP, mixed precision, trackers) around one align step.
+
+One optimizer step = `grad_accum` global micro-batches. A global micro-batch is `batch_size x processes`
+consecutive samples of the resumable sampler stream and each process takes its slice, so N processes
+see exactly the samples one process would at the same global batch, and a resumed run continues the
+stream where the checkpoint left it.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from rocket_core.align.head import AlignmentHead
+from rocket_core.contracts import TeacherModel, VLAModel
+from rocket_core.data import VLADataset, collate_batch
+from rocket_core.data.dataset import TrainSampler
+from rocket_core.engine import AlignPlan
+from rocket_core.errors import RocketError
+from rocket_core.specs import DataSpec
+from rocket_core.train.checkpoint import CheckpointData, load_checkpoint, save_checkpoint
+from rocket_core.train.optim import build_optimizer
+
+
+class AlignModule(nn.Module):
+    """What DDP wraps: the VLA and (when the coefficient is not 0) the alignment head."""
+
+    def __init__(self, vla: VLAModel, head: AlignmentHead | None, vla_layers: Sequence[int]) -> None:
+        super().__init__()
+        self.vla = vla
+        self.head = head
+        self.vla_layers = list(vla_layers)
+
+    def forward(self, batch: dict[str, Any], targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Action loss and per-pair alignment losses (None without alignment) of one micro-batch."""
+        out = self.vla.forward_align(batch, self.vla_layers if self.head is not None else [])
+        if self.head is None:
+            return out.action_loss, None
+        states = [out.vision_states[k] for k in self.vla_layers]
+        return out.action_loss, self.head(states, targets=targets, token_mask=out.token_mask).pair_losses
+
+
+class ShardSampler(Sampler[list[tuple[int, int]]]):
+    """This process's slice of every global micro-batch of the resumable `(index, epoch)` stream."""
+
+    def __init__(self, num_samples: int, seed: int, batch_size: int, rank: int, world: int, start: int) -> None:
+        self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
+        self.rank, self.world, self.start = rank, world, start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        stream = iter(TrainSampler(self.num_samples, self.seed, self.start))
+        while True:
+            block = [next(stream) for _ in range(self.batch_size * self.world)]
+            yield block[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path | None
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def data_spec_for(plan: AlignPlan) -> DataSpec:
+    """The data spec with what the VLA dictates (chunk length, normalisation) filled in."""
+    info, data = plan.vla_info, plan.spec.data
+    update: dict[str, Any] = {"normalization": info.normalization}
+    if info.chunk_size is not None:
+        update["chunk_size"] = info.chunk_size
+    return data.model_copy(update=update)
+
+
+def _check_dataset(dataset: VLADataset, plan: AlignPlan) -> None:
+    sample = dataset[0]
+    info = plan.vla_info
+    for key, want in (("actions", info.action_dim), ("state", info.state_dim)):
+        got = sample[key].shape[-1]
+        if want is not None and got != want:
+            raise RocketError(
+                f"the dataset's {key} have {got} dimensions but VLA '{plan.vla.name}' expects {want}; "
+                f"pick the matching data.{'action' if key == 'actions' else 'state'}_key or VLA options"
+            )
+
+
+def _trackers(run_dir: Path) -> list[str]:
+    """accelerate trackers that are installed (wandb only when configured, so nothing prompts)."""
+    found = []
+    if importlib.util.find_spec("tensorboard") is not None:
+        found.append("tensorboard")
+    if importlib.util.find_spec("wandb") is not None and (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
+        found.append("wandb")
+    return found
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    cuda = [state[k] for k in sorted(state) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Builds everything from a resolved plan and runs (or resumes) the optimisation."""
+
+    def __init__(self, plan: AlignPlan, run_dir: Path, resume: Path | None = None, progress: bool = True) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.plan, self.run_dir, self.progress = plan, Path(run_dir), progress
+        spec, t = plan.spec, plan.spec.training
+        precision = t.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() else "no"
+        self.acc = Accelerator(mixed_precision=precision, log_with=_trackers(self.run_dir) or None,
+                               project_dir=str(self.run_dir))
+        set_seed(t.seed)
+        self.coefficient = spec.alignment.coefficient
+        vla = plan.vla.build(spec.vla)
+        vla.configure_training(t)
+        head = plan.build_head() if self.coefficient > 0 else None
+        self.teacher: TeacherModel | None = plan.teacher.build(spec.teacher) if head is not None else None
+        if self.teacher is not None:
+            self.teacher.to(self.acc.device)  # type: ignore[attr-defined]
+        module = AlignModule(vla, head, plan.layers.vla)
+        self.names = [n for n, p in module.named_parameters() if p.requires_grad]
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        if not self.params:
+            raise RocketError(f"nothing to train: VLA '{plan.vla.name}' marked no parameter as trainable")
+        self.optimizer, self.scheduler = build_optimizer(self.params, t)
+        self.step, rng = 0, None
+        if resume is not None:
+            rng = self._restore(module, resume)
+        self.module = self.acc.prepare(module)
+        self.ema = {n: p.detach().clone() for n, p in zip(self.names, self.params)} if t.ema_decay else None
+
+        self.dataset = VLADataset(data_spec_for(plan), seed=t.seed)
+        _check_dataset(self.dataset, plan)
+        per_step = t.batch_size * self.acc.num_processes * t.grad_accum
+        sampler = ShardSampler(len(self.dataset), t.seed, t.batch_size, self.acc.process_index,
+                               self.acc.num_processes, start=self.step * per_step)
+        self.loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_batch,
+                                 num_workers=t.num_workers)
+        self.samples_per_step = per_step
+        if rng is not None:
+            _set_rng_state(rng)  # last: building and loading above consumed random numbers
+
+    def _restore(self, module: AlignModule, resume: Path) -> dict[str, torch.Tensor]:
+        ckpt = load_checkpoint(resume)
+        state = dict(module.named_parameters())
+        missing = [n for n in self.names if n not in ckpt.trainable]
+        if missing:
+            raise RocketError(f"checkpoint does not match this run: no weights for {missing[:3]}; "
+                              "resume with the spec it was trained with")
+        with torch.no_grad():
+            for name in self.names:
+                state[name].copy_(ckpt.trainable[name])
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.scheduler.load_state_dict(ckpt.scheduler)
+        self.step = ckpt.step
+        return ckpt.rng
+
+    def _targets(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        if self.teacher is None:
+            return None
+        layers = self.plan.layers.teacher
+        images = batch.get("teacher_images", batch["images"])
+        feats = self.teacher.extract(images, sorted(set(layers)))
+        head = self.acc.unwrap_model(self.module).head
+        return head.pool_targets([feats[k] for k in layers])
+
+    def _check_finite(self, action: torch.Tensor, pairs: torch.Tensor | None) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(action) else 1.0], device=self.acc.device)
+        if pairs is not None:
+            bad = torch.cat([bad, (~torch.isfinite(pairs.detach())).float()])
+        if float(self.acc.reduce(bad, "sum").sum()) == 0:
+            return
+        step = self.step + 1
+        where = "the action loss" if not torch.isfinite(action) else "the alignment loss"
+        if pairs is not None and torch.isfinite(action):
+            i = int((~torch.isfinite(pairs.detach())).nonzero()[0])
+            v, t = self.plan.layers.pairs[i]
+            where += f" of pair {i} (VLA layer {v}, teacher layer {t})"
+        latest = self.run_dir / "checkpoints" / "latest"
+        kept = f"last good checkpoint: {latest.read_text().strip()}" if latest.is_file() else "no checkpoint yet"
+        raise RocketError(f"non-finite {where} at step {step}; stopped ({kept}); "
+                          "lower the learning rate or check the data")
+
+    def _save(self, history: list[dict[str, Any]]) -> Path | None:
+        self.acc.wait_for_everyone()
+        path = None
+        if self.acc.is_main_process:
+            module = self.acc.unwrap_model(self.module)
+            named = dict(module.named_parameters())
+            path = save_checkpoint(self.run_dir, CheckpointData(
+                step=self.step,
+                samples_seen=self.step * self.samples_per_step,
+                trainable={n: named[n] for n in self.names},
+                projector=module.head.projector.state_dict() if module.head is not None else None,
+                ema=self.ema,
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                rng=_rng_state(),
+                spec=self.plan.spec,
+                extra={"world_size": self.acc.num_processes, "metrics": history[-1] if history else {}},
+            ))
+        self.acc.wait_for_everyone()
+        return path
+
+    def train(self) -> TrainResult:
+        t = self.plan.spec.training
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.acc.is_main_process:
+            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(self.plan.spec.model_dump(mode="json"),
+                                                                   sort_keys=False))
+        self.acc.init_trackers("rocket")
+        history: list[dict[str, Any]] = []
+        data = iter(self.loader)
+        labels = [f"pair{i}_v{v}_t{tt}" for i, (v, tt) in enumerate(self.plan.layers.pairs)]
+        log = open(self.run_dir / "metrics.jsonl", "a") if self.acc.is_main_process else None
+        checkpoint = None
+        with contextlib.ExitStack() as stack:
+            if log is not None:
+                stack.enter_context(log)
+            bar = stack.enter_context(_progress(self.progress and self.acc.is_main_process, t.max_steps, self.step))
+            while self.step < t.max_steps:
+                record = self._one_step(data, labels)
+                history.append(record)
+                if log is not None and (self.step % t.log_every == 0 or self.step == t.max_steps):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.step)
+                bar.update(record)
+                if t.save_every and self.step % t.save_every == 0 and self.step < t.max_steps:
+                    checkpoint = self._save(history)
+            checkpoint = self._save(history)
+        self.acc.end_training()
+        return TrainResult(self.run_dir, checkpoint, self.step, history)
+
+    def _one_step(self, data: Iterator[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+        t = self.plan.spec.training
+        start = time.perf_counter()
+        action_sum = torch.zeros((), device=self.acc.device)
+        pair_sum = torch.zeros(len(labels), device=self.acc.device)
+        for micro in range(t.grad_accum):
+            batch = _to_device(next(data), self.acc.device)
+            targets = self._targets(batch)
+            sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else self.acc.no_sync(self.module)
+            with sync:
+                with self.acc.autocast():
+                    action, pairs = self.module(batch, targets)
+                    total = action if pairs is None else action + self.coefficient * pairs.mean()
+                self._check_finite(action, pairs)
+                self.acc.backward(total / t.grad_accum)
+            action_sum += action.detach().float() / t.grad_accum
+            if pairs is not None:
+                pair_sum += pairs.detach().float() / t.grad_accum
+        if t.clip_grad_norm:
+            grad_norm = float(self.acc.clip_grad_norm_(self.params, t.clip_grad_norm))
+        else:
+            grad_norm = float(torch.linalg.vector_norm(torch.stack(
+                [p.grad.norm() for p in self.params if p.grad is not None])))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                for name, p in zip(self.names, self.params):
+                    self.ema[name].lerp_(p.detach(), 1 - t.ema_decay)
+        self.step += 1
+        action_mean = float(self.acc.reduce(action_sum, "mean"))
+        pairs_mean = self.acc.reduce(pair_sum, "mean").tolist()
+        align = sum(pairs_mean) / len(pairs_mean) if self.teacher is not None else 0.0
+        record: dict[str, Any] = {
+            "step": self.step,
+            "action_loss": action_mean,
+            "align_loss": align,
+            "total_loss": action_mean + self.coefficient * align,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "samples_per_s": self.samples_per_step / (time.perf_counter() - start),
+        }
+        if self.teacher is not None:
+            record.update({f"align/{label}": value for label, value in zip(labels, pairs_mean)})
+        if not math.isfinite(record["total_loss"]):
+            raise RocketError(f"non-finite total loss at step {self.step}")
+        return record
+
+
+class _Bar:
+    """A rich progress bar with ETA and the live losses (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("align"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.fields[losses]}"))
+            self.task = self.progress.add_task("align", total=total, completed=done, losses="")
+
+    def __enter__(self) -> _Bar:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, record: dict[str, Any]) -> None:
+        if self.progress is not None:
+            losses = f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}"
+            self.progress.update(self.task, completed=record["step"], losses=losses)
+
+
+def _progress(enabled: bool, total: int, done: int) -> _Bar:
+    return _Bar(enabled, total, done)
