@@ -1,6 +1,9 @@
 """`rocket align`: fine-tune a VLA with ROCKET alignment (`--dry-run` resolves and prints the plan)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +12,10 @@ from rich.table import Table
 
 from cli.common import console, handle_errors
 from rocket_core.engine import AlignPlan, plan_run
-from rocket_core.errors import RocketError
+from rocket_core.recipes import list_recipes, load_recipe
 from rocket_core.specs import build_spec
+from rocket_core.train.checkpoint import load_checkpoint
+from rocket_core.train.trainer import Trainer
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -26,6 +31,10 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "vla_checkpoint": ("vla", "checkpoint"),
         "teacher_checkpoint": ("teacher", "checkpoint"),
         "seed": ("training", "seed"),
+        "max_steps": ("training", "max_steps"),
+        "batch_size": ("training", "batch_size"),
+        "save_every": ("training", "save_every"),
+        "data": ("data", "dataset"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -62,6 +71,15 @@ def print_plan(plan: AlignPlan) -> None:
         f"[bold]loss[/] action + {a.coefficient} x align; pooling {a.pooling}, "
         f"teacher PE {'on' if a.teacher_pe else 'off'}"
     )
+    t = s.training
+    schedule = {"multistep": f"multistep x{t.gamma} at {t.milestones}", "cosine":
+                f"cosine to {t.min_learning_rate:g}", "constant": "constant"}[t.schedule]
+    tuning = f"LoRA r {t.lora.rank}, alpha {t.lora.alpha:g}, dropout {t.lora.dropout:g}" if t.finetune == "lora" else "full"
+    console.print(
+        f"[bold]training[/] {t.max_steps} steps, batch {t.batch_size}/process x accum {t.grad_accum}, AdamW lr "
+        f"{t.learning_rate:g} betas {tuple(t.betas)}, {schedule}, warmup {t.warmup_steps}, clip {t.clip_grad_norm}, "
+        f"EMA {t.ema_decay}; {tuning}; data {s.data.dataset or 'bundled'}"
+    )
     table = Table(title=f"{len(plan.layers.vla)} layer pairs")
     for col in ("pair", "VLA hidden state", "teacher layer", "projector width"):
         table.add_column(col, justify="right")
@@ -70,7 +88,28 @@ def print_plan(plan: AlignPlan) -> None:
     console.print(table)
 
 
+def _relaunch(num_processes: int) -> None:
+    """Run this same command under torch.distributed.run with N processes (DDP; gloo on CPU)."""
+    args = list(sys.argv[1:])
+    i = args.index("--num-processes")
+    del args[i : i + 2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
+           "-m", "cli", *args]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 def register(app: typer.Typer) -> None:
+    @app.command("recipes")
+    @handle_errors
+    def recipes() -> None:
+        """List the paper recipes usable with `rocket align --recipe NAME`."""
+        table = Table(title="rocket recipes")
+        for col in ("name", "description", "notes"):
+            table.add_column(col, overflow="fold")
+        for r in list_recipes():
+            table.add_row(r.name, r.description, r.paper)
+        console.print(table)
+
     @app.command("align")
     @handle_errors
     def align(
@@ -78,26 +117,48 @@ def register(app: typer.Typer) -> None:
         teacher: str = typer.Option(None, help="Teacher plugin name."),
         projector: str = typer.Option(None, help="Projector strategy: rocket, shared, independent, single."),
         layers: str = typer.Option(None, help="'balanced:K', 'v1,v2:t1,t2', or a layer-map file."),
-        config: Path = typer.Option(None, "--config", "-c", help="Spec file (YAML, TOML or JSON)."),
-        preset: str = typer.Option(None, help="Preset for both models, e.g. tiny."),
-        coefficient: float = typer.Option(None, help="Alignment loss coefficient."),
+        recipe: str = typer.Option(None, help="Start from a paper recipe (see `rocket recipes`)."),
+        config: Path = typer.Option(None, "--config", "-c", help="Spec file (YAML, TOML or JSON); beats the recipe."),
+        preset: str = typer.Option(None, help="Preset for both models, e.g. tiny (random init, bundled data)."),
+        data: str = typer.Option(None, help="LeRobot dataset: local folder or Hub repo id (default: bundled)."),
+        coefficient: float = typer.Option(None, help="Alignment loss coefficient (0: no teacher at all)."),
         ensemble_size: int = typer.Option(None, help="Projectors per pair (losses averaged)."),
         pooling: str = typer.Option(None, help="Teacher token pooling: bilinear or random."),
         vla_checkpoint: str = typer.Option(None, help="VLA weights: Hub repo id or local path."),
         teacher_checkpoint: str = typer.Option(None, help="Teacher weights: Hub repo id or local path."),
         seed: int = typer.Option(None, help="Random seed."),
+        max_steps: int = typer.Option(None, help="Optimizer steps."),
+        batch_size: int = typer.Option(None, help="Samples per process and micro-step."),
+        save_every: int = typer.Option(None, help="Checkpoint every N steps (0: only at the end)."),
+        output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>)."),
+        resume: Path = typer.Option(None, help="Continue a run exactly: its folder or one of its checkpoints."),
+        num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
-        spec = build_spec(
-            config,
-            _overrides(
-                vla=vla, teacher=teacher, projector=projector, layers=layers, preset=preset,
-                coefficient=coefficient, ensemble_size=ensemble_size, pooling=pooling,
-                vla_checkpoint=vla_checkpoint, teacher_checkpoint=teacher_checkpoint, seed=seed,
-            ),
+        if num_processes > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
+            _relaunch(num_processes)
+        overrides = _overrides(
+            vla=vla, teacher=teacher, projector=projector, layers=layers, preset=preset, data=data,
+            coefficient=coefficient, ensemble_size=ensemble_size, pooling=pooling, vla_checkpoint=vla_checkpoint,
+            teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
+            save_every=save_every,
         )
+        if resume is not None:
+            base = load_checkpoint(resume).spec.model_dump(mode="json")  # the run's own spec; flags may extend it
+        else:
+            base = load_recipe(recipe).spec if recipe else None
+        spec = build_spec(config, overrides, base)
         plan = plan_run(spec)
-        print_plan(plan)
-        if not dry_run:
-            raise RocketError("training is not available in this version yet; run with --dry-run to check a plan")
+        main = os.environ.get("RANK", "0") == "0"
+        if main:
+            print_plan(plan)
+        if dry_run:
+            return
+        run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
+        run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}"
+        result = Trainer(plan, run_dir, resume=resume).train()
+        if main:
+            last = result.history[-1] if result.history else {}
+            console.print(f"done: {result.steps} steps, action loss {last.get('action_loss', float('nan')):.4f}, "
+                          f"align loss {last.get('align_loss', float('nan')):.4f}; checkpoint {result.checkpoint}")

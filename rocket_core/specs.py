@@ -187,9 +187,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def build_spec(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
-    """Config file (optional) + overrides -> validated RunSpec."""
-    data = load_config_file(config) if config else {}
+def build_spec(
+    config: str | Path | None = None, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+) -> RunSpec:
+    """Base (e.g. a recipe) < config file < overrides (CLI flags) -> validated RunSpec."""
+    data = deep_merge(base or {}, load_config_file(config) if config else {})
     data = deep_merge(data, overrides or {})
     try:
         return RunSpec.model_validate(data)

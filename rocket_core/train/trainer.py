@@ -135,7 +135,7 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
         self.acc = Accelerator(mixed_precision=precision, log_with=_trackers(self.run_dir) or None,
-                               project_dir=str(self.run_dir))
+                               project_dir=str(self.run_dir), cpu=not torch.cuda.is_available())  # cpu: gloo DDP
         set_seed(t.seed)
         self.coefficient = spec.alignment.coefficient
         vla = plan.vla.build(spec.vla)
