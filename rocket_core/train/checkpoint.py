@@ -6,7 +6,8 @@ Layout of `checkpoints/step-000123/`:
   ema.safetensors        EMA of the trainable parameters (when enabled)
   optimizer.pt           AdamW + scheduler state (loaded with weights_only=True)
   rng.safetensors        torch RNG states
-  state.json             step, samples seen, world size, package versions, last metrics
+  state.json             step, samples seen, world size, package versions, last metrics, the dataset's
+                         state/action normalisation and camera slots (what inference needs)
   spec.yaml / layers.yaml  the resolved run spec and layer map
 A checkpoint is written to a temporary folder and renamed into place, so a killed run never leaves a
 half-written one; `latest` names the newest complete checkpoint.

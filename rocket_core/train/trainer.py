@@ -224,7 +224,14 @@ class Trainer:
                 scheduler=self.scheduler.state_dict(),
                 rng=_rng_state(),
                 spec=self.plan.spec,
-                extra={"world_size": self.acc.num_processes, "metrics": history[-1] if history else {}},
+                extra={
+                    "world_size": self.acc.num_processes,
+                    "metrics": history[-1] if history else {},
+                    # inference needs these to map actions back to robot units, without the dataset
+                    "normalization": {"state": self.dataset.state_norm.to_dict(),
+                                      "action": self.dataset.action_norm.to_dict()},
+                    "cameras": list(self.dataset.slots),
+                },
             ))
         self.acc.wait_for_everyone()
         return path

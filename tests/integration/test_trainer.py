@@ -87,6 +87,7 @@ def test_checkpoint_contents_and_metrics(tmp_path: Path) -> None:
     assert set(load_file(str(ckpt / "ema.safetensors"))) == names
     state = json.loads((ckpt / "state.json").read_text())
     assert state["step"] == 3 and state["samples_seen"] == 6 and "torch" in state["versions"]
+    assert state["normalization"]["action"]["mode"] == "quantile" and len(state["normalization"]["state"]["low"]) == 8
     record = _metrics(tmp_path)[3]
     assert {"action_loss", "align_loss", "grad_norm", "lr", "samples_per_s", "align/pair0_v1_t0"} <= set(record)
     assert record["total_loss"] == pytest.approx(record["action_loss"] + 0.5 * record["align_loss"])
