@@ -17,7 +17,7 @@ from plugins.vla.openvla.modeling import OPENVLA_7B_CONFIG, OpenVLA, OpenVLAConf
 from plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
 from rocket_core.align.head import AlignmentHead
 from rocket_core.errors import RocketError
-from rocket_core.specs import ProjectorSpec, VLASpec
+from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from tests.conftest import SHARED_FIXTURES
 
 MANIFEST = SHARED_FIXTURES / "openvla" / "manifest-openvla-7b.json"
@@ -69,8 +69,12 @@ def test_info_reports_paper_layers_without_weights() -> None:
     assert [OpenVLAAdapter.resolve_layer(info, i) for i in paper] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 31]
     with pytest.raises(RocketError, match="0..32"):
         OpenVLAAdapter.resolve_layer(info, 33)
+    assert (info.chunk_size, info.action_dim, info.state_dim, info.normalization) == (8, 7, 8, "quantile")
     one_cam = OpenVLAAdapter.info(VLASpec(name="openvla", options={"num_images": 1, "head": "discrete"}))
     assert one_cam.num_vision_tokens == 256
+    assert (one_cam.chunk_size, one_cam.action_dim, one_cam.state_dim) == (1, 7, None)
+    no_proprio = OpenVLAAdapter.info(VLASpec(name="openvla", options={"use_proprio": False, "chunk": 4}))
+    assert (no_proprio.chunk_size, no_proprio.state_dim) == (4, None)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +167,7 @@ def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
     bank.load_state_dict(built.align_projectors_state)  # the reference names load into the core's bank
     for key, value in tiny.state_dict().items():
         assert torch.equal(built.state_dict()[key], value), key
-    assert all(p.requires_grad == n.startswith(("action_head", "proprio_projector")) for n, p in built.named_parameters())
+    assert built.lora is None and not any(".lora_" in n for n, _ in built.named_parameters())  # build applies no LoRA
 
     lora_only = tmp_path / "lora_only"
     tiny.add_lora(rank=2, alpha=4)
@@ -173,6 +177,12 @@ def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
     lora = {k: v for k, v in tiny.state_dict().items() if ".lora_" in k}
     assert lora and all(torch.equal(adapted.state_dict()[k], v) for k, v in lora.items())
     assert adapted.lora == {"rank": 2, "alpha": 4, "dropout": 0.0}
+    with pytest.raises(RocketError, match="rank 2, alpha 4 but training.lora asks for rank 32, alpha 16"):
+        adapted.configure_training(TrainingSpec())
+    adapted.configure_training(TrainingSpec(lora=LoraSpec(rank=2, alpha=4)))  # keeps training the loaded adapter
+    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in adapted.named_parameters() if ".lora_" in n or n.startswith(("action_head", "proprio_projector"))}
+    assert sum(".lora_A" in n for n in trainable) == sum(".lora_A" in n for n, _ in tiny.named_parameters())
     with pytest.raises(RocketError, match="neither OpenVLA weights nor a lora_adapter"):
         OpenVLAAdapter.build(VLASpec(name="openvla", checkpoint=str(tmp_path / "lora_only" / "lora_adapter")))
 
@@ -220,7 +230,9 @@ def test_trained_parts_round_trip_as_safetensors_and_lora(tmp_path: Path, tiny: 
 def test_forward_backward_through_lora_and_rocket_loss(tiny: OpenVLAPolicy) -> None:
     info = tiny.info
     layers = [OpenVLAAdapter.resolve_layer(info, i) for i in info.default_layers[0]]
-    tiny.add_lora(**tiny.lora_defaults)
+    assert tiny.lora_defaults == LoraSpec().model_dump()  # the TrainingSpec defaults are the paper's
+    tiny.configure_training(TrainingSpec())
+    assert tiny.lora == tiny.lora_defaults
     batch = _batch(tiny)
     out = tiny.forward_align(batch, layers)
     assert set(out.vision_states) == set(layers)
@@ -240,6 +252,70 @@ def test_forward_backward_through_lora_and_rocket_loss(tiny: OpenVLAPolicy) -> N
     assert len(lora_b) == 7 * tiny.config.num_layers and all(g is not None and g.abs().sum() > 0 for g in lora_b)
     assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in grads if n.startswith("action_head."))
     assert bank[0][0].fc1.weight.grad.abs().sum() > 0
+
+
+def _trainable(model: OpenVLAPolicy) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_configure_training_modes() -> None:
+    """LoRA: adapters (rank/alpha/dropout from the spec) + the OFT parts; full: everything but the frozen ViTs."""
+    heads = ("action_head.", "proprio_projector.")
+    lora = OpenVLAAdapter.build(TINY)
+    lora.configure_training(TrainingSpec(lora=LoraSpec(rank=4, alpha=8, dropout=0.1)))
+    names = {n for n, _ in lora.named_parameters()}
+    assert _trainable(lora) == {n for n in names if ".lora_" in n or n.startswith(heads)}
+    assert lora.lora == {"rank": 4, "alpha": 8, "dropout": 0.1}
+    q = lora.language_model.model.layers[0].self_attn.q_proj
+    assert q.lora_A["default"].weight.shape == (4, 64) and q.scaling["default"] == 2.0 and q.lora_dropout["default"].p == 0.1
+    assert not any(".lora_" in n for n in names if not n.startswith("language_model."))  # lora_scope llm
+
+    full = OpenVLAAdapter.build(TINY)
+    full.configure_training(TrainingSpec(finetune="full"))
+    assert full.lora is None and _trainable(full) == {n for n, _ in full.named_parameters() if not n.startswith("vision_backbone.")}
+
+    spec = VLASpec(name="openvla", preset="tiny", options={"train_vision_backbone": True, "lora_scope": "all-linear"})
+    everything = OpenVLAAdapter.build(spec)
+    everything.configure_training(TrainingSpec(finetune="full"))
+    assert all(p.requires_grad for p in everything.parameters())
+    wide = OpenVLAAdapter.build(spec)
+    wide.configure_training(TrainingSpec(lora=LoraSpec(rank=2, alpha=2)))
+    trainable = _trainable(wide)
+    assert any(n.startswith("vision_backbone.") and ".lora_" in n for n in trainable)
+    assert any(n.startswith("projector.") and ".lora_" in n for n in trainable)
+    assert "vision_backbone.featurizer.pos_embed" in trainable  # the backbone trains in full
+    assert not any(n.startswith(("projector.", "language_model.")) and ".lora_" not in n for n in trainable)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_grads() -> None:
+    """Checkpointed Llama layers and (trained) ViT blocks recompute exactly what the plain pass computed."""
+    results = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = OpenVLAAdapter.build(VLASpec(name="openvla", preset="tiny", options={"train_vision_backbone": True}))
+        model.configure_training(TrainingSpec(finetune="full", gradient_checkpointing=flag))
+        assert model.language_model.model.gradient_checkpointing == flag
+        assert model.vision_backbone.featurizer.gradient_checkpointing == flag
+        calls: list[str] = []
+        # the first op of a Llama layer and of a ViT block (hooks on the layers themselves stay outside the
+        # checkpoint, and a recompute stops once it has what backward needs)
+        for first in (model.language_model.model.layers[0].input_layernorm, model.vision_backbone.featurizer.blocks[0].norm1):
+            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
+        torch.manual_seed(1)
+        out = model.forward_align(_batch(model), [2])
+        (out.action_loss + out.vision_states[2].square().mean()).backward()
+        assert sorted(calls) == sorted(["LlamaRMSNorm", "LayerNorm"] * (2 if flag else 1))  # recomputed in backward
+        results.append((out.action_loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    unused = {n for n, g in grads_a.items() if g is None}  # lm_head, ViT blocks past the feature block, ...
+    assert unused == {n for n, g in grads_b.items() if g is None}
+    assert not any(n.startswith(("vision_backbone.featurizer.blocks.0.", "language_model.model.layers.")) for n in unused)
+    for name, grad in grads_a.items():
+        if grad is not None:
+            torch.testing.assert_close(grad, grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+    model.configure_training(TrainingSpec(finetune="full"))  # and off again
+    assert not model.language_model.model.gradient_checkpointing and not model.vision_backbone.featurizer.gradient_checkpointing
 
 
 def test_vision_slice_and_layer_convention(tiny: OpenVLAPolicy) -> None:

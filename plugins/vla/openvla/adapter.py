@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from transformers import LlamaForCausalLM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,7 +47,7 @@ from rocket_core.align.tokens import openvla_vision_slice
 from rocket_core.contracts import Batch, VLAAdapter, VLAInfo, VLAOutput
 from rocket_core.errors import RocketError
 from rocket_core.hub import local_path, resolve_weights
-from rocket_core.specs import VLASpec, format_validation_error
+from rocket_core.specs import TrainingSpec, VLASpec, format_validation_error
 
 DEFAULT_CHECKPOINT = "openvla/openvla-7b"
 ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.model", "*checkpoint.pt", f"{LORA_DIR}/*")
@@ -152,9 +153,10 @@ def paper_layers(num_layers: int) -> tuple[int, ...]:
 class OpenVLAPolicy(OpenVLA):
     """A built OpenVLA: `forward_align` for ROCKET training, `predict_action` for evaluation.
 
-    Training facts: LoRA goes on `lora_target_modules` (all linear layers of the LLM by default; the
-    reference's `all-linear` also covers the ViTs and projector), `fully_trained_modules` train in
-    full, the vision backbone is frozen unless `options.train_vision_backbone`.
+    Training facts: `configure_training(TrainingSpec)` sets what trains. LoRA goes on
+    `lora_target_modules` (all linear layers of the LLM by default; the reference's `all-linear` also
+    covers the ViTs and projector) and `fully_trained_modules` train in full; `finetune="full"` trains
+    every parameter. Either way the vision backbone stays frozen unless `options.train_vision_backbone`.
     """
 
     fully_trained_modules: ClassVar[tuple[str, ...]] = ("action_head", "proprio_projector")
@@ -189,18 +191,22 @@ class OpenVLAPolicy(OpenVLA):
         if self.opts.head == "l1":
             self.action_head = L1RegressionActionHead(d, self.opts.action_dim).to(like.device, like.dtype)
 
-    def set_trainable(self) -> None:
-        """Freeze all but the LoRA weights, the fully trained parts and (if asked) the vision backbone."""
+    def set_trainable(self, full: bool = False) -> None:
+        """Set `requires_grad`: the vision backbone only if `options.train_vision_backbone`; everything else
+        if `full`; otherwise only the LoRA weights and the fully trained parts."""
         for name, p in self.named_parameters():
             top = name.split(".", 1)[0]
-            p.requires_grad = (
-                ".lora_" in name
-                or top in self.fully_trained_modules
-                or (top == "vision_backbone" and self.opts.train_vision_backbone)
-            )
+            if top == "vision_backbone" and ".lora_" not in name:
+                p.requires_grad = self.opts.train_vision_backbone
+            else:
+                p.requires_grad = full or ".lora_" in name or top in self.fully_trained_modules
 
     def add_lora(self, rank: int = 32, alpha: float = 16, dropout: float = 0.0) -> None:
-        """Inject LoRA (peft, gaussian init as the reference) into `lora_target_modules`, then `set_trainable`."""
+        """Inject LoRA (peft, gaussian init as the reference) into `lora_target_modules`, then `set_trainable`.
+
+        As peft's `get_peft_model` (which the reference uses) does, adapter weights of a bf16/fp16 model
+        are kept in float32.
+        """
         from peft import LoraConfig, inject_adapter_in_model
 
         config = LoraConfig(
@@ -208,7 +214,38 @@ class OpenVLAPolicy(OpenVLA):
         )
         inject_adapter_in_model(config, self)
         self.lora = {"rank": rank, "alpha": alpha, "dropout": dropout}
+        upcast_lora(self)
         self.set_trainable()
+
+    def configure_training(self, training: TrainingSpec) -> None:
+        """The contract's training switch: `training.finetune`, `training.lora`, `training.gradient_checkpointing`.
+
+        `lora`: LoRA (peft, gaussian init) on `lora_target_modules` plus the fully trained parts. A model
+        built from a LoRA-only folder keeps training its loaded adapter (whose rank and alpha must then
+        equal `training.lora`'s). `full`: every parameter. Either way the vision backbone trains only
+        with `options.train_vision_backbone`.
+        """
+        if training.finetune == "lora":
+            lora = training.lora
+            if self.lora is None:
+                self.add_lora(lora.rank, lora.alpha, lora.dropout)
+            elif (self.lora["rank"], float(self.lora["alpha"])) != (lora.rank, float(lora.alpha)):
+                raise RocketError(
+                    f"the checkpoint's LoRA adapter has rank {self.lora['rank']}, alpha {self.lora['alpha']:g} but "
+                    f"training.lora asks for rank {lora.rank}, alpha {lora.alpha:g}; set training.lora to match "
+                    "(the adapter keeps training) or use training.finetune=full"
+                )
+            else:
+                self.set_trainable()
+        else:
+            self.set_trainable(full=True)
+        self.set_gradient_checkpointing(training.gradient_checkpointing)
+
+    def set_gradient_checkpointing(self, enable: bool) -> None:
+        """Recompute every Llama layer (non-reentrant) and, when they train, every ViT block in backward."""
+        hf_checkpointing(self.language_model, enable)
+        for vit in (self.vision_backbone.featurizer, self.vision_backbone.fused_featurizer):
+            vit.gradient_checkpointing = enable
 
     def save_trained(self, folder: str | Path) -> None:
         """The trained parts: `<part>.safetensors` for the OFT heads, and `lora_adapter/` if LoRA is on."""
@@ -336,6 +373,23 @@ class OpenVLAPolicy(OpenVLA):
         return torch.stack(tokens, dim=1)[0]
 
 
+def hf_checkpointing(model: Any, enable: bool) -> None:
+    """Switch a transformers model's activation checkpointing (non-reentrant); the pre-5 names as fallback."""
+    if enable:
+        on = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        on({"use_reentrant": False})
+    elif any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        off = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        off()
+
+
+def upcast_lora(model: nn.Module) -> None:
+    """LoRA weights of a half-precision model to float32 (peft casts each layer's input to them)."""
+    for name, p in model.named_parameters():
+        if ".lora_" in name and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+
+
 def _dtype(opts: OpenVLAOptions, preset: bool) -> torch.dtype:
     name = opts.dtype or ("float32" if preset else "bfloat16")
     return getattr(torch, name)
@@ -385,6 +439,7 @@ def _load_from(spec: VLASpec, opts: OpenVLAOptions) -> OpenVLAPolicy:
     model.language_model.model.rotary_emb = rotary(cfg.text)  # non-persistent buffers: rebuilt, never loaded
     if base != folder:
         model.lora = load_lora_adapter(model, folder / LORA_DIR)
+        upcast_lora(model)
     model.add_oft_parts()
     for part in model.fully_trained_modules:
         module = getattr(model, part)
@@ -421,6 +476,10 @@ class OpenVLAAdapter(VLAAdapter):
             minus_one=layers - 1,
             num_images=opts.num_images,
             default_layers=(pairs, pairs),
+            chunk_size=opts.chunk if opts.head == "l1" else 1,
+            action_dim=opts.action_dim,
+            state_dim=opts.proprio_dim if opts.uses_proprio else None,
+            normalization="quantile",
         )
 
     @classmethod
@@ -430,6 +489,7 @@ class OpenVLAAdapter(VLAAdapter):
 
     @classmethod
     def build(cls, spec: VLASpec) -> OpenVLAPolicy:
+        """The model, every parameter with `requires_grad` as created; `configure_training` decides what trains."""
         opts = parse_options(spec)
         if spec.preset is not None:
             model = OpenVLAPolicy(model_config(spec, opts), opts, proc.ByteTokenizer())
@@ -437,5 +497,4 @@ class OpenVLAAdapter(VLAAdapter):
             model = model.to(_dtype(opts, preset=True))
         else:
             model = _load_from(spec, opts)
-        model.set_trainable()
         return model

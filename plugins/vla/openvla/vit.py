@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rocket_core.errors import RocketError
 
@@ -183,6 +184,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=cfg.eps)
         self.attn_pool = MapHeadWeights(cfg) if cfg.map_head else None
+        self.gradient_checkpointing = False  # recompute each block in backward (training only)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) normalised pixels -> (N, patches, dim): block `depth-2`, prefix dropped, no final norm.
@@ -192,6 +194,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(images) + self.pos_embed
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
         x = torch.cat([*prefix, x], dim=1)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks[: self.cfg.feature_block + 1]:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return x[:, self.cfg.num_prefix_tokens :]
