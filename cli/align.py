@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cli.common import console, handle_errors
 from rocket_core.engine import AlignPlan, plan_run
+from rocket_core.hub import snapshot
 from rocket_core.recipes import list_recipes, load_recipe
 from rocket_core.specs import build_spec
 from rocket_core.train.checkpoint import load_checkpoint
@@ -131,7 +132,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, help="Samples per process and micro-step."),
         save_every: int = typer.Option(None, help="Checkpoint every N steps (0: only at the end)."),
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>)."),
-        resume: Path = typer.Option(None, help="Continue a run exactly: its folder or one of its checkpoints."),
+        resume: Path = typer.Option(
+            None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed Hub repo ORG/NAME."
+        ),
         num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
     ) -> None:
@@ -145,6 +148,7 @@ def register(app: typer.Typer) -> None:
             save_every=save_every,
         )
         if resume is not None:
+            resume = resume if resume.exists() else snapshot(str(resume), None, None, pull_name=str(resume))
             base = load_checkpoint(resume).spec.model_dump(mode="json")  # the run's own spec; flags may extend it
         else:
             base = load_recipe(recipe).spec if recipe else None
