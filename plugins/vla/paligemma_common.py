@@ -28,13 +28,16 @@ from rocket_core.align.tokens import downsample_padding_mask, pi0_align_mask
 from rocket_core.contracts import Batch, VLAAdapter, VLAInfo, VLAOutput
 from rocket_core.errors import RocketError
 from rocket_core.hub import resolve_weights
-from rocket_core.specs import VLASpec, format_validation_error
+from rocket_core.specs import TrainingSpec, VLASpec, format_validation_error
 
 # openpi/LeRobot's additive mask value: far below any score, yet leaves bf16 headroom (finfo.min would overflow).
 MASK_VALUE = -2.3819763e38
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 MAX_CAMERAS = 3
 LORA_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Options that became TrainingSpec fields (the trainer passes them to `configure_training`).
+MOVED_OPTIONS = {"finetune": "training.finetune", "lora_rank_vlm": "training.lora.rank",
+                 "gradient_checkpointing": "training.gradient_checkpointing"}
 # The paper's pairs (ROCKET-ALGORITHM.md section 7), valid for the 18-block Gemma-2B.
 PAPER_LAYERS = ((2, 3, 4, 5, 6, 7, 8, 9, 10, -1), (2, 4, 6, 8, 10, 12, 14, 16, 18, -1))
 
@@ -178,14 +181,14 @@ class PolicyOptions(BaseModel):
     action_dim: int | None = Field(None, ge=1)
     tokenizer: str | None = None
     max_token_len: int | None = Field(None, ge=1)
-    finetune: Literal["full", "lora"] = "full"
-    lora_rank_vlm: int = Field(16, ge=1)
-    lora_rank_expert: int = Field(32, ge=1)
-    gradient_checkpointing: bool = False
+    lora_rank_expert: int = Field(32, ge=1, description="LoRA rank (= alpha) of the action expert")
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @classmethod
     def parse(cls, spec: VLASpec) -> PolicyOptions:
+        moved = [f"{key} -> {MOVED_OPTIONS[key]}" for key in spec.options if key in MOVED_OPTIONS]
+        if moved:
+            raise RocketError(f"{spec.name} options moved to the training spec: {', '.join(moved)}")
         try:
             return cls.model_validate(spec.options)
         except ValidationError as exc:
@@ -213,7 +216,7 @@ def arch_for(spec: VLASpec, default_checkpoint: str) -> Arch:
     return arch
 
 
-def vla_info(arch: Arch, opts: PolicyOptions) -> VLAInfo:
+def vla_info(arch: Arch, opts: PolicyOptions, normalization: str = "mean_std") -> VLAInfo:
     """Index convention, written once here.
 
     Our index space per convention (L = VLM blocks):
@@ -223,6 +226,9 @@ def vla_info(arch: Arch, opts: PolicyOptions) -> VLAInfo:
     * `jax` (reference JAX, the pi0 RoboTwin runs): k in 0..L-1 is the OUTPUT of block k, before the final
       norm; -1 = L-1, the raw last block. The same numbers therefore select states one block later.
     `layer_offset` is what a block number needs added to become an index (balanced layer selection).
+
+    Data facts: the chunk is the model's; state and actions are zero-padded to the max dims, so any dataset
+    dims up to them are accepted (`state_dim` None; `action_dim` only when the option pins it).
     """
     depth = arch.vlm.depth
     top = depth if opts.index_convention == "pytorch" else depth - 1
@@ -231,7 +237,8 @@ def vla_info(arch: Arch, opts: PolicyOptions) -> VLAInfo:
     return VLAInfo(
         num_blocks=depth, hidden_size=arch.vlm.width, num_vision_tokens=opts.num_cameras * arch.tokens_per_image,
         max_layer_index=top, layer_offset=1 if opts.index_convention == "pytorch" else 0, minus_one=top,
-        num_images=opts.num_cameras, default_layers=defaults,
+        num_images=opts.num_cameras, default_layers=defaults, chunk_size=arch.chunk_size, action_dim=opts.action_dim,
+        state_dim=None, normalization=normalization,
     )
 
 
@@ -721,24 +728,39 @@ class PaliGemmaFlowPolicy(nn.Module):
         return x[..., : self.opts.action_dim or self.arch.max_action_dim]
 
     # -- training modes
-    def configure_training(self) -> None:
-        """Apply the spec's fine-tuning mode (full or LoRA) and gradient-checkpointing switch."""
-        if self.opts.gradient_checkpointing:
-            self.use_checkpoint = True
-            self.vlm.vision_tower.activation_checkpointing_enable({"use_reentrant": False})
-        if self.opts.finetune == "lora":
-            self._inject_lora()
+    def configure_training(self, training: TrainingSpec) -> None:
+        """The contract's training switch (the trainer calls it once, right after `build`).
 
-    def _inject_lora(self) -> None:
+        `training.finetune="lora"`: LoRA on `lora_target_modules`, the VLM's with `training.lora` (rank, alpha,
+        dropout), the expert's with rank = alpha = option `lora_rank_expert` (openpi's gemma_300m_lora);
+        `fully_trained_modules` train in full, the two Gemma stacks stay frozen. `"full"`: every parameter.
+        `training.gradient_checkpointing`: every joint layer and SigLIP layer is recomputed in backward.
+        """
+        self.use_checkpoint = training.gradient_checkpointing
+        tower = self.vlm.vision_tower
+        if training.gradient_checkpointing:
+            tower.activation_checkpointing_enable({"use_reentrant": False})
+        elif tower.is_activation_checkpointing:
+            tower.activation_checkpointing_disable()
+        if training.finetune == "full":
+            self.requires_grad_(True)
+            return
+        if any("lora_" in name for name, _ in self.named_parameters()):
+            raise RocketError("LoRA is already applied to this model; call configure_training once per built model")
+        self._inject_lora(training.lora.rank, training.lora.alpha, training.lora.dropout)
+
+    def _inject_lora(self, rank: int, alpha: float, dropout: float) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        ranks = {rf"^{self.lora_scopes()[1]}\..*": self.opts.lora_rank_expert}
+        expert = {rf"^{self.lora_scopes()[1]}\..*": self.opts.lora_rank_expert}
         config = LoraConfig(
-            r=self.opts.lora_rank_vlm, lora_alpha=self.opts.lora_rank_vlm, target_modules=self.lora_target_modules,
-            rank_pattern=ranks, alpha_pattern=ranks, lora_dropout=0.0,
+            r=rank, lora_alpha=alpha, target_modules=self.lora_target_modules, rank_pattern=expert,
+            alpha_pattern=expert, lora_dropout=dropout,
         )
         inject_adapter_in_model(config, self)
         for name, param in self.named_parameters():
+            if "lora_" in name and param.dtype in (torch.bfloat16, torch.float16):
+                param.data = param.data.float()  # as peft's get_peft_model: float32 adapters on a half model
             param.requires_grad = "lora_" in name or name.startswith(self.fully_trained_modules)
 
 
@@ -747,14 +769,18 @@ class PaliGemmaFlowAdapter(VLAAdapter):
 
     policy_cls: ClassVar[type[PaliGemmaFlowPolicy]]
     default_checkpoint: ClassVar[str]
+    normalization: ClassVar[str]  # the data normalisation the policy was trained with (openpi / LeRobot)
 
     @classmethod
     def info(cls, spec: VLASpec) -> VLAInfo:
-        return vla_info(arch_for(spec, cls.default_checkpoint), PolicyOptions.parse(spec))
+        return vla_info(arch_for(spec, cls.default_checkpoint), PolicyOptions.parse(spec), cls.normalization)
 
     @classmethod
     def build(cls, spec: VLASpec) -> PaliGemmaFlowPolicy:
-        """`preset="tiny"`: random init (seeded by the caller); else the checkpoint, downloaded if needed."""
+        """`preset="tiny"`: random init (seeded by the caller); else the checkpoint, downloaded if needed.
+
+        Every parameter keeps `requires_grad`; `configure_training` decides what trains.
+        """
         opts = PolicyOptions.parse(spec)
         folder = None
         if spec.preset is None:
@@ -762,10 +788,9 @@ class PaliGemmaFlowAdapter(VLAAdapter):
                                      ("*.json", "model*.safetensors"), pull_name=cls.name)
             spec = spec.model_copy(update={"checkpoint": str(folder)})
         arch = arch_for(spec, cls.default_checkpoint)
-        model = cls.policy_cls(arch, opts, vla_info(arch, opts))
+        model = cls.policy_cls(arch, opts, vla_info(arch, opts, cls.normalization))
         model.tokenizer_name = opts.tokenizer or ("bytes" if spec.preset == "tiny" else PALIGEMMA_TOKENIZER)
         if folder is not None:
             model.load(folder)
         model.to(opts.torch_dtype())
-        model.configure_training()
         return model

@@ -21,16 +21,19 @@ from rocket_core.align.head import AlignmentHead
 from rocket_core.contracts import Batch
 from rocket_core.errors import RocketError
 from rocket_core.registry import load_registry
-from rocket_core.specs import ProjectorSpec, VLASpec
+from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 
 ADAPTERS = {"pi0": Pi0Adapter, "pi05": Pi05Adapter}
 CAMERAS = 2
 
 
-def _build(name: str, **options) -> PaliGemmaFlowPolicy:
+def _build(name: str, training: TrainingSpec | None = None, **options) -> PaliGemmaFlowPolicy:
+    """Build, then `configure_training` as the trainer does (default: full fine-tuning)."""
     torch.manual_seed(0)
     options = {"num_cameras": CAMERAS, "max_token_len": 80, **options}  # short prompts keep the tests fast
-    return ADAPTERS[name].build(VLASpec(name=name, preset="tiny", options=options))
+    model = ADAPTERS[name].build(VLASpec(name=name, preset="tiny", options=options))
+    model.configure_training(training or TrainingSpec(finetune="full"))
+    return model
 
 
 def _batch(state_dim: int = 8, action_dim: int = 7) -> Batch:
@@ -62,13 +65,20 @@ def test_registered_and_paper_info_without_weights(name: str) -> None:
     with pytest.raises(RocketError, match="out of range"):
         adapter.resolve_layer(jax, 18)
     assert adapter.info(VLASpec(name=name, options={"num_cameras": 2})).num_vision_tokens == 512
+    # data facts: the model's chunk; any state/action dims up to the padded max (action_dim only if pinned)
+    assert (info.chunk_size, info.action_dim, info.state_dim) == (50, None, None)
+    assert info.normalization == {"pi0": "mean_std", "pi05": "quantile"}[name]
+    pinned = adapter.info(VLASpec(name=name, preset="tiny", options={"chunk_size": 4, "action_dim": 7}))
+    assert (pinned.chunk_size, pinned.action_dim, pinned.state_dim) == (4, 7, None)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"cameras": 2}, "pi0 options: cameras: Extra inputs"), ({"num_cameras": 4}, "num_cameras: .* less than or equal to 3"),
      ({"index_convention": "tf"}, "index_convention: Input should be 'pytorch' or 'jax'"),
-     ({"finetune": "adapter"}, "finetune: Input should be 'full' or 'lora'")],
+     ({"finetune": "lora", "lora_rank_vlm": 8, "gradient_checkpointing": True},
+      "moved to the training spec: finetune -> training.finetune, lora_rank_vlm -> training.lora.rank, "
+      "gradient_checkpointing -> training.gradient_checkpointing")],
 )
 def test_bad_options_are_one_line_errors(options: dict, message: str) -> None:
     with pytest.raises(RocketError, match=message):
@@ -100,6 +110,7 @@ def test_preprocessing_slots_and_padding() -> None:
 def test_forward_backward_through_rocket_loss(name: str) -> None:
     """Masked pi0 layout through the core AlignmentHead with random teacher features; gradients reach both stacks."""
     model = _build(name).train()
+    assert all(p.requires_grad for p in model.parameters()) and not any("lora_" in n for n, _ in model.named_parameters())
     layers = _resolved(name, model, model.info.default_layers[0])
     out = model.forward_align(_batch(), layers)
     v, width, grid = model.info.num_vision_tokens, model.info.hidden_size, model.arch.token_grid
@@ -173,33 +184,49 @@ def test_pi05_state_enters_through_the_prompt() -> None:
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
-def test_gradient_checkpointing_matches(name: str) -> None:
-    grads = []
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_gradient_checkpointing_matches(name: str, finetune: str) -> None:
+    """training.gradient_checkpointing recomputes joint and SigLIP layers: same loss, same gradients."""
+    results = []
     for flag in (False, True):
-        model = _build(name, gradient_checkpointing=flag).train()
+        model = _build(name, TrainingSpec(finetune=finetune, gradient_checkpointing=flag, lora=LoraSpec(rank=4, alpha=8))).train()
+        assert model.use_checkpoint == flag == model.vlm.vision_tower.is_activation_checkpointing
+        calls: list[str] = []  # first ops of SigLIP layer 0 and joint layer 0 (a recompute stops once it has enough)
+        for first in (model.vlm.vision_tower.encoder.layers[0].layer_norm1, model.vlm.language_model.layers[0].input_layernorm):
+            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
         torch.manual_seed(5)
         out = model.forward_align(_batch(), [1, 2])
         (out.action_loss + out.vision_states[1].square().mean()).backward()
-        grads.append((out.action_loss.detach(), model.vlm.language_model.layers[0].mlp.up_proj.weight.grad))
-    assert model.use_checkpoint
-    torch.testing.assert_close(grads[0][0], grads[1][0])
-    torch.testing.assert_close(grads[0][1], grads[1][1])
+        assert sorted(calls) == sorted(["LayerNorm", "GemmaRMSNorm"] * (2 if flag else 1))
+        results.append((out.action_loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and any("language_model.layers.0." in n for n in grads_a)
+    for name_, grad in grads_a.items():
+        torch.testing.assert_close(grad, grads_b[name_], atol=1e-6, rtol=1e-5, msg=name_)
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
 def test_lora_mode_trains_adapters_and_the_small_modules(name: str) -> None:
-    model = _build(name, finetune="lora").train()
+    """VLM LoRA from TrainingSpec.lora, expert LoRA from the lora_rank_expert option (alpha = rank)."""
+    lora_spec = LoraSpec(rank=4, alpha=8, dropout=0.1)
+    model = _build(name, TrainingSpec(finetune="lora", lora=lora_spec), lora_rank_expert=6).train()
+    names = {n for n, _ in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    lora = {n for n in trainable if "lora_" in n}
-    assert lora and all(n.startswith(model.fully_trained_modules) for n in trainable - lora)
+    lora = {n for n in names if "lora_" in n}
+    assert trainable == lora | {n for n in names if n.startswith(model.fully_trained_modules)}
+    assert all(not n.startswith(model.fully_trained_modules) for n in lora)  # LoRA only on the Gemma stacks
     depth = model.arch.vlm.depth
     per_stack = depth * len(LORA_LEAVES) * 2  # A and B
     assert len(lora) == 2 * per_stack  # the VLM language model and the expert
-    expert_a = next(p for n, p in model.named_parameters() if "lora_A" in n and n.startswith(model.lora_scopes()[1].replace("\\", "")))
-    vlm_a = next(p for n, p in model.named_parameters() if "lora_A" in n and "language_model" in n)
-    assert (expert_a.shape[0], vlm_a.shape[0]) == (32, 16)
-    frozen = model.vlm.language_model.layers[0].self_attn.q_proj.base_layer.weight
-    assert not frozen.requires_grad
+    vlm_q = model.vlm.language_model.layers[0].self_attn.q_proj
+    expert_q = model.expert_layers[0].self_attn.q_proj
+    assert (vlm_q.r["default"], vlm_q.scaling["default"], vlm_q.lora_dropout["default"].p) == (4, 2.0, 0.1)
+    assert (expert_q.r["default"], expert_q.scaling["default"]) == (6, 1.0)
+    assert vlm_q.lora_A["default"].weight.shape[0] == 4 and expert_q.lora_A["default"].weight.shape[0] == 6
+    assert not vlm_q.base_layer.weight.requires_grad and not expert_q.base_layer.weight.requires_grad
+    with pytest.raises(RocketError, match="already applied"):
+        model.configure_training(TrainingSpec(finetune="lora"))
     last = _resolved(name, model, [-1])[0]  # the final norm: every VLM block then feeds a loss
     out = model.forward_align(_batch(), [last])
     (out.action_loss + out.vision_states[last].mean()).backward()

@@ -109,6 +109,7 @@ class Pi0Adapter(PaliGemmaFlowAdapter):
     description = "pi0 (LeRobot lerobot/pi0_base) on transformers' PI0, flow matching"
     policy_cls = Pi0Policy
     default_checkpoint = "lerobot/pi0_base"
+    normalization = "mean_std"  # openpi / LeRobot pi0: MEAN_STD state and actions
 
 
 @hookimpl

@@ -152,6 +152,7 @@ class Pi05Adapter(PaliGemmaFlowAdapter):
     description = "pi0.5 (LeRobot lerobot/pi05_base), flow matching, native implementation"
     policy_cls = Pi05Policy
     default_checkpoint = "lerobot/pi05_base"
+    normalization = "quantile"  # openpi / LeRobot pi0.5: q01/q99 (QUANTILES); the state bins need [-1, 1]
 
 
 @hookimpl
