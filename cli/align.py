@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from cli.common import console, handle_errors
 from rocket_core.engine import AlignPlan, plan_run
+from rocket_core.errors import RocketError
 from rocket_core.hub import snapshot
 from rocket_core.recipes import list_recipes, load_recipe
 from rocket_core.specs import build_spec
@@ -131,7 +133,7 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(None, help="Optimizer steps."),
         batch_size: int = typer.Option(None, help="Samples per process and micro-step."),
         save_every: int = typer.Option(None, help="Checkpoint every N steps (0: only at the end)."),
-        output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>)."),
+        output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>-<time>)."),
         resume: Path = typer.Option(
             None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed Hub repo ORG/NAME."
         ),
@@ -154,13 +156,16 @@ def register(app: typer.Typer) -> None:
             base = load_recipe(recipe).spec if recipe else None
         spec = build_spec(config, overrides, base)
         plan = plan_run(spec)
+        run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
+        run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if resume is None and not dry_run and (run_dir / "checkpoints").is_dir():
+            raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
+                              "or choose another --output-dir")
         main = os.environ.get("RANK", "0") == "0"
         if main:
             print_plan(plan)
         if dry_run:
             return
-        run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
-        run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}"
         result = Trainer(plan, run_dir, resume=resume).train()
         if main:
             last = result.history[-1] if result.history else {}
