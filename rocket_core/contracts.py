@@ -33,6 +33,8 @@ class Batch(TypedDict):
     task: list[str]  # language instruction per sample
     action_is_pad: NotRequired[torch.Tensor]  # (B, chunk) bool: padded slots past the episode end
     teacher_images: NotRequired[torch.Tensor]  # (B, n_cam, 3, H, W): the teacher's view if it differs
+    index: NotRequired[torch.Tensor]  # (B,) int64: dataset row of each sample (keys the teacher-feature cache)
+    crop_box: NotRequired[torch.Tensor]  # (B, n_cam, 4) float: (top, left, height, width) of the crop, image fractions
 
 
 @dataclass(frozen=True)

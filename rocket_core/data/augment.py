@@ -28,27 +28,46 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.clamp(0, 1).reshape(*lead, 3, *size)
 
 
-def random_resized_crop(
-    image: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
-) -> torch.Tensor:
-    """Crop a random box of `scale` x area and aspect `ratio` (w/h), resized back to the input size."""
-    height, width = image.shape[-2:]
+def crop_box(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """`(top, left, crop_h, crop_w)` in pixels of a random box of `scale` x area and aspect `ratio` (w/h)."""
     area = height * width * _uniform(*scale, generator)
     aspect = math.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), generator))
     crop_w = min(width, max(1, round(math.sqrt(area * aspect))))
     crop_h = min(height, max(1, round(math.sqrt(area / aspect))))
     top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
     left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+    return top, left, crop_h, crop_w
+
+
+def random_resized_crop(
+    image: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """Crop a random box of `scale` x area and aspect `ratio` (w/h), resized back to the input size."""
+    height, width = image.shape[-2:]
+    top, left, crop_h, crop_w = crop_box(height, width, scale, ratio, generator)
     return resize(image[..., top : top + crop_h, left : left + crop_w], (height, width))
+
+
+def center_crop_box(height: int, width: int, scale: float) -> tuple[int, int, int, int]:
+    """`(top, left, crop_h, crop_w)` in pixels of `center_crop`'s box."""
+    crop_h, crop_w = max(1, round(height * math.sqrt(scale))), max(1, round(width * math.sqrt(scale)))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
 def center_crop(images: torch.Tensor, scale: float) -> torch.Tensor:
     """The centred square-ish crop of `scale` x area, resized back: OpenVLA-OFT's evaluation view of a
     policy trained with random crops, so train and test see objects at the same size."""
     height, width = images.shape[-2:]
-    crop_h, crop_w = max(1, round(height * math.sqrt(scale))), max(1, round(width * math.sqrt(scale)))
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    top, left, crop_h, crop_w = center_crop_box(height, width, scale)
     return resize(images[..., top : top + crop_h, left : left + crop_w], (height, width))
+
+
+def normalized_box(box: tuple[int, int, int, int], height: int, width: int) -> torch.Tensor:
+    """A pixel box `(top, left, h, w)` as float32 `(top, left, h, w)` fractions of the image (what `crop_box` holds)."""
+    top, left, crop_h, crop_w = box
+    return torch.tensor([top / height, left / width, crop_h / height, crop_w / width], dtype=torch.float32)
 
 
 def rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
@@ -101,8 +120,20 @@ def color_jitter(image: torch.Tensor, spec: AugmentSpec, generator: torch.Genera
     return hsv_to_rgb(torch.stack([hue, saturation, hsv[..., 2, :, :]], -3)).clamp(0, 1)
 
 
+def augment_with_boxes(
+    images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n_cam, 3, H, W) -> (augmented, cropped only, crop boxes (n_cam, 4)); each camera draws its own crop
+    and jitter. A box is `(top, left, height, width)` as fractions of the image (`normalized_box`)."""
+    height, width = images.shape[-2:]
+    boxes = [crop_box(height, width, spec.crop_scale, spec.crop_ratio, generator) for _ in images]
+    cropped = torch.stack([resize(img[..., t : t + h, l : l + w], (height, width))
+                           for img, (t, l, h, w) in zip(images, boxes)])
+    jittered = torch.stack([color_jitter(img, spec, generator) for img in cropped])
+    return jittered, cropped, torch.stack([normalized_box(b, height, width) for b in boxes]).reshape(-1, 4)
+
+
 def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(n_cam, 3, H, W) -> (augmented, cropped only); each camera draws its own crop and jitter."""
-    cropped = torch.stack([random_resized_crop(img, spec.crop_scale, spec.crop_ratio, generator) for img in images])
-    jittered = torch.stack([color_jitter(img, spec, generator) for img in cropped])
+    jittered, cropped, _ = augment_with_boxes(images, spec, generator)
     return jittered, cropped

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rocket_core.contracts import Batch
-from rocket_core.data.augment import augment, center_crop, resize
+from rocket_core.data.augment import augment_with_boxes, center_crop, center_crop_box, normalized_box, resize
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.data.normalize import Normalizer
 from rocket_core.data.spec import DataSpec
@@ -40,8 +40,11 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 class VLADataset(Dataset):
     """Samples for a VLA: `images` (n_cam, 3, H, W), `image_masks`, normalised `state` and `actions`
-    (chunk, action_dim), `action_is_pad`, `task`, and `teacher_images` when the spec asks for the
-    pre-colour-jitter view. Index with an int (uses `self.epoch`) or an `(index, epoch)` pair.
+    (chunk, action_dim), `action_is_pad`, `task`, `index` (the dataset row, int64), `teacher_images` when
+    the spec asks for the pre-colour-jitter view, and `crop_box` (n_cam, 4) whenever images are cropped
+    (training augmentation or the evaluation centre crop): `(top, left, height, width)` of each camera's
+    crop as fractions of the image, `(0, 0, 1, 1)` for an empty slot. Index with an int (uses
+    `self.epoch`) or an `(index, epoch)` pair.
 
     `train=False` (evaluation) draws nothing: if the spec augments, images get the deterministic centre
     crop of the mean training crop area instead, as OpenVLA-OFT evaluates."""
@@ -63,21 +66,23 @@ class VLADataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (int(key), self.epoch)
         reader = self.reader
-        images = torch.zeros(len(self.slots), 3, *self.image_size)
+        images = self.canonical_images(index)
         present = torch.tensor([camera is not None for camera in self.camera_keys])
-        for slot, camera in enumerate(self.camera_keys):
-            if camera is not None:
-                frame = torch.from_numpy(reader.frames(camera, np.array([index]))[0]).permute(2, 0, 1).float() / 255
-                images[slot] = resize(frame, self.image_size)
         teacher_images = None
+        crop = None
         if self.eval_crop < 1:
             images[present] = center_crop(images[present], self.eval_crop)
+            crop = _full_boxes(len(self.slots))
+            crop[present] = normalized_box(center_crop_box(*self.image_size, self.eval_crop), *self.image_size)
         if self.augment:
-            jittered, cropped = augment(images[present], self.spec.augment, sample_generator(self.seed, epoch, index))
+            generator = sample_generator(self.seed, epoch, index)
+            jittered, cropped, boxes = augment_with_boxes(images[present], self.spec.augment, generator)
             if self.spec.augment.teacher_view == "pre_color_jitter":
                 teacher_images = torch.zeros_like(images)
                 teacher_images[present] = cropped
             images[present] = jittered
+            crop = _full_boxes(len(self.slots))
+            crop[present] = boxes
         rows, pad = reader.window(index, self.action_offsets)
         sample: dict[str, Any] = {
             "images": images,
@@ -86,10 +91,23 @@ class VLADataset(Dataset):
             "actions": self.action_norm.normalize(torch.from_numpy(reader.column(self.spec.action_key)[rows])),
             "action_is_pad": torch.from_numpy(pad),
             "task": reader.task(index),
+            "index": torch.tensor(index, dtype=torch.int64),
         }
         if teacher_images is not None:
             sample["teacher_images"] = teacher_images
+        if crop is not None:
+            sample["crop_box"] = crop
         return sample
+
+    def canonical_images(self, index: int) -> torch.Tensor:
+        """(n_cam, 3, H, W) frames of row `index` resized to `image_size`, before any crop or colour jitter
+        (zeros in empty slots): the view the teacher-feature cache stores features of."""
+        images = torch.zeros(len(self.slots), 3, *self.image_size)
+        for slot, camera in enumerate(self.camera_keys):
+            if camera is not None:
+                frame = torch.from_numpy(self.reader.frames(camera, np.array([index]))[0]).permute(2, 0, 1).float() / 255
+                images[slot] = resize(frame, self.image_size)
+        return images
 
     def _map_cameras(self) -> tuple[list[str], list[str | None]]:
         available = self.reader.camera_keys
@@ -126,6 +144,10 @@ class VLADataset(Dataset):
                 f"meta/stats.json holds {norm.low.numel()} values for '{key}' but the data has {dim}; recompute the stats"
             )
         return norm
+
+
+def _full_boxes(n_cam: int) -> torch.Tensor:
+    return torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(n_cam, 1)
 
 
 def collate_batch(samples: Sequence[dict[str, Any]]) -> Batch:
