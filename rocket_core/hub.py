@@ -7,7 +7,7 @@ of them: a cached snapshot is used offline; a missing one is one line that says 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -131,3 +131,31 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RocketError(f"weights file '{path}' does not hold a state dict of tensors")
     return state
+
+
+def _listing(keys: Sequence[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_keys(
+    expected: Mapping[str, Sequence[int]],
+    found: Mapping[str, Sequence[int]],
+    where: str,
+    ignore: Callable[[str], bool] = lambda key: False,
+    hint: str = "",
+) -> None:
+    """Fail naming every missing, mis-shaped and unknown key (`ignore`d ones aside) before loading.
+
+    `strict=False` loading would hide them and give a silently half-random model.
+    """
+    missing = sorted(expected.keys() - found.keys())
+    shapes = sorted(f"{k} {tuple(found[k])} vs {tuple(expected[k])}" for k in expected.keys() & found.keys()
+                    if tuple(found[k]) != tuple(expected[k]))
+    unknown = sorted(k for k in found.keys() - expected.keys() if not ignore(k))
+    problems = [template.format(n=len(keys)) + _listing(keys) for template, keys in (
+        ("missing {n} key(s): ", missing),
+        ("{n} key(s) with the wrong shape (checkpoint vs model): ", shapes),
+        ("{n} unknown key(s): ", unknown),
+    ) if keys]
+    if problems:
+        raise RocketError(f"{where} does not fit the model ({'; '.join(problems)}){'; ' + hint if hint else ''}")

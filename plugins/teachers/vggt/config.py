@@ -81,7 +81,18 @@ TINY = VGGTConfig(
     dpt=DPTConfig(features=16, out_channels=(8, 16, 32, 32), layers=(0, 1, 2, 3)),
 )
 
-PRESETS: dict[str, VGGTConfig] = {"tiny": TINY}
+# benchmarks/align_step.py: embed 256, depth 12 at the real 518 px (37x37 patches).
+BENCH = VGGTConfig(
+    embed_dim=256,
+    depth=12,
+    num_heads=4,
+    dino=DinoConfig(embed_dim=256, depth=4, num_heads=4),
+    camera_trunk_depth=1,
+    camera_num_heads=4,
+    dpt=DPTConfig(features=32, out_channels=(32, 64, 128, 128), layers=(2, 5, 8, 11)),
+)
+
+PRESETS: dict[str, VGGTConfig] = {"tiny": TINY, "bench": BENCH}
 
 
 def _expect(section: dict[str, Any], key: str, value: Any, where: str) -> None:

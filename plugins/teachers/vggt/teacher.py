@@ -15,7 +15,7 @@ from plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_fr
 from plugins.teachers.vggt.model import VGGT
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
-from rocket_core.hub import find_weights_file, load_state_dict, local_path, resolve_weights
+from rocket_core.hub import check_keys, find_weights_file, load_state_dict, local_path, resolve_weights
 from rocket_core.specs import TeacherSpec
 
 HEAD_PREFIXES: tuple[str, ...] = ("camera_head.", "depth_head.", "point_head.", "track_head.")
@@ -45,27 +45,9 @@ def load_checkpoint(model: VGGT, state: dict[str, torch.Tensor], source: str) ->
     """
     expected = model.state_dict()
     absent = tuple(p for p in HEAD_PREFIXES if not any(k.startswith(p) for k in expected))
-    missing = [k for k in expected if k not in state]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
-    ]
-    unexpected = [k for k in state if k not in expected and not k.startswith(absent)]
-
-    def listing(keys: list[str]) -> str:
-        return ", ".join(keys[:5]) + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
-
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} key(s): {listing(missing)}")
-    if shapes:
-        problems.append(f"{len(shapes)} key(s) with the wrong shape (checkpoint vs model): {listing(shapes)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unknown key(s): {listing(unexpected)}")
-    if problems:
-        raise RocketError(
-            f"VGGT checkpoint '{source}' does not fit the configured model ({'; '.join(problems)}); "
-            "use a matching preset/config or the official checkpoint"
-        )
+    check_keys({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in state.items()},
+               f"VGGT checkpoint '{source}'", ignore=lambda key: key.startswith(absent),
+               hint="use a matching preset/config or the official checkpoint")
     # float32 whatever the file's dtype; `assign` takes the tensors over (no second copy of a 5 GB model).
     model.load_state_dict({k: state[k].float() for k in expected}, assign=True)
 

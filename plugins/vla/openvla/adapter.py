@@ -76,7 +76,19 @@ TINY_CONFIG: dict[str, Any] = {
         "vit_so400m_patch14_siglip_224": {"embed_dim": 48, "depth": 3, "num_heads": 3},
     },
 }
-PRESETS = ("tiny",)
+# The benchmark preset (benchmarks/align_step.py): Llama 1024 x 12 layers x 16 heads, ViTs of depth 4 and
+# width 256 at 224 px, so two cameras give 512 vision tokens as at paper scale.
+BENCH_CONFIG: dict[str, Any] = {
+    **TINY_CONFIG,
+    "image_sizes": [224, 224],
+    "text_config": {**TINY_CONFIG["text_config"], "hidden_size": 1024, "intermediate_size": 2816,
+                    "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16},
+    "timm_create_model_kwargs": {
+        "vit_large_patch14_reg4_dinov2.lvd142m": {"embed_dim": 256, "depth": 4, "num_heads": 4},
+        "vit_so400m_patch14_siglip_224": {"embed_dim": 256, "depth": 4, "num_heads": 4},
+    },
+}
+PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY_CONFIG, "bench": BENCH_CONFIG}
 # transformers renamed the KV-cache argument `past_key_values` -> `cache` (the old name warns until 5.40).
 _CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
@@ -140,8 +152,8 @@ def model_config(spec: VLASpec, opts: OpenVLAOptions, hf_config: dict[str, Any] 
         if spec.preset not in PRESETS:
             raise RocketError(f"unknown openvla preset '{spec.preset}'; available: {', '.join(PRESETS)}")
         if spec.checkpoint is not None:
-            raise RocketError("the 'tiny' preset is randomly initialised; drop the checkpoint or the preset")
-        return OpenVLAConfig.from_hf(TINY_CONFIG, attn_implementation=opts.attn_implementation)
+            raise RocketError(f"the '{spec.preset}' preset is randomly initialised; drop the checkpoint or the preset")
+        return OpenVLAConfig.from_hf(PRESETS[spec.preset], attn_implementation=opts.attn_implementation)
     return OpenVLAConfig.from_hf(hf_config or _cached_config(spec), attn_implementation=opts.attn_implementation)
 
 
@@ -459,7 +471,7 @@ class OpenVLAAdapter(VLAAdapter):
     """OpenVLA-7B (Prismatic: DINOv2+SigLIP, Llama-2) with OFT heads, trained by ROCKET through LoRA."""
 
     name = "openvla"
-    description = "OpenVLA-7B native (no remote code): OFT L1 head, proprio token, 2 cameras; preset 'tiny'"
+    description = "OpenVLA-7B native (no remote code): OFT L1 head, proprio token, 2 cameras; presets 'tiny', 'bench'"
     default_checkpoint: ClassVar[str] = DEFAULT_CHECKPOINT
     weight_patterns: ClassVar[tuple[str, ...]] = ALLOW_PATTERNS  # what `rocket pull openvla` downloads
 
