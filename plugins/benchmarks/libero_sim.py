@@ -1,0 +1,124 @@
+"""LIBERO simulator side (runs in the isolated `libero` environment: rlinf-libero, robosuite, mujoco).
+
+Follows OpenVLA-OFT's `run_libero_eval.py`: `OffScreenRenderEnv(bddl, camera 256 px)`, `env.seed(...)`,
+`env.reset()`, `env.set_init_state(init_states[episode])`; proprio = eef pos + axis-angle(eef quat) +
+gripper qpos; images agentview + eye-in-hand rotated 180 degrees; success = the env's `done`.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import types
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from rocket_core.eval.protocol import Protocol
+from rocket_core.eval.rollout import prepare_image, quat2axisangle
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def load_torch_pickle(path: str, **_: Any) -> Any:
+    """LIBERO's init states are numpy arrays saved with `torch.save` (a zip holding `*/data.pkl`)."""
+    with zipfile.ZipFile(path) as z:
+        name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+        return pickle.loads(z.read(name))  # noqa: S301 - the benchmark's own files
+
+
+def _torch_shim() -> None:
+    """PyPI's Linux torch is the multi-GB CUDA build; LIBERO only needs `torch.load` for numpy init states."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        shim = types.ModuleType("torch")
+        shim.load = load_torch_pickle  # type: ignore[attr-defined]
+        shim.__rocket_shim__ = True  # type: ignore[attr-defined]
+        sys.modules["torch"] = shim
+
+
+def _suite(suite: str) -> Any:
+    _torch_shim()
+    from libero.libero import benchmark
+
+    return benchmark.get_benchmark_dict()[f"libero_{suite}"]()
+
+
+def list_tasks(suite: str, protocol: Protocol | None = None) -> list[dict[str, Any]]:
+    bench = _suite(suite)
+    out = []
+    for i in range(bench.get_num_tasks()):
+        task = bench.get_task(i)
+        out.append({"index": i, "name": task.name, "instruction": task.language,
+                    "num_init_states": int(len(bench.get_task_init_states(i)))})
+    return out
+
+
+class LiberoEnv:
+    def __init__(self, suite: str, task_index: int, protocol: Protocol) -> None:
+        from libero.libero import get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+
+        bench = _suite(suite)
+        task = bench.get_task(task_index)
+        self.instruction = task.language
+        self.init_states = bench.get_task_init_states(task_index)
+        self.protocol = protocol
+        bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+        self.env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=protocol.render_size,
+                                      camera_widths=protocol.render_size)
+
+    def reset(self, episode_index: int) -> dict[str, Any]:
+        self.env.seed(self.protocol.env_seed)
+        self.env.reset()
+        return self.env.set_init_state(self.init_states[episode_index])
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool]:
+        obs, _reward, done, _info = self.env.step(np.asarray(action, dtype=np.float64).tolist())
+        return obs, bool(done)
+
+    def policy_observation(self, obs: dict[str, Any]) -> dict[str, Any]:
+        images = [prepare_image(obs[f"{cam}_image"], self.protocol) for cam in self.protocol.cameras]
+        state = np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]),
+                                obs["robot0_gripper_qpos"]]).astype(np.float32)
+        return {"images": images, "state": state}
+
+    def frame(self, obs: dict[str, Any]) -> np.ndarray:
+        return np.ascontiguousarray(obs[f"{self.protocol.cameras[0]}_image"][::-1, ::-1])
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_env(suite: str, task: int, protocol: Protocol) -> LiberoEnv:
+    return LiberoEnv(suite, task, protocol)
+
+
+def probe(suite: str = "spatial", steps: int = 3) -> dict[str, Any]:
+    """Create task 0, reset, render `steps` steps: what `--setup` and `rocket doctor` run."""
+    import time
+
+    from rocket_core.eval.protocol import libero_preset
+
+    t0 = time.perf_counter()
+    env = LiberoEnv(suite, 0, libero_preset(suite, "openvla"))
+    t1 = time.perf_counter()
+    obs = env.reset(0)
+    t2 = time.perf_counter()
+    for _ in range(steps):
+        obs, _ = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+    t3 = time.perf_counter()
+    shape = list(obs["agentview_image"].shape)
+    env.close()
+    return {"create_s": round(t1 - t0, 2), "reset_s": round(t2 - t1, 2), "step_s": round((t3 - t2) / steps, 3),
+            "image": shape, "mujoco_gl": os.environ.get("MUJOCO_GL")}
+
+
+if __name__ == "__main__":
+    import json
+
+    print("@@rocket " + json.dumps(probe()))

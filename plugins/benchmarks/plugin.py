@@ -1,0 +1,18 @@
+"""Entry point `rocket` -> `benchmarks = "plugins.benchmarks.plugin"`: the built-in benchmark plugins."""
+from __future__ import annotations
+
+from typing import Callable
+
+from plugins.benchmarks.libero import LiberoBenchmark
+from plugins.benchmarks.libero_plus import LiberoPlusBenchmark
+from plugins.benchmarks.robotwin import RoboTwinBenchmark
+from plugins.benchmarks.toy import ToyBenchmark
+from rocket_core.hookspecs import hookimpl
+
+BENCHMARKS = (LiberoBenchmark, LiberoPlusBenchmark, RoboTwinBenchmark, ToyBenchmark)
+
+
+@hookimpl
+def register_benchmarks(register: Callable[[type], None]) -> None:
+    for bench in BENCHMARKS:
+        register(bench)

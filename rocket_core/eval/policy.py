@@ -1,0 +1,175 @@
+"""A VLA plugin as an inference policy: raw observation -> action chunk in robot units.
+
+Built from a `rocket align` checkpoint (its spec rebuilds the model, `trainable.safetensors` or
+`ema.safetensors` fills the trained parts, `state.json` gives the state/action normalisation and camera
+slots) or from a plugin preset (`--vla openvla --preset tiny`: random weights, no normalisation, for
+smoke tests). Every VLA plugin's `predict_action` is used: the batch form `predict_action(batch)`
+(pi0 family) or OpenVLA's `predict_action(images, task, proprio, unnormalize=False)`.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+
+from rocket_core.contracts import VLAInfo
+from rocket_core.data.normalize import Normalizer
+from rocket_core.errors import RocketError
+
+
+class ObservationError(RocketError):
+    """A malformed observation (the server answers it with an error message, not a crash)."""
+
+
+def _set_seed(seed: int) -> None:
+    """What the trainer's `accelerate.utils.set_seed` does, so a preset's frozen random weights match."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+
+
+class Policy:
+    """Observation -> action chunk for any VLA plugin, with the checkpoint's normalisation."""
+
+    def __init__(self, model: Any, vla_name: str, info: VLAInfo, *, source: str,
+                 state_norm: Normalizer | None = None, action_norm: Normalizer | None = None,
+                 cameras: list[str] | None = None, seed: int = 7) -> None:
+        self.model, self.vla_name, self.info, self.source = model, vla_name, info, source
+        self.state_norm, self.action_norm = state_norm, action_norm
+        self.cameras = cameras or [f"camera{i}" for i in range(info.num_images)]
+        self.seed = seed
+        self.model.eval()
+        self._batch_api = "batch" in inspect.signature(model.predict_action).parameters
+        self._device = next(model.parameters()).device
+
+    # ---- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: Path, ema: bool = False, device: str | None = None) -> Policy:
+        from safetensors.torch import load_file
+
+        from rocket_core.registry import get_registry
+        from rocket_core.specs import RunSpec
+        from rocket_core.train.checkpoint import find_checkpoint
+
+        ckpt = find_checkpoint(Path(path))
+        try:
+            state = json.loads((ckpt / "state.json").read_text())
+            spec = RunSpec.model_validate(yaml.safe_load((ckpt / "spec.yaml").read_text()))
+        except (OSError, ValueError) as exc:
+            raise RocketError(f"checkpoint '{ckpt}' is unreadable ({type(exc).__name__}: {exc})") from None
+        weights = ckpt / ("ema.safetensors" if ema else "trainable.safetensors")
+        if not weights.is_file():
+            raise RocketError(f"checkpoint '{ckpt}' has no {weights.name}" + ("; drop --ema" if ema else ""))
+        adapter = get_registry().get("vla", spec.vla.name)
+        _set_seed(spec.training.seed)  # a preset's frozen weights are the seed's random init, as in training
+        model = adapter.build(spec.vla)
+        model.configure_training(spec.training)  # same parameter names (LoRA) as the saved ones
+        tensors = load_file(str(weights))
+        mine = {k[len("vla."):]: v for k, v in tensors.items() if k.startswith("vla.")}
+        named = dict(model.named_parameters())
+        unknown = [k for k in mine if k not in named]
+        if unknown or not mine:
+            raise RocketError(f"checkpoint '{ckpt}' does not fit VLA '{spec.vla.name}' as its spec builds it "
+                              f"(unknown parameters {unknown[:3]}); was it written by another version?")
+        with torch.no_grad():
+            for name, value in mine.items():
+                named[name].copy_(value.to(named[name].dtype))
+        norm = state.get("normalization") or {}
+        if device:
+            model.to(device)
+        return cls(model, spec.vla.name, adapter.info(spec.vla), source=str(ckpt),
+                   state_norm=Normalizer.from_dict(norm["state"]) if norm.get("state") else None,
+                   action_norm=Normalizer.from_dict(norm["action"]) if norm.get("action") else None,
+                   cameras=state.get("cameras"), seed=spec.training.seed)
+
+    @classmethod
+    def from_preset(cls, vla: str, preset: str | None = "tiny", options: Mapping[str, Any] | None = None,
+                    seed: int = 7, device: str | None = None) -> Policy:
+        from rocket_core.registry import get_registry
+        from rocket_core.specs import VLASpec
+
+        spec = VLASpec(name=vla, preset=preset, options=dict(options or {}))
+        adapter = get_registry().get("vla", vla)
+        _set_seed(seed)
+        model = adapter.build(spec)
+        if device:
+            model.to(device)
+        return cls(model, vla, adapter.info(spec), source=f"{vla} preset {preset}", seed=seed)
+
+    # ---- serving ----------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        i = self.info
+        return {
+            "vla": self.vla_name,
+            "source": self.source,
+            "cameras": list(self.cameras),
+            "num_images": i.num_images,
+            "state_dim": i.state_dim,
+            "action_dim": i.action_dim,
+            "chunk_size": i.chunk_size,
+            "normalization": {"state": self.state_norm is not None, "action": self.action_norm is not None},
+        }
+
+    def _check(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        if not isinstance(obs, Mapping):
+            raise ObservationError(f"the observation must be a map with images, state and task, got {type(obs).__name__}")
+        missing = [k for k in ("images", "task") if k not in obs]
+        if missing:
+            raise ObservationError(f"the observation lacks {', '.join(missing)} (keys: images, state, task)")
+        images, task = obs["images"], obs["task"]
+        if not isinstance(task, str) or not task.strip():
+            raise ObservationError("'task' must be a non-empty instruction string")
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        if not isinstance(images, (list, tuple)) or len(images) != self.info.num_images:
+            got = len(images) if isinstance(images, (list, tuple)) else type(images).__name__
+            raise ObservationError(f"'images' must be a list of {self.info.num_images} camera frames "
+                                   f"({', '.join(self.cameras)}), got {got}")
+        frames = []
+        for k, im in enumerate(images):
+            im = np.asarray(im)
+            if im.ndim != 3 or im.shape[-1] != 3 or im.dtype != np.uint8:
+                raise ObservationError(f"image {k} ({self.cameras[k]}) must be uint8 (H, W, 3), "
+                                       f"got {im.dtype} {tuple(im.shape)}")
+            frames.append(torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255.0)
+        if len({f.shape for f in frames}) != 1:
+            raise ObservationError(f"all camera frames must have one size, got {[tuple(f.shape) for f in frames]}")
+        state = None
+        if self.info.state_dim is not None:
+            if obs.get("state") is None:
+                raise ObservationError(f"this policy needs 'state' ({self.info.state_dim} proprio values)")
+            raw = np.asarray(obs["state"], dtype=np.float32).reshape(-1)
+            if raw.shape[0] != self.info.state_dim or not np.all(np.isfinite(raw)):
+                raise ObservationError(f"'state' must hold {self.info.state_dim} finite numbers, got {raw.shape[0]}")
+            state = torch.from_numpy(raw)
+            if self.state_norm is not None:
+                state = self.state_norm.normalize(state)
+        return torch.stack(frames), state, task
+
+    @torch.no_grad()
+    def infer(self, obs: Any) -> dict[str, Any]:
+        images, state, task = self._check(obs)
+        start = time.perf_counter()
+        if self._batch_api:
+            batch = {
+                "images": images[None].to(self._device),
+                "image_masks": torch.ones(1, images.shape[0], dtype=torch.bool, device=self._device),
+                "state": (state if state is not None else torch.zeros(self.info.state_dim or 1))[None].to(self._device),
+                "task": [task],
+            }
+            actions = self.model.predict_action(batch)[0].float().cpu()
+        else:
+            out = self.model.predict_action(images.to(self._device), task, state, unnormalize=False)
+            actions = torch.as_tensor(np.asarray(out), dtype=torch.float32)
+        if self.info.action_dim:
+            actions = actions[..., : self.info.action_dim]
+        if self.action_norm is not None:
+            actions = self.action_norm.unnormalize(actions)
+        return {"kind": "actions", "actions": actions.numpy().astype(np.float32),
+                "timing": {"infer_ms": (time.perf_counter() - start) * 1000.0}}

@@ -1,0 +1,112 @@
+"""Evaluation protocols, pinned as presets and written into every result file.
+
+A protocol is everything that changes a success rate besides the policy: trials per task, seeds, step
+limits, the wait steps before the policy acts, camera rendering and preprocessing, the proprio vector,
+how many actions of a chunk run open-loop, and how the gripper output is post-processed. A run starts
+from a preset; every field changed afterwards is listed under `deviations` in the results.
+
+Import-light (stdlib only): simulator workers import it inside their own environments.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Max policy steps per LIBERO suite (OpenVLA-OFT `run_libero_eval.py` and openpi `examples/libero/main.py`).
+LIBERO_MAX_STEPS = {"spatial": 220, "object": 280, "goal": 300, "10": 520, "90": 400}
+LIBERO_DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+
+
+@dataclass(frozen=True)
+class GripperMap:
+    """Post-processing of the last action dimension, in this order."""
+
+    rescale_01_to_pm1: bool = False  # [0, 1] -> [-1, 1]  (OFT `normalize_gripper_action`)
+    binarize: bool = False  # sign (0 -> +1 as np.sign would give 0; OFT uses sign after rescale)
+    invert: bool = False  # x -> -x (OFT `invert_gripper_action`, OpenVLA family only)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol. `name` is the preset it came from."""
+
+    name: str
+    benchmark: str
+    suite: str
+    trials_per_task: int = 50
+    seed: int = 7  # global seed (numpy / policy sampling)
+    env_seed: int = 0  # `env.seed(...)` before every reset (OFT: 0; openpi: the global seed)
+    max_steps: int = 220  # policy steps after the wait steps
+    wait_steps: int = 10  # steps with `wait_action` before the policy acts (objects settle)
+    wait_action: tuple[float, ...] = LIBERO_DUMMY_ACTION
+    render_size: int = 256  # simulator camera resolution (square)
+    cameras: tuple[str, ...] = ("agentview", "robot0_eye_in_hand")  # in the policy's camera-slot order
+    rotate_180: bool = True  # img[::-1, ::-1], as the training data (LIBERO renders upside down)
+    resize_size: int = 224  # image side sent to the policy
+    resize_method: str = "lanczos"  # "lanczos" (OFT: lanczos3) or "pad_bilinear" (openpi resize_with_pad)
+    proprio: str = "eef_pos+axis_angle+gripper_qpos"  # 3 + 3 + 2 = 8 dims
+    open_loop_steps: int = 8  # actions of each chunk executed before re-querying the policy
+    action_dim: int = 7
+    gripper: GripperMap = field(default_factory=GripperMap)
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Protocol:
+        data = dict(data)
+        data["gripper"] = GripperMap(**data.get("gripper", {}))
+        for key in ("wait_action", "cameras"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Protocol:
+        return dataclasses.replace(self, **changes)
+
+    def deviations(self, preset: Protocol) -> dict[str, dict[str, Any]]:
+        """Every field that differs from `preset`: {field: {"preset": ..., "used": ...}}."""
+        mine, theirs = self.to_dict(), preset.to_dict()
+        skip = {"name", "notes"}
+        return {k: {"preset": theirs[k], "used": mine[k]} for k in mine if k not in skip and mine[k] != theirs[k]}
+
+
+def libero_preset(suite: str, family: str, benchmark: str = "libero") -> Protocol:
+    """LIBERO protocol of a policy family: `openvla` (OpenVLA-OFT) or `openpi` (pi0 / pi0.5)."""
+    if suite not in LIBERO_MAX_STEPS:
+        raise KeyError(f"unknown LIBERO suite '{suite}'; use one of {', '.join(LIBERO_MAX_STEPS)}")
+    if family == "openvla":
+        return Protocol(
+            name="openvla-oft", benchmark=benchmark, suite=suite, max_steps=LIBERO_MAX_STEPS[suite],
+            env_seed=0, open_loop_steps=8, resize_method="lanczos",
+            gripper=GripperMap(rescale_01_to_pm1=True, binarize=True, invert=True),
+            notes="OpenVLA-OFT experiments/robot/libero/run_libero_eval.py (NUM_ACTIONS_CHUNK 8, center crop off)",
+        )
+    if family == "openpi":
+        return Protocol(
+            name="openpi", benchmark=benchmark, suite=suite, max_steps=LIBERO_MAX_STEPS[suite],
+            env_seed=7, open_loop_steps=5, resize_method="pad_bilinear", gripper=GripperMap(),
+            notes="openpi examples/libero/main.py (replan_steps 5, resize_with_pad 224, raw gripper)",
+        )
+    raise KeyError(f"unknown policy family '{family}' for LIBERO; use openvla or openpi")
+
+
+def family_of(vla_name: str) -> str:
+    """The protocol family of a VLA plugin: pi0 / pi05 follow openpi, everything else OpenVLA-OFT."""
+    return "openpi" if vla_name.startswith("pi0") else "openvla"
+
+
+def process_gripper(action: Any, gripper: GripperMap) -> Any:
+    """Apply `gripper` to the last dimension of a numpy action (copy)."""
+    import numpy as np
+
+    out = np.array(action, dtype=np.float64, copy=True)
+    if gripper.rescale_01_to_pm1:
+        out[..., -1] = 2.0 * out[..., -1] - 1.0
+    if gripper.binarize:
+        out[..., -1] = np.where(out[..., -1] >= 0, 1.0, -1.0)  # OFT: np.sign, with 0 -> +1 after rescale
+    if gripper.invert:
+        out[..., -1] = -out[..., -1]
+    return out
