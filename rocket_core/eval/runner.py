@@ -131,7 +131,7 @@ class _Worker:
 def _check_run_file(cfg: EvalConfig) -> None:
     run_file = cfg.out / "run.json"
     mine = {"benchmark": cfg.benchmark.name,
-            "protocols": {s.suite: s.protocol.to_dict() for s in cfg.suites}}
+            "protocols": {s.suite: json.loads(json.dumps(s.protocol.to_dict())) for s in cfg.suites}}
     if run_file.is_file():
         old = json.loads(run_file.read_text())
         for suite, proto in mine["protocols"].items():
