@@ -444,6 +444,7 @@ class TeacherCache:
         self.on_augment = on_augment
         self.stats = CacheStats()
         self._dir_ready = False
+        self._built: TeacherModel | None = None
 
     # construction ----------------------------------------------------------------------------------
 
@@ -492,14 +493,19 @@ class TeacherCache:
         """False when a sample with this crop goes to the live teacher instead."""
         return not (crop_box is not None and self.on_augment == "teacher" and not bool(is_full_box(crop_box).all()))
 
-    def targets(self, batch: dict[str, Any], teacher: TeacherModel) -> torch.Tensor:
-        """(L, B, N, C) float32 targets for `batch` (pair order), computing and storing only the misses."""
+    def targets(self, batch: dict[str, Any], teacher: TeacherModel | Callable[[], TeacherModel]) -> torch.Tensor:
+        """(L, B, N, C) float32 targets for `batch` (pair order), computing and storing only the misses.
+
+        `teacher` may be a zero-argument factory: it is called (once) only when a row is missing, so a
+        fully cached run never builds the teacher (VGGT-1B: ~5 GB of weights not loaded).
+        """
         images = batch.get("teacher_images", batch["images"])
         device = images.device
         boxes = batch.get("crop_box")
         geometric = boxes is not None and not bool(is_full_box(boxes).all())
         if geometric and self.on_augment == "teacher":
             self.stats.bypassed += images.shape[0]
+            teacher = self._teacher(teacher)
             feats = teacher.extract(images, sorted(set(self.order)))
             return self._pool(torch.stack([feats[k] for k in self.order]).float())
         if geometric and self.layout.kind == "pooled":
@@ -526,7 +532,7 @@ class TeacherCache:
                 subset = torch.stack([self.canonical_images(rows[j]) for j in missing])
             else:
                 subset = images[missing]
-            computed = self.compute(subset, teacher)
+            computed = self.compute(subset, self._teacher(teacher))
             self._ready()
             for k, j in enumerate(missing):
                 self.stats.written_bytes += self.store.write(rows[j], computed[k])
@@ -553,6 +559,13 @@ class TeacherCache:
                 raise RocketError(f"teacher features reach |x| = {peak:.4g}, beyond float16's range; "
                                   "store the cache as bf16 or fp32")
         return out.to(self.layout.torch_dtype).cpu()
+
+    def _teacher(self, teacher: TeacherModel | Callable[[], TeacherModel]) -> TeacherModel:
+        if hasattr(teacher, "extract"):
+            return teacher  # type: ignore[return-value]
+        if self._built is None:
+            self._built = teacher()  # type: ignore[operator]
+        return self._built
 
     def _ready(self) -> None:
         if not self._dir_ready:
