@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
@@ -188,6 +189,12 @@ class Trainer:
         layers = self.plan.layers.teacher
         images = batch.get("teacher_images", batch["images"])
         feats = self.teacher.extract(images, sorted(set(layers)))
+        missing = self.plan.vla_info.num_images - images.shape[1]
+        if missing > 0:
+            # VLA camera slots the batch leaves empty (masked out of the loss by the VLA's token mask) get
+            # zero features: feeding black frames would change the real frames' features through the
+            # teacher's cross-frame attention.
+            feats = {k: F.pad(v, (0, 0, 0, 0, 0, missing)) for k, v in feats.items()}
         head = self.acc.unwrap_model(self.module).head
         return head.pool_targets([feats[k] for k in layers])
 

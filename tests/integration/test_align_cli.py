@@ -32,3 +32,13 @@ def test_recipe_dry_run_prints_the_paper_settings() -> None:
     assert "LoRA r 32, alpha 16, dropout 0" in text and "action + 0.5 x align" in text
     for width in ("409", "591", "1865", "2048"):
         assert width in text
+
+
+def test_tiny_pi0_trains_with_an_empty_camera_slot(tmp_path: Path) -> None:
+    """pi0 has 3 camera slots; the bundled data fills 2, so the third is masked and its targets are zero."""
+    out = tmp_path / "pi0"
+    result = _rocket("align", "--vla", "pi0", "--teacher", "vggt", "--preset", "tiny", "--max-steps", "2",
+                     "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(0 < r["align_loss"] < 2 for r in records)
