@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from torch.utils.data import Dataset
+from torch.utils.data import get_worker_info
 
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.pooling import pooled_grid
@@ -311,6 +311,16 @@ class Corrupt:
 Entry = torch.Tensor | Corrupt | None  # loaded, corrupt, missing
 
 
+def _batch_buffer(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker directly in shared memory (as default_collate does),
+    so the batch reaches the main process without another copy."""
+    if get_worker_info() is not None:
+        proto = torch.empty(0, dtype=dtype)
+        storage = proto._typed_storage()._new_shared(math.prod(shape), device="cpu")
+        return proto.new(storage).resize_(*shape)
+    return torch.empty(tuple(shape), dtype=dtype)
+
+
 class CacheStore:
     """One namespace's files: path of a row, verified read, atomic write. Small and picklable."""
 
@@ -336,44 +346,50 @@ class CacheStore:
         _atomic_write_text(meta, json.dumps({"key": self.key, **self.parts}, indent=2, sort_keys=True, default=list))
 
     def load(self, row: int) -> Entry:
-        """The verified tensor of `row` (a view of the file's bytes, no further copy), Corrupt, or None."""
+        """The verified tensor of `row`, Corrupt, or None (missing)."""
+        out = torch.empty(self.layout.shape, dtype=self.layout.torch_dtype)
+        status = self.read_into(row, out)
+        return out if status is True else status  # type: ignore[return-value]
+
+    def read_into(self, row: int, out: torch.Tensor) -> bool | Corrupt | None:
+        """Read `row`'s entry straight into `out` (contiguous, the layout's shape and dtype) and verify it:
+        True, None when there is no entry, or Corrupt (then `out` holds garbage)."""
         path = self.path(row)
         try:
-            with path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                buf = bytearray(size)
-                got = f.readinto(buf)
+            f = path.open("rb")
         except FileNotFoundError:
             return None
         except OSError as exc:
             return Corrupt(str(path), f"unreadable: {exc}")
-        try:
-            if got != size or size < 8:
-                raise ValueError("truncated file")
-            n = int.from_bytes(buf[:8], "little")
-            if not 0 < n <= size - 8:
-                raise ValueError("bad header length")
-            header = json.loads(bytes(buf[8 : 8 + n]))
-            meta = header.get("__metadata__") or {}
-            entry = header.get(_TENSOR)
-            if entry is None:
-                raise ValueError(f"no '{_TENSOR}' tensor")
-            if meta.get("key") != self.key:
-                raise ValueError("written for another cache key")
-            if meta.get("row") != str(row):
-                raise ValueError(f"holds row {meta.get('row')}, not {row}")
-            dtype = _ST_DTYPES.get(entry["dtype"])
-            if dtype != self.layout.torch_dtype or tuple(entry["shape"]) != self.layout.shape:
-                raise ValueError(f"{entry['dtype']} {entry['shape']} instead of {self.layout.dtype} {list(self.layout.shape)}")
-            start, end = (8 + n + int(o) for o in entry["data_offsets"])
-            if end != size or end - start != self.layout.sample_bytes:
-                raise ValueError("data size does not match the header")
-            digest = hashlib.sha256(memoryview(buf)[start:end]).hexdigest()
-            if digest != meta.get("sha256"):
-                raise ValueError("checksum mismatch")
-        except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-            return Corrupt(str(path), str(exc))
-        return torch.frombuffer(buf, dtype=dtype, offset=start, count=math.prod(self.layout.shape)).view(self.layout.shape)
+        with f:
+            try:
+                size = os.fstat(f.fileno()).st_size
+                n = int.from_bytes(f.read(8), "little")
+                if size < 8 or not 0 < n <= size - 8:
+                    raise ValueError("truncated file or bad header length")
+                header = json.loads(f.read(n))
+                meta = header.get("__metadata__") or {}
+                entry = header.get(_TENSOR)
+                if entry is None:
+                    raise ValueError(f"no '{_TENSOR}' tensor")
+                if meta.get("key") != self.key:
+                    raise ValueError("written for another cache key")
+                if meta.get("row") != str(row):
+                    raise ValueError(f"holds row {meta.get('row')}, not {row}")
+                if _ST_DTYPES.get(entry["dtype"]) != self.layout.torch_dtype or tuple(entry["shape"]) != self.layout.shape:
+                    raise ValueError(f"{entry['dtype']} {entry['shape']} instead of {self.layout.dtype} {list(self.layout.shape)}")
+                start, end = (int(o) for o in entry["data_offsets"])
+                if 8 + n + end != size or end - start != self.layout.sample_bytes:
+                    raise ValueError("data size does not match the header")
+                f.seek(8 + n + start)
+                data = out.view(torch.uint8).reshape(-1).numpy()
+                if f.readinto(memoryview(data)) != data.nbytes:
+                    raise ValueError("truncated data")
+                if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+                    raise ValueError("checksum mismatch")
+            except (ValueError, KeyError, TypeError, OSError) as exc:  # json.JSONDecodeError is a ValueError
+                return Corrupt(str(path), str(exc) or type(exc).__name__)
+        return True
 
     def write(self, row: int, tensor: torch.Tensor) -> int:
         """Store `row`'s entry atomically (temporary file, then rename); returns the file size."""
@@ -423,8 +439,8 @@ class TeacherCache:
 
     `targets(batch, teacher)` returns what the trainer's live path returns, `(L, B, N, C)` float32 targets
     in pair order, using `batch["index"]` (rows) and `batch["crop_box"]`; it calls the teacher only for
-    the rows that are missing or corrupt. With `wrap(dataset)` + `collate`, DataLoader workers read and
-    verify the entries ahead of the step.
+    the rows that are missing or corrupt. With `collate` as the DataLoader's collate_fn, the workers read
+    and verify the entries ahead of the step.
     """
 
     def __init__(self, store: CacheStore, order: Sequence[int], view: TeacherView, pooling: Pooling | None,
@@ -445,6 +461,8 @@ class TeacherCache:
         self.stats = CacheStats()
         self._dir_ready = False
         self._built: TeacherModel | None = None
+        self._pinned: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None
 
     # construction ----------------------------------------------------------------------------------
 
@@ -490,7 +508,7 @@ class TeacherCache:
     # the step -------------------------------------------------------------------------------------------
 
     def uses_cache(self, crop_box: torch.Tensor | None) -> bool:
-        """False when a sample with this crop goes to the live teacher instead."""
+        """False when a batch with these crops goes to the live teacher instead."""
         return not (crop_box is not None and self.on_augment == "teacher" and not bool(is_full_box(crop_box).all()))
 
     def targets(self, batch: dict[str, Any], teacher: TeacherModel | Callable[[], TeacherModel]) -> torch.Tensor:
@@ -515,13 +533,16 @@ class TeacherCache:
             raise RocketError("the teacher cache needs the dataset row of each sample (batch['index']); "
                               "use rocket_core.data.VLADataset")
         rows = [int(r) for r in batch["index"].tolist()]
-        entries: list[Entry] = list(batch["teacher_cache"]) if "teacher_cache" in batch else [self.store.load(r) for r in rows]
+        if "teacher_cached" in batch:  # read by `collate` (in a DataLoader worker)
+            buf, status = batch["teacher_cached"], list(batch["teacher_cache_status"])
+        else:
+            buf = self._host_buffer(len(rows), device)
+            status = [self.store.read_into(r, buf[j]) for j, r in enumerate(rows)]
         missing = []
-        for j, entry in enumerate(entries):
-            if isinstance(entry, Corrupt):
-                self._report(entry)
-                entries[j] = None
-            if entries[j] is None:
+        for j, state in enumerate(status):
+            if isinstance(state, Corrupt):
+                self._report(state)
+            if state is not True:
                 missing.append(j)
         self.stats.hits += len(rows) - len(missing)
         self.stats.misses += len(missing)
@@ -536,15 +557,29 @@ class TeacherCache:
             self._ready()
             for k, j in enumerate(missing):
                 self.stats.written_bytes += self.store.write(rows[j], computed[k])
-                entries[j] = computed[k]
-        stacked = torch.stack(entries)  # type: ignore[arg-type]  # (B, U, ...) storage dtype, on the CPU
-        stacked = stacked.to(device, non_blocking=True)
+            buf[missing] = computed.to(buf.device)
+        x = buf.to(device, non_blocking=True)  # (B, U, ...) in the storage dtype: the one host-to-device copy
+        if self._pinned is not None and buf.data_ptr() == self._pinned.data_ptr():
+            self._copied = torch.cuda.Event()
+            self._copied.record()
         if self.layout.kind == "pooled":
-            out = stacked if self.select == list(range(len(self.layout.layers))) else stacked[:, self.select]
+            out = x if self.select == list(range(len(self.layout.layers))) else x[:, self.select]
             return out.transpose(0, 1).float()
         if geometric:
-            stacked = crop_grids(stacked, boxes, self.view)  # type: ignore[arg-type]
-        return self._pool(stacked[:, self.select].transpose(0, 1).float())
+            x = crop_grids(x, boxes, self.view)  # type: ignore[arg-type]
+        return self._pool(x[:, self.select].transpose(0, 1).float())
+
+    def _host_buffer(self, batch: int, device: torch.device) -> torch.Tensor:
+        """Where a batch's entries are read to: fresh on the CPU; on CUDA one pinned buffer, reused once the
+        previous step's copy has finished."""
+        shape, dtype = (batch, *self.layout.shape), self.layout.torch_dtype
+        if device.type != "cuda":
+            return torch.empty(shape, dtype=dtype)
+        if self._pinned is None or self._pinned.shape[0] < batch:
+            self._pinned, self._copied = torch.empty(shape, dtype=dtype, pin_memory=True), None
+        if self._copied is not None:
+            self._copied.synchronize()
+        return self._pinned[:batch]
 
     def compute(self, images: torch.Tensor, teacher: TeacherModel) -> torch.Tensor:
         """(b, S, 3, H, W) canonical images -> (b, *layout.shape) entries in the storage dtype, on the CPU."""
@@ -584,19 +619,20 @@ class TeacherCache:
 
     # prefetch in DataLoader workers ------------------------------------------------------------------
 
-    def wrap(self, dataset: Dataset) -> Dataset:
-        """`dataset` whose samples also carry `teacher_cache` (the verified entry, Corrupt or None); pair
-        with `collate` so the loader's workers do the reads and checksums ahead of the step."""
-        return _Prefetch(dataset, self.store, self.on_augment)
-
-    @staticmethod
-    def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """`collate_batch` that keeps the prefetched entries as a list (`batch['teacher_cache']`)."""
+    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """`collate_batch` that also reads the batch's entries (in the loader's workers, ahead of the step)
+        straight into one (B, ...) tensor: `teacher_cached`, with `teacher_cache_status` per sample
+        (True, None = missing, or Corrupt). `targets` then only copies it to the device."""
         from rocket_core.data.dataset import collate_batch
 
-        entries = [s.pop("teacher_cache", None) for s in samples]
         batch: dict[str, Any] = dict(collate_batch(samples))
-        batch["teacher_cache"] = entries
+        boxes = batch.get("crop_box")
+        if "index" not in batch or not self.uses_cache(boxes):
+            return batch
+        rows = batch["index"].tolist()
+        buf = _batch_buffer((len(rows), *self.layout.shape), self.layout.torch_dtype)
+        batch["teacher_cache_status"] = [self.store.read_into(int(r), buf[j]) for j, r in enumerate(rows)]
+        batch["teacher_cached"] = buf
         return batch
 
     # building ahead of training ----------------------------------------------------------------------
@@ -630,21 +666,6 @@ class TeacherCache:
             if progress is not None:
                 progress(len(chunk))
         return self.stats
-
-
-class _Prefetch(Dataset):
-    def __init__(self, dataset: Dataset, store: CacheStore, on_augment: str) -> None:
-        self.dataset, self.store, self.on_augment = dataset, store, on_augment
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        sample = self.dataset[key]
-        box = sample.get("crop_box")
-        skip = box is not None and self.on_augment == "teacher" and not bool(is_full_box(box).all())
-        sample["teacher_cache"] = None if skip else self.store.load(int(sample["index"]))
-        return sample
 
 
 def check_disk(root: Path, needed: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The trainer with the teacher-feature cache (the `Trainer` change proposed in docs/cache.md, applied
+"""The trainer with the teacher-feature cache (the `Trainer` change proposed to the trainer's owner, applied
 here in a subclass): the same losses as the live teacher in fp32, and a second run that never calls it."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class CachedTrainer(Trainer):
     def __init__(self, plan: Any, run_dir: Path, cache_root: Path) -> None:
         super().__init__(plan, run_dir, progress=False)
         self.cache = TeacherCache.for_run(plan, self.dataset, cache_root, dtype="fp32")
-        self.loader = DataLoader(self.cache.wrap(self.dataset), batch_sampler=self.loader.batch_sampler,
+        self.loader = DataLoader(self.dataset, batch_sampler=self.loader.batch_sampler,
                                  collate_fn=self.cache.collate, num_workers=0)
 
     def _targets(self, batch: dict[str, Any]) -> torch.Tensor | None:

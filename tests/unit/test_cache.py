@@ -137,12 +137,12 @@ def test_fully_cached_epoch_with_random_crops_and_prefetching_workers(tmp_path: 
     dataset = FirstRows(CROPS, seed=7)
     _cache(tmp_path, dataset, kind="grid", dtype="bf16").build(teacher, list(range(ROWS)))
     cache = _cache(tmp_path, dataset, kind="grid", dtype="bf16")
-    loader = DataLoader(cache.wrap(dataset), batch_size=6, sampler=TrainSampler(ROWS, 7), collate_fn=cache.collate,
-                        num_workers=1)
+    loader = DataLoader(dataset, batch_size=6, sampler=TrainSampler(ROWS, 7), collate_fn=cache.collate, num_workers=1)
     batches = iter(loader)
     for _ in range(ROWS // 6):
         batch = next(batches)
-        assert all(isinstance(e, torch.Tensor) for e in batch["teacher_cache"])  # read by the worker
+        assert batch["teacher_cache_status"] == [True] * 6  # read and verified by the worker
+        assert batch["teacher_cached"].is_shared() and batch["teacher_cached"].shape == (6, 2, 2, 36, 16)
         got = cache.targets(batch, RaisingTeacher())  # type: ignore[arg-type]
         assert got.shape == (3, 6, 32, 16) and got.dtype == torch.float32
     assert (cache.stats.hits, cache.stats.misses) == (ROWS, 0)
@@ -232,8 +232,8 @@ def test_corrupt_entry_found_by_a_worker_is_reported_by_the_step(tmp_path: Path,
     _cache(tmp_path, dataset).build(teacher, [0, 1])
     cache = _cache(tmp_path, dataset)
     _damage(cache.store.path(1), "flip")
-    batch = cache.collate([cache.wrap(dataset)[i] for i in (0, 1)])
-    assert isinstance(batch["teacher_cache"][1], Corrupt)
+    batch = cache.collate([dataset[i] for i in (0, 1)])
+    assert batch["teacher_cache_status"][0] is True and isinstance(batch["teacher_cache_status"][1], Corrupt)
     cache.targets(batch, teacher)
     assert (cache.stats.hits, cache.stats.misses, cache.stats.corrupt) == (1, 1, 1)
 
@@ -361,7 +361,7 @@ def test_on_augment_teacher_falls_back_to_the_live_teacher(tmp_path: Path, teach
     assert torch.equal(cache.targets(batch, teacher), _live(teacher, batch, (2, 0, 2)))
     assert (cache.stats.bypassed, cache.stats.hits, cache.stats.misses) == (4, 0, 0)
     assert not cache.store.dir.exists()
-    assert cache.wrap(dataset)[0]["teacher_cache"] is None  # workers skip the read too
+    assert "teacher_cached" not in cache.collate([dataset[0], dataset[1]])  # workers skip the read too
     with pytest.raises(RocketError, match="randomly cropped but the teacher cache holds pooled targets"):
         _cache(tmp_path, dataset).targets(batch, teacher)
 
