@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
                                              help="Store pooled targets for a VLA with this many vision tokens "
                                                   "(bilinear pooling); default: raw patch grids."),
         teacher_pe: bool = typer.Option(True, "--teacher-pe/--no-teacher-pe", help="Pooled targets: add the 2-D sin-cos PE."),
+        vla_cameras: Optional[int] = typer.Option(None, "--vla-cameras", min=1,
+                                                  help="Pooled targets: the VLA's camera slots when it has more than "
+                                                       "the dataset (extra slots get zero teacher features)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Run spec of `rocket align`: take the teacher, "
                                               "data, layers and pooling from it (the exact cache that run looks up)."),
         on_augment: str = typer.Option("crop", "--on-augment", help="With --config and random crops: 'crop' stores "
@@ -73,7 +76,9 @@ def register(app: typer.Typer) -> None:
             resolved = [adapter.resolve_layer(info, i) for i in _layers(layers)]
             dataset = VLADataset(DataSpec(dataset=data), seed=0, train=False)
             pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size), "bilinear", teacher_pe) if tokens else None  # type: ignore[arg-type]
-            cache = TeacherCache.create(root, dataset, spec, adapter, resolved, "pooled" if tokens else "grid", dtype, pooling)
+            pad = max(0, (vla_cameras or len(dataset.slots)) - len(dataset.slots))
+            cache = TeacherCache.create(root, dataset, spec, adapter, resolved, "pooled" if tokens else "grid", dtype, pooling,
+                                        pad_frames=pad)
 
         rows = list(range(len(dataset)))[:limit]
         layout = cache.layout

@@ -95,6 +95,7 @@ class Layout:
     dim: int  # feature width C
     dtype: str  # fp32 | fp16 | bf16
     tokens: int = 0  # pooled tokens per sample (N), kind "pooled" only
+    pad_frames: int = 0  # kind "pooled": VLA camera slots beyond the dataset's, pooled as zero features
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -113,7 +114,9 @@ class Layout:
 
 
 def make_layout(kind: str, layers: Iterable[int], frames: int, info: TeacherInfo, dtype: str,
-                pooling: Pooling | None = None) -> Layout:
+                pooling: Pooling | None = None, pad_frames: int = 0) -> Layout:
+    """`pad_frames`: camera slots the VLA has beyond the dataset's; like the trainer, their teacher features
+    are zeros, pooled together with the real frames (they only change pooled entries)."""
     if dtype not in DTYPES:
         raise RocketError(f"unknown cache dtype '{dtype}'; use one of: {', '.join(DTYPES)}")
     stored = tuple(sorted({int(k) for k in layers}))
@@ -122,9 +125,13 @@ def make_layout(kind: str, layers: Iterable[int], frames: int, info: TeacherInfo
         if pooling is None or pooling.pooling != "bilinear":
             raise RocketError("a pooled teacher cache needs bilinear pooling; random pooling draws anew every "
                               "step, so cache the raw grids instead (kind 'grid')")
-        oh, ow = pooled_grid(frames, tuple(info.patch_grid), pooling.num_vision_tokens)  # type: ignore[arg-type]
-        tokens = frames * oh * ow
-    return Layout(kind, stored, frames, tuple(info.patch_grid), info.feature_dim, dtype, tokens)  # type: ignore[arg-type]
+        total = frames + pad_frames
+        oh, ow = pooled_grid(total, tuple(info.patch_grid), pooling.num_vision_tokens)  # type: ignore[arg-type]
+        tokens = total * oh * ow
+    else:
+        pad_frames = 0  # grids hold the real frames only; padding happens when they are pooled
+    return Layout(kind, stored, frames, tuple(info.patch_grid), info.feature_dim, dtype, tokens,  # type: ignore[arg-type]
+                  pad_frames)
 
 
 def default_cache_dir() -> Path:
@@ -444,7 +451,8 @@ class TeacherCache:
     """
 
     def __init__(self, store: CacheStore, order: Sequence[int], view: TeacherView, pooling: Pooling | None,
-                 canonical_images: Callable[[int], torch.Tensor] | None = None, on_augment: OnAugment = "crop") -> None:
+                 canonical_images: Callable[[int], torch.Tensor] | None = None, on_augment: OnAugment = "crop",
+                 pad_frames: int = 0) -> None:
         if on_augment not in ("crop", "teacher"):
             raise RocketError(f"unknown cache on_augment '{on_augment}'; use 'crop' or 'teacher'")
         layout = store.layout
@@ -458,6 +466,7 @@ class TeacherCache:
         self.select = [layout.layers.index(k) for k in self.order]
         self.canonical_images = canonical_images
         self.on_augment = on_augment
+        self.pad_frames = pad_frames  # zero-feature frames appended before pooling (VLA slots the data leaves empty)
         self.stats = CacheStats()
         self._dir_ready = False
         self._built: TeacherModel | None = None
@@ -479,16 +488,19 @@ class TeacherCache:
         pooling: Pooling | None = None,
         on_augment: OnAugment = "crop",
         order: Sequence[int] | None = None,
+        pad_frames: int = 0,
     ) -> TeacherCache:
-        """The cache of `layers` (resolved, >= 0) of one teacher over one dataset's canonical view."""
+        """The cache of `layers` (resolved, >= 0) of one teacher over one dataset's canonical view.
+
+        `pad_frames`: VLA camera slots beyond the dataset's cameras (zero teacher features, as the trainer)."""
         info = adapter.info(teacher_spec)
-        layout = make_layout(kind, layers, len(dataset.slots), info, dtype, pooling)
+        layout = make_layout(kind, layers, len(dataset.slots), info, dtype, pooling, pad_frames)
         key, parts = cache_key(teacher_identity(teacher_spec, adapter, info), data_identity(dataset), layout, pooling)
         episodes, frames = episode_frames(dataset)
         store = CacheStore(Path(root), key, parts, layout, adapter.name, episodes, frames)
         view = TeacherView.of(dataset.image_size, info, teacher_spec)
         return cls(store, list(order if order is not None else layout.layers), view, pooling,
-                   dataset.canonical_images, on_augment)
+                   dataset.canonical_images, on_augment, pad_frames)
 
     @classmethod
     def for_run(cls, plan: AlignPlan, dataset: VLADataset, root: str | Path, dtype: str = "fp16",
@@ -502,8 +514,9 @@ class TeacherCache:
                           tuple(plan.teacher_info.image_size), a.pooling, a.teacher_pe)  # type: ignore[arg-type]
         crops = (dataset.augment and tuple(dataset.spec.augment.crop_scale) != (1.0, 1.0)) or dataset.eval_crop < 1
         kind: Literal["pooled", "grid"] = "grid" if a.pooling != "bilinear" or (crops and on_augment == "crop") else "pooled"
+        pad = max(0, plan.vla_info.num_images - len(dataset.slots))
         return cls.create(root, dataset, plan.spec.teacher, plan.teacher, plan.layers.teacher, kind, dtype, pooling,
-                          on_augment, order=plan.layers.teacher)
+                          on_augment, order=plan.layers.teacher, pad_frames=pad)
 
     # the step -------------------------------------------------------------------------------------------
 
@@ -608,8 +621,11 @@ class TeacherCache:
             self._dir_ready = True
 
     def _pool(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(L, B, S, P, C) -> (L, B, N, C) with the head's pooling, after appending the zero frames."""
         if self.pooling is None:
             raise RocketError("this cache has no pooling settings; build it with TeacherCache.for_run")
+        if self.pad_frames:
+            stacked = F.pad(stacked, (0, 0, 0, 0, 0, self.pad_frames))
         return self.pooling(stacked)
 
     def _report(self, entry: Corrupt) -> None:

@@ -48,7 +48,8 @@ def test_cached_training_matches_live_and_a_cached_rerun_never_calls_the_teacher
     Trainer(plan, tmp_path / "live", progress=False).train()
     filling = CachedTrainer(plan, tmp_path / "fill", tmp_path / "cache")
     filling.train()
-    assert filling.cache.layout.kind == "pooled" and (filling.cache.stats.misses, filling.cache.stats.hits) == (6, 0)
+    assert filling.cache.layout.kind == "pooled"
+    assert (filling.cache.stats.misses, filling.cache.stats.hits) == (6, 0)
     assert _losses(tmp_path / "fill") == _losses(tmp_path / "live")  # bit for bit
 
     rerun = CachedTrainer(plan, tmp_path / "rerun", tmp_path / "cache")

@@ -76,15 +76,17 @@ def teacher() -> TeacherModel:
 
 def _cache(root: Path, dataset: VLADataset, kind: str = "pooled", dtype: str = "fp32", layers: Sequence[int] = (0, 2),
            order: Sequence[int] | None = (2, 0, 2), pooling: Pooling = POOL, on_augment: str = "crop",
-           spec: TeacherSpec = TOY, adapter: type[TeacherAdapter] = toy.ToyTeacher) -> TeacherCache:
+           spec: TeacherSpec = TOY, adapter: type[TeacherAdapter] = toy.ToyTeacher, pad_frames: int = 0) -> TeacherCache:
     return TeacherCache.create(root, dataset, spec, adapter, layers, kind, dtype, pooling, on_augment,  # type: ignore[arg-type]
-                               order=order)
+                               order=order, pad_frames=pad_frames)
 
 
-def _live(teacher: TeacherModel, batch: dict[str, Any], order: Sequence[int], pooling: Pooling = POOL) -> torch.Tensor:
-    """What Trainer._targets computes today."""
+def _live(teacher: TeacherModel, batch: dict[str, Any], order: Sequence[int], pooling: Pooling = POOL,
+          pad_frames: int = 0) -> torch.Tensor:
+    """What Trainer._targets computes today (zero features for VLA camera slots beyond the dataset's)."""
     images = batch.get("teacher_images", batch["images"])
     feats = teacher.extract(images, sorted(set(order)))
+    feats = {k: F.pad(v, (0, 0, 0, 0, 0, pad_frames)) for k, v in feats.items()}
     return pooling(torch.stack([feats[k] for k in order]))
 
 
@@ -160,6 +162,18 @@ def test_fill_then_hit_equals_live_in_fp32(tmp_path: Path, teacher: TeacherModel
     for batch in _epoch(dataset, 5, epoch=1):  # mixed batches: only the missing rows reach the teacher
         assert torch.equal(cache.targets(batch, counting), _live(teacher, batch, (2, 0, 2)))  # type: ignore[arg-type]
     assert counting.rows == ROWS and (cache.stats.hits, cache.stats.misses) == (8, ROWS)
+
+
+@pytest.mark.parametrize("kind", ["pooled", "grid"])
+def test_vla_camera_slots_beyond_the_dataset_pool_zero_features(tmp_path: Path, teacher: TeacherModel, kind: str) -> None:
+    dataset = FirstRows(NO_AUG, seed=7)
+    pooling = Pooling(48, TOY_INFO.patch_grid, TOY_INFO.image_size)  # a 3-camera VLA, 16 tokens each
+    cache = _cache(tmp_path, dataset, kind=kind, pooling=pooling, pad_frames=1)
+    batch = _epoch(dataset, 4)[0]
+    filled = cache.targets(batch, teacher)
+    assert torch.equal(filled, _live(teacher, batch, (2, 0, 2), pooling, pad_frames=1)) and filled.shape == (3, 4, 48, 16)
+    assert torch.equal(cache.targets(batch, RaisingTeacher()), filled)  # type: ignore[arg-type]
+    assert cache.layout.shape == ((2, 48, 16) if kind == "pooled" else (2, 2, 36, 16))
 
 
 @pytest.mark.parametrize("dtype, tol", [("fp16", 1e-3), ("bf16", 8e-3)])
@@ -257,6 +271,7 @@ def test_keys_follow_content_not_augmentation(tmp_path: Path) -> None:
         "dtype": key(dtype="fp16"),
         "kind": key(kind="grid"),
         "tokens": key(pooling=Pooling(64, TOY_INFO.patch_grid, TOY_INFO.image_size)),
+        "pad_frames": key(pad_frames=1),
         "teacher_pe": key(pooling=Pooling(32, TOY_INFO.patch_grid, TOY_INFO.image_size, teacher_pe=False)),
         "image_size": key(dataset=FirstRows(DataSpec(augment=AugmentSpec(enabled=False), image_size=(96, 96)), seed=7)),
         "cameras": key(dataset=FirstRows(DataSpec(augment=AugmentSpec(enabled=False), cameras={"a": "image"}), seed=7)),
@@ -276,6 +291,7 @@ def test_keys_follow_content_not_augmentation(tmp_path: Path) -> None:
         key(dataset=FirstRows(DataSpec(dataset=str(bundled_dataset_path()), augment=AugmentSpec(enabled=False)), seed=7)),
     ]
     assert set(same) == {base}
+    assert key(kind="grid", pad_frames=1) == key(kind="grid")  # grids hold the real frames only
     assert not any(tmp_path.glob("toy-teacher-*"))  # nothing is written until something is stored
 
 
