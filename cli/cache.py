@@ -53,7 +53,14 @@ def register(app: typer.Typer) -> None:
         from rocket_core.data import DataSpec, VLADataset
         from rocket_core.registry import get_registry
         from rocket_core.specs import TeacherSpec
-        from rocket_core.train.cache import Pooling, TeacherCache, check_disk, default_cache_dir, format_bytes, HEADER_BYTES
+        from rocket_core.train.cache import (
+            HEADER_BYTES,
+            Pooling,
+            TeacherCache,
+            check_disk,
+            default_cache_dir,
+            format_bytes,
+        )
 
         root = cache_dir or default_cache_dir()
         if on_augment not in ("crop", "teacher"):
@@ -75,10 +82,13 @@ def register(app: typer.Typer) -> None:
             info = adapter.info(spec)
             resolved = [adapter.resolve_layer(info, i) for i in _layers(layers)]
             dataset = VLADataset(DataSpec(dataset=data), seed=0, train=False)
-            pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size), "bilinear", teacher_pe) if tokens else None  # type: ignore[arg-type]
+            pooling = None
+            if tokens:
+                pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size),  # type: ignore[arg-type]
+                                  "bilinear", teacher_pe)
             pad = max(0, (vla_cameras or len(dataset.slots)) - len(dataset.slots))
-            cache = TeacherCache.create(root, dataset, spec, adapter, resolved, "pooled" if tokens else "grid", dtype, pooling,
-                                        pad_frames=pad)
+            cache = TeacherCache.create(root, dataset, spec, adapter, resolved, "pooled" if tokens else "grid", dtype,
+                                        pooling, pad_frames=pad)
 
         rows = list(range(len(dataset)))[:limit]
         layout = cache.layout

@@ -154,14 +154,14 @@ def format_bytes(n: float) -> str:
 def _weights_identity(spec: TeacherSpec, adapter: type[TeacherAdapter]) -> dict[str, Any]:
     """What pins the teacher's weights beyond its name: a local file's size and mtime, or the commit of
     a cached Hub snapshot (so a moving branch such as `main` still keys on what was loaded)."""
-    from rocket_core.hub import local_path
+    from rocket_core.hub import WEIGHT_SUFFIXES, local_path
 
     checkpoint = spec.checkpoint or (None if spec.preset else getattr(adapter, "default_checkpoint", None))
     if checkpoint is None:
         return {"weights": "none (preset, seeded random init)"}
     path = local_path(checkpoint)
     if path is not None:
-        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pt", ".bin", ".pth"))
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
         return {"weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
     try:
         from huggingface_hub import snapshot_download
