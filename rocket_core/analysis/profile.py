@@ -181,8 +181,16 @@ def _autocast(device: torch.device, spec: RunSpec) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def _teacher_images(batch: Batch) -> torch.Tensor:
-    return batch.get("teacher_images", batch["images"])
+def teacher_features(teacher: TeacherModel, batch: Batch, layers: Sequence[int], num_images: int
+                     ) -> dict[int, torch.Tensor]:
+    """`teacher.extract` of `layers` as the trainer feeds it: the teacher's view of the batch, and zero
+    features for VLA camera slots the batch leaves empty (so pooled targets match the VLA's tokens)."""
+    images = batch.get("teacher_images", batch["images"])
+    feats = teacher.extract(images, sorted(set(layers)))
+    missing = num_images - images.shape[1]
+    if missing > 0:
+        feats = {k: torch.nn.functional.pad(v, (0, 0, 0, 0, 0, missing)) for k, v in feats.items()}
+    return feats
 
 
 # ---- result documents -----------------------------------------------------------------------------
@@ -290,7 +298,7 @@ def profile_cka(
         for batch in iter_batches(dataset, indices, batch_size, device):
             with _autocast(device, plan.spec):
                 states = vla.forward_align(batch, vla_layers).vision_states
-                raw = teacher.extract(_teacher_images(batch), teacher_layers)
+                raw = teacher_features(teacher, batch, teacher_layers, vinfo.num_images)
             feats: dict[tuple[str, int], torch.Tensor] = {("vla", k): states[k] for k in vla_layers}
             for k in teacher_layers:
                 feats[("teacher", k)] = bilinear_pool(raw[k].float(), tinfo.patch_grid, vinfo.num_vision_tokens,
@@ -424,7 +432,7 @@ def profile_grad_conflict(
     try:
         for batch in iter_batches(dataset, indices, batch_size, device):
             with torch.no_grad():
-                raw = teacher.extract(_teacher_images(batch), sorted(set(layers.teacher)))
+                raw = teacher_features(teacher, batch, layers.teacher, plan.vla_info.num_images)
                 targets = module.head.pool_targets([raw[k] for k in layers.teacher])
             with _autocast(device, plan.spec):
                 _, pair_losses = module(batch, targets)
@@ -498,7 +506,7 @@ def profile_projector_similarity(
             size = len(batch["task"])
             with _autocast(device, plan.spec):
                 states = module.vla.forward_align(batch, layers.vla).vision_states
-                raw = teacher.extract(_teacher_images(batch), sorted(set(layers.teacher)))
+                raw = teacher_features(teacher, batch, layers.teacher, plan.vla_info.num_images)
                 inputs = [states[k] for k in layers.vla]
                 outputs = head.project(inputs).float().mean(1)  # (L, B, V, C): ensemble mean
             targets = head.pool_targets([raw[k].float() for k in layers.teacher]).float()  # (L, B, N, C)
