@@ -4,7 +4,9 @@ OpenVLA architecture (Llama 1024 x 12 layers x 16 heads, ViTs of depth 4 and wid
 224 px = 512 vision tokens, LoRA r 32) and a VGGT-architecture teacher (embed 256, depth 12, 518 px):
 the `bench` presets of both plugins. 10 pairs (balanced rule), projector hidden = 2 x teacher width,
 batch 2, bundled dataset. Every variant runs the real trainer step (`Trainer._one_step`): warm-up, then
-the median of repeats. Prints a table, then `cached_overhead_vs_baseline: X.XX` last.
+the median of repeats. The cached variant first fills the teacher-feature cache with the batches the timed
+steps will see, so those steps are pure cache hits (read + checksum in the loader workers, no teacher).
+Prints a table, then `cached_overhead_vs_baseline: X.XX` last.
 
     python benchmarks/align_step.py [--repeats 3] [--batch-size 2]
 """
@@ -21,12 +23,12 @@ import torch
 
 from rocket_core.engine import plan_run
 from rocket_core.specs import build_spec
-from rocket_core.train.trainer import Trainer
+from rocket_core.train.trainer import Trainer, _to_device
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline (no alignment)": {"alignment": {"coefficient": 0.0}},
     "rocket, live teacher": {},
-    "rocket, cached teacher": {},
+    "rocket, cached teacher": {"training": {"teacher_cache": "<tmp>/cache"}},
     "spatial forcing, live teacher": {"projector": {"name": "single", "reference_width_quirk": True},
                                       "layers": "9:-1"},
     "naive multi-layer, live teacher": {"projector": {"name": "independent", "reference_width_quirk": True}},
@@ -40,24 +42,21 @@ def make_trainer(run_dir: Path, batch_size: int, variant: dict[str, Any]) -> Tra
         "layers": "balanced:10",
         "projector": {"name": "rocket", "hidden_dim": 1024},  # 2 x teacher width (512)
         "training": {"max_steps": 1000, "batch_size": batch_size, "lora": {"rank": 32, "alpha": 16},
-                     "mixed_precision": "no"},
+                     "mixed_precision": "no", "num_workers": 2},
         "data": {"augment": {"enabled": False}},  # identical inputs across variants and steps
     }
-    spec = build_spec(None, variant, base)
-    if "projector" in variant:
-        spec = spec.model_copy(update={"projector": spec.projector.model_copy(update={"hidden_dim": 1024})})
-    return Trainer(plan_run(spec), run_dir, progress=False)
+    return Trainer(plan_run(build_spec(None, variant, base)), run_dir, progress=False)
 
 
-def time_steps(trainer: Trainer, repeats: int, cached: bool) -> float:
-    data = iter(trainer.loader)
+def time_steps(trainer: Trainer, repeats: int) -> float:
     labels = [f"pair{i}" for i in range(len(trainer.plan.layers.vla))]
-    if cached:
-        # Fill the cache with one pass over the samples the timed steps will see, then serve hits.
-        batches = [next(data) for _ in range(repeats + 1)]
-        store = {id(b): trainer._targets(b).detach() for b in batches}
-        trainer._targets = lambda batch: store[id(batch)]  # type: ignore[method-assign]
-        data = iter(batches)
+    if trainer.cache is not None:
+        # Fill the cache over the batches the timed steps will see; a fresh iterator replays them as hits.
+        fill = iter(trainer.loader)
+        for _ in range(repeats + 1):
+            trainer._targets(_to_device(next(fill), trainer.acc.device))
+        assert trainer.cache.stats.hits == 0 and trainer.cache.stats.misses > 0
+    data = iter(trainer.loader)
     trainer._one_step(data, labels)  # warm-up
     times = []
     for _ in range(repeats):
@@ -76,8 +75,10 @@ def main() -> None:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, variant) in enumerate(VARIANTS.items()):
+            if "training" in variant:
+                variant = {"training": {"teacher_cache": variant["training"]["teacher_cache"].replace("<tmp>", tmp)}}
             trainer = make_trainer(Path(tmp) / str(i), args.batch_size, variant)
-            results[name] = time_steps(trainer, args.repeats, cached="cached" in name)
+            results[name] = time_steps(trainer, args.repeats)
             print(f"{name:>34}: {results[name] * 1e3:9.1f} ms / step", flush=True)
             del trainer
     base = results["baseline (no alignment)"]

@@ -38,6 +38,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "batch_size": ("training", "batch_size"),
         "save_every": ("training", "save_every"),
         "data": ("data", "dataset"),
+        "teacher_cache": ("training", "teacher_cache"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -133,6 +134,7 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(None, help="Optimizer steps."),
         batch_size: int = typer.Option(None, help="Samples per process and micro-step."),
         save_every: int = typer.Option(None, help="Checkpoint every N steps (0: only at the end)."),
+        teacher_cache: str = typer.Option(None, help="Teacher-feature cache folder (filled on the fly, see docs/cache.md)."),
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>-<time>)."),
         resume: Path = typer.Option(
             None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed Hub repo ORG/NAME."
@@ -147,7 +149,7 @@ def register(app: typer.Typer) -> None:
             vla=vla, teacher=teacher, projector=projector, layers=layers, preset=preset, data=data,
             coefficient=coefficient, ensemble_size=ensemble_size, pooling=pooling, vla_checkpoint=vla_checkpoint,
             teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
-            save_every=save_every,
+            save_every=save_every, teacher_cache=teacher_cache,
         )
         if resume is not None:
             resume = resume if resume.exists() else snapshot(str(resume), None, None, pull_name=str(resume))

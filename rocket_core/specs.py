@@ -125,6 +125,14 @@ class TrainingSpec(_Spec):
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     log_every: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
+    teacher_cache: str | None = Field(
+        None, description="teacher-feature cache folder (docs/cache.md): targets are read from it, missing ones "
+        "computed and stored; None = run the teacher every step"
+    )
+    teacher_cache_dtype: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="storage dtype of cache entries")
+    teacher_cache_on_augment: Literal["crop", "teacher"] = Field(
+        "crop", description="random crops: crop the cached feature grid (an approximation) or run the teacher"
+    )
 
 
 class RunSpec(_Spec):

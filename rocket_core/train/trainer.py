@@ -30,6 +30,7 @@ from rocket_core.data.dataset import TrainSampler
 from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.specs import DataSpec
+from rocket_core.train.cache import TeacherCache
 from rocket_core.train.checkpoint import CheckpointData, load_checkpoint, save_checkpoint
 from rocket_core.train.optim import build_optimizer
 
@@ -162,8 +163,14 @@ class Trainer:
         per_step = t.batch_size * self.acc.num_processes * t.grad_accum
         sampler = ShardSampler(len(self.dataset), t.seed, t.batch_size, self.acc.process_index,
                                self.acc.num_processes, start=self.step * per_step)
-        self.loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_batch,
-                                 num_workers=t.num_workers)
+        self.cache: TeacherCache | None = None
+        if self.teacher is not None and t.teacher_cache is not None:
+            self.cache = TeacherCache.for_run(plan, self.dataset, t.teacher_cache, t.teacher_cache_dtype,
+                                              t.teacher_cache_on_augment)
+        self.loader = DataLoader(self.dataset, batch_sampler=sampler,
+                                 collate_fn=collate_batch if self.cache is None else self.cache.collate,
+                                 num_workers=t.num_workers,
+                                 pin_memory=self.cache is not None and torch.cuda.is_available())
         self.samples_per_step = per_step
         if rng is not None:
             _set_rng_state(rng)  # last: building and loading above consumed random numbers
@@ -186,6 +193,8 @@ class Trainer:
     def _targets(self, batch: dict[str, Any]) -> torch.Tensor | None:
         if self.teacher is None:
             return None
+        if self.cache is not None:
+            return self.cache.targets(batch, self.teacher)
         layers = self.plan.layers.teacher
         images = batch.get("teacher_images", batch["images"])
         feats = self.teacher.extract(images, sorted(set(layers)))
@@ -319,6 +328,8 @@ class Trainer:
         }
         if self.teacher is not None:
             record.update({f"align/{label}": value for label, value in zip(labels, pairs_mean)})
+        if self.cache is not None:
+            record.update(self.cache.stats.as_record())
         if not math.isfinite(record["total_loss"]):
             raise RocketError(f"non-finite total loss at step {self.step}")
         return record
