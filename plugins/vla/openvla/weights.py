@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rocket_core import hub
 from rocket_core.errors import RocketError
 from rocket_core.hub import load_state_dict
 
@@ -48,19 +49,9 @@ def shard_files(folder: Path) -> list[Path]:
 
 
 def check_keys(expected: dict[str, torch.Size], found: dict[str, tuple[int, ...]], where: str) -> None:
-    """Fail with names on missing, mis-shaped or unknown unexpected keys."""
-    missing = expected.keys() - found.keys()
-    unexpected = {k for k in found.keys() - expected.keys() if not OPTIONAL_KEYS.fullmatch(k)}
-    bad_shape = [f"{k} {tuple(found[k])} != {tuple(expected[k])}" for k in expected.keys() & found.keys() if tuple(found[k]) != tuple(expected[k])]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys: {_names(missing)}")
-    if bad_shape:
-        problems.append(f"{len(bad_shape)} keys with the wrong shape: {_names(bad_shape)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_names(unexpected)}")
-    if problems:
-        raise RocketError(f"'{where}' does not match the OpenVLA architecture: " + "; ".join(problems) + "; check the checkpoint and its config.json")
+    """Fail with names on missing, mis-shaped or unknown keys (known optional ones aside)."""
+    hub.check_keys(expected, found, f"'{where}'", ignore=lambda key: bool(OPTIONAL_KEYS.fullmatch(key)),
+                   hint="check the checkpoint and its config.json against the OpenVLA architecture")
 
 
 def load_openvla_weights(model: nn.Module, folder: Path, dtype: torch.dtype) -> None:
