@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from cli.common import console, handle_errors
+from rocket_core.progress import Bar
 from rocket_core.errors import RocketError
 
 
@@ -106,33 +107,9 @@ def register(app: typer.Typer) -> None:
         model = adapter.build(spec)
         if torch.cuda.is_available():
             model.to("cuda")  # type: ignore[attr-defined]
-        with _Bar(progress, len(rows)) as bar:
-            stats = cache.build(model, rows, batch_size, bar.advance)
+        with Bar("cache", len(rows), progress, console=console) as bar:
+            stats = cache.build(model, rows, batch_size, lambda n: bar.update(advance=n))
         console.print(f"done: {stats.misses} computed, {stats.hits} already cached, {stats.corrupt} corrupt "
                       f"(recomputed), {format_bytes(stats.written_bytes)} written", highlight=False)
 
     app.add_typer(group, name="cache")
-
-
-class _Bar:
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("cache"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     console=console)
-            self.task = self.progress.add_task("cache", total=total)
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def advance(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task, n)

@@ -29,6 +29,7 @@ from rocket_core.data import VLADataset, collate_batch
 from rocket_core.data.dataset import TrainSampler
 from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
+from rocket_core.progress import Bar
 from rocket_core.specs import DataSpec
 from rocket_core.train.cache import TeacherCache
 from rocket_core.train.checkpoint import CheckpointData, load_checkpoint, save_checkpoint
@@ -267,7 +268,7 @@ class Trainer:
         with contextlib.ExitStack() as stack:
             if log is not None:
                 stack.enter_context(log)
-            bar = stack.enter_context(_progress(self.progress and self.acc.is_main_process, t.max_steps, self.step))
+            bar = stack.enter_context(Bar("align", t.max_steps, self.progress and self.acc.is_main_process, self.step))
             while self.step < t.max_steps:
                 record = self._one_step(data, labels)
                 history.append(record)
@@ -275,7 +276,8 @@ class Trainer:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.step)
-                bar.update(record)
+                bar.update(completed=record["step"],
+                           text=f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}")
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.max_steps:
                     checkpoint = self._save(history)
             checkpoint = self._save(history)
@@ -333,34 +335,3 @@ class Trainer:
         if not math.isfinite(record["total_loss"]):
             raise RocketError(f"non-finite total loss at step {self.step}")
         return record
-
-
-class _Bar:
-    """A rich progress bar with ETA and the live losses (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("align"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.fields[losses]}"))
-            self.task = self.progress.add_task("align", total=total, completed=done, losses="")
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def update(self, record: dict[str, Any]) -> None:
-        if self.progress is not None:
-            losses = f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}"
-            self.progress.update(self.task, completed=record["step"], losses=losses)
-
-
-def _progress(enabled: bool, total: int, done: int) -> _Bar:
-    return _Bar(enabled, total, done)
