@@ -121,6 +121,7 @@ class TrainingSpec(_Spec):
     finetune: Literal["lora", "full"] = Field("lora", description="lora: LoRA + fully trained parts; full: everything")
     lora: LoraSpec = Field(default_factory=LoraSpec)
     gradient_checkpointing: bool = False
+    distributed: Literal["ddp", "fsdp"] = Field("ddp", description="multi-process strategy (fsdp shards on GPUs)")
     mixed_precision: Literal["auto", "no", "bf16"] = Field("auto", description="auto: bf16 on GPU, float32 on CPU")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     log_every: int = Field(1, ge=1)

@@ -137,8 +137,16 @@ class Trainer:
         precision = t.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
+        fsdp = None
+        if t.distributed == "fsdp":
+            if not torch.cuda.is_available():
+                raise RocketError("training.distributed 'fsdp' needs CUDA GPUs; use 'ddp' on CPU")
+            from accelerate.utils import FullyShardedDataParallelPlugin
+
+            fsdp = FullyShardedDataParallelPlugin(use_orig_params=True)  # LoRA: frozen and trained params mix
         self.acc = Accelerator(mixed_precision=precision, log_with=_trackers(self.run_dir) or None,
-                               project_dir=str(self.run_dir), cpu=not torch.cuda.is_available())  # cpu: gloo DDP
+                               project_dir=str(self.run_dir), cpu=not torch.cuda.is_available(),  # cpu: gloo DDP
+                               fsdp_plugin=fsdp)
         set_seed(t.seed)
         self.coefficient = spec.alignment.coefficient
         vla = plan.vla.build(spec.vla)

@@ -126,3 +126,20 @@ def test_coefficient_zero_never_builds_the_teacher(tmp_path: Path, monkeypatch: 
     result = Trainer(plan_run(spec, toy_registry()), tmp_path, progress=False).train()
     assert [r["align_loss"] for r in result.history] == [0.0, 0.0]
     assert load_checkpoint(tmp_path).projector is None
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path: Path) -> None:
+    """2 micro-batches of 1 = 1 batch of 2: same samples, same mean loss, same update."""
+    big = Trainer(plan_run(toy_spec(3, 2, 0), toy_registry()), tmp_path / "big", progress=False).train()
+    accum = Trainer(plan_run(toy_spec(3, 1, 0, grad_accum=2), toy_registry()), tmp_path / "accum",
+                    progress=False).train()
+    for a, b in zip(big.history, accum.history):
+        for key in ("action_loss", "align_loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
+
+
+def test_fsdp_without_gpus_is_a_clear_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RocketError, match="'fsdp' needs CUDA GPUs; use 'ddp' on CPU"):
+        Trainer(plan_run(toy_spec(1, 2, 0, distributed="fsdp"), toy_registry()), tmp_path, progress=False)
