@@ -8,8 +8,8 @@ stream, and CKA is computed on the Grams of the sketches.
 `R` is a CountSketch: feature f goes to bucket `h(f) ∈ [0, d)` with sign `s(f) = ±1`, so `E[RᵀR] = I` and
 `<Rx, Ry>` is an unbiased estimate of `<x, y>` with variance about `(|x|²|y|² + <x,y>²) / d`, the same as a
 dense Gaussian projection. `h` and `s` are drawn in fixed column blocks from a generator seeded by
-`(seed, block)`, so `R` is never materialised: memory is one block plus a bounded cache of blocks, however
-many tokens a layer has, and every sample and layer sees the same `R`.
+`(seed, block)`, so `R` is never materialised: memory is one block (768 KB), however many tokens a layer
+has. Every sample and layer sees the same `R`; each block is drawn once per batch for all layers.
 
 Because `R` is linear and the same for every sample, centring the sketches over samples equals
 sketching the centred features: the sketch's error scales with the centred features' norms, not with
@@ -17,9 +17,8 @@ a large common mean.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Literal, Mapping
+from typing import Hashable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,40 +32,42 @@ BYTES = 4  # features and sketches are stored in float32
 class CountSketch:
     """The linear map `R: R^F -> R^d` (any F), applied to (B, F) rows without ever building `R`."""
 
-    def __init__(self, dim: int, seed: int = 0, block: int = 1 << 16, cache_bytes: int = 64 << 20) -> None:
+    def __init__(self, dim: int, seed: int = 0, block: int = 1 << 16) -> None:
         if dim < 1:
             raise ValueError("the sketch dimension must be at least 1")
         self.dim, self.seed, self.block = dim, seed, block
-        self._cache: OrderedDict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cache_blocks = max(1, cache_bytes // (block * 12))  # int64 bucket + float32 sign per column
 
-    def _hash(self, j: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (j, device)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
+    def _hash(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bucket (int64) and sign (float32 ±1) of columns `j*block ... (j+1)*block - 1`, on the CPU."""
         state = np.random.SeedSequence([0x5EED, self.seed, j]).generate_state(1, dtype=np.uint64)[0]
         gen = torch.Generator().manual_seed(int(state))
         bucket = torch.randint(self.dim, (self.block,), generator=gen)
         sign = torch.randint(2, (self.block,), generator=gen).float().mul_(2).sub_(1)
-        entry = (bucket.to(device), sign.to(device))
-        self._cache[key] = entry
-        if len(self._cache) > self._cache_blocks:
-            self._cache.popitem(last=False)
-        return entry
+        return bucket, sign
 
     @torch.no_grad()
+    def apply_many(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[(B, ...)] -> [(B, d)] float32 on each input's device; each block of `R` is drawn once for all."""
+        flat = [x.reshape(x.shape[0], -1) for x in xs]
+        outs = [torch.zeros(x.shape[0], self.dim, device=x.device, dtype=torch.float32) for x in flat]
+        width = max((x.shape[1] for x in flat), default=0)
+        for j, start in enumerate(range(0, width, self.block)):
+            cpu = self._hash(j)
+            on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+            for x, out in zip(flat, outs):
+                if start >= x.shape[1]:
+                    continue
+                if x.device not in on:
+                    on[x.device] = (cpu[0].to(x.device), cpu[1].to(x.device))
+                bucket, sign = on[x.device]
+                chunk = x[:, start : start + self.block].float()
+                n = chunk.shape[1]
+                out.index_add_(1, bucket[:n], chunk * sign[:n])
+        return outs
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F) -> (B, d) float32, on x's device."""
-        x = x.reshape(x.shape[0], -1)
-        out = torch.zeros(x.shape[0], self.dim, device=x.device, dtype=torch.float32)
-        for j, start in enumerate(range(0, x.shape[1], self.block)):
-            chunk = x[:, start : start + self.block].float()
-            bucket, sign = self._hash(j, x.device)
-            n = chunk.shape[1]
-            out.index_add_(1, bucket[:n], chunk * sign[:n])
-        return out
+        """(B, ...) -> (B, d) float32, on x's device."""
+        return self.apply_many([x])[0]
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,13 @@ class StreamedCKA:
         end = self.filled + size
         if end > self.num_samples:
             raise ValueError(f"more samples than announced ({end} > {self.num_samples})")
-        for key, x in batch.items():
-            x = x.reshape(size, -1)
+        keys = list(batch)
+        flat = [batch[k].reshape(size, -1) for k in keys]
+        for key, x in zip(keys, flat):
             if x.shape[1] != self.features[key]:
                 raise ValueError(f"{key}: {x.shape[1]} features per sample, the first batch had {self.features[key]}")
-            row = x.float() if self.method == "exact" else self.sketch.apply(x)
+        rows = [x.float() for x in flat] if self.method == "exact" else self.sketch.apply_many(flat)
+        for key, row in zip(keys, rows):
             self.store[key][self.filled : end] = row.cpu()
         self.filled = end
 

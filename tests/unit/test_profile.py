@@ -52,8 +52,8 @@ def test_countsketch_is_linear_seeded_and_preserves_inner_products() -> None:
     exact, est = x @ x.T, sx @ sx.T
     rel = (est - exact).abs() / exact.diagonal().max()
     assert float(rel.max()) < 4 / 4096**0.5  # ~1/sqrt(d) relative error on the Gram
-    tiny_cache = CountSketch(4096, seed=5, block=1 << 14, cache_bytes=1)  # regenerates blocks: same map
-    assert torch.equal(tiny_cache.apply(x), sx)
+    many = sketch.apply_many([x, x[:, :1000]])  # several layers at once: the same map, prefix for short ones
+    assert torch.equal(many[0], sx) and torch.equal(many[1], sketch.apply(x[:, :1000]))
 
 
 def test_sketched_cka_agrees_with_exact_within_002() -> None:
@@ -111,37 +111,54 @@ _MEMORY_PROBE = textwrap.dedent("""
     def status(key):  # kB
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
 
+    def peak(feed):  # growth of the peak RSS (bytes) while feed() runs
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+        base = status("VmRSS:")
+        feed()
+        return (status("VmHWM:") - base) * 1024
+
     torch.set_num_threads(1)
     tokens, method = int(sys.argv[1]), sys.argv[2]
     n, layers, batch, width = 64, 4, 2, 64
     acc = StreamedCKA(n, method, sketch_dim=4096)
-    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
-    base = status("VmRSS:")
-    for start in range(0, n, batch):  # a model hands over every layer's (B, tokens, width) per batch
-        acc.add({{k: torch.randn(batch, tokens, width) for k in range(layers)}})
-    acc.finish()
-    print((status("VmHWM:") - base) * 1024)
+
+    def stream(add):  # a model hands over every layer's (B, tokens, width) per batch
+        for start in range(0, n, batch):
+            feats = {{k: torch.randn(batch, tokens, width) for k in range(layers)}}
+            if add:
+                acc.add(feats)
+            del feats
+        if add:
+            acc.finish()
+
+    inputs_only = peak(lambda: stream(False))
+    print(inputs_only, peak(lambda: stream(True)))
 """)
 
 
-def peak_bytes(tokens: int, method: str = "sketch") -> int:
-    """Peak RSS growth (bytes) of streaming 64 samples x 4 layers of (tokens x 64) features, in a fresh process."""
+def peak_bytes(tokens: int, method: str = "sketch") -> tuple[int, int]:
+    """Peak RSS growth (bytes) of streaming 64 samples x 4 layers of (tokens x 64) features in a fresh
+    process: (making the input batches only, making them and feeding `StreamedCKA`)."""
     code = _MEMORY_PROBE.format(repo=str(REPO))
     out = subprocess.run([sys.executable, "-c", code, str(tokens), method], capture_output=True, text=True,
-                         timeout=300, check=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    return int(out.stdout.strip().splitlines()[-1])
+                         timeout=300, check=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                                                       "MALLOC_MMAP_THRESHOLD_": "1048576"})  # freed batches go back
+    inputs, total = map(int, out.stdout.split())
+    return inputs, total
 
 
 def test_sketch_memory_stays_flat_as_tokens_grow() -> None:
-    """Tokens 256 vs 8192 per layer (16 K vs 524 K features per sample and layer).
+    """Tokens 256 vs 16384 per layer (16 K vs 1 M features per sample and layer).
 
-    Besides one input batch (the model produces it anyway: 4 layers x 2 x tokens x 64 floats, 16 MB more
-    at 8192), the sketch path keeps n x d per layer whatever the token count; the exact path would keep
-    n x tokens x 64 per layer (520 MB more).
+    What the sketch path adds on top of the input batches (which the model produces anyway) stays the same:
+    n x d per layer plus one block of `R`, whatever the token count. The exact path would keep
+    n x tokens x 64 floats per layer (1 GB more at 16384 tokens).
     """
-    small, large = peak_bytes(256), peak_bytes(8192)
-    batch_growth = 4 * 2 * (8192 - 256) * 64 * 4
-    assert large - small < batch_growth + (16 << 20), (small, large)
+    small_in, small = peak_bytes(256)
+    large_in, large = peak_bytes(16384)
+    assert large_in - small_in > 24 << 20  # the inputs did grow (4 layers x 2 x 16384 x 64 floats = 32 MiB)
+    small_extra, large_extra = small - small_in, large - large_in
+    assert large_extra < 32 << 20 and large_extra - small_extra < 8 << 20, (small_extra, large_extra)
 
 
 def test_parse_cka_layers() -> None:
