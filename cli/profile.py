@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cli.common import console, handle_errors
 from rocket_core.analysis import profile as prof
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
+from rocket_core.progress import Bar
 from rocket_core.specs import RunSpec, build_spec
 
 _SPEC_PATHS = {
@@ -52,10 +52,9 @@ def _check_preset(spec: RunSpec, preset: str | None) -> None:
 
 @contextlib.contextmanager
 def _bar(label: str, total: int) -> Iterator[Any]:
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                  TimeRemainingColumn(), console=console, transient=False) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.update(task, advance=n)
+    """The shared progress bar over samples; yields `advance(n)`."""
+    with Bar(label, total, console=console) as bar:
+        yield lambda n: bar.update(advance=n, text="samples")
 
 
 def _run_models(checkpoint: Path | None, spec_flags: dict[str, Any], preset: str | None, config: Path | None,
