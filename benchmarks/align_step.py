@@ -23,7 +23,8 @@ import torch
 
 from rocket_core.engine import plan_run
 from rocket_core.specs import build_spec
-from rocket_core.train.trainer import Trainer, _to_device
+from rocket_core.data import to_device
+from rocket_core.train.trainer import Trainer
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline (no alignment)": {"alignment": {"coefficient": 0.0}},
@@ -54,7 +55,7 @@ def time_steps(trainer: Trainer, repeats: int) -> float:
         # Fill the cache over the batches the timed steps will see; a fresh iterator replays them as hits.
         fill = iter(trainer.loader)
         for _ in range(repeats + 1):
-            trainer._targets(_to_device(next(fill), trainer.acc.device))
+            trainer._targets(to_device(next(fill), trainer.acc.device))
         assert trainer.cache.stats.hits == 0 and trainer.cache.stats.misses > 0
     data = iter(trainer.loader)
     trainer._one_step(data, labels)  # warm-up

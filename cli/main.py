@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import align, cache, layers, plugins_cmd, pull, push, teacher
+from cli import align, cache, layers, plugins_cmd, profile, pull, push, teacher
 
 app = typer.Typer(
     name="rocket",
@@ -13,7 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for module in (plugins_cmd, layers, align, cache, teacher, pull, push):
+for module in (plugins_cmd, layers, align, cache, profile, teacher, pull, push):
     module.register(app)
 
 

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from rocket_core.align.pooling import bilinear_pool
+from rocket_core.align.targets import teacher_features
 from rocket_core.analysis import plots
 from rocket_core.analysis.similarity import gradient_conflict, token_mean_cosine
 from rocket_core.analysis.sketch import Method, StreamedCKA
 from rocket_core.contracts import Batch, TeacherAdapter, TeacherModel, VLAAdapter, VLAModel
-from rocket_core.data import VLADataset, collate_batch
+from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry
@@ -162,16 +163,12 @@ def sample_indices(total: int, count: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng(seed).choice(total, size=count, replace=False))
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # type: ignore[return-value]
-
-
 def iter_batches(dataset: VLADataset, indices: Sequence[int], batch_size: int,
                  device: torch.device) -> Iterator[Batch]:
     if batch_size < 1:
         raise RocketError("--batch-size must be at least 1")
     for start in range(0, len(indices), batch_size):
-        yield _to_device(collate_batch([dataset[i] for i in indices[start : start + batch_size]]), device)
+        yield to_device(collate_batch([dataset[i] for i in indices[start : start + batch_size]]), device)
 
 
 def _autocast(device: torch.device, spec: RunSpec) -> contextlib.AbstractContextManager[Any]:
@@ -179,18 +176,6 @@ def _autocast(device: torch.device, spec: RunSpec) -> contextlib.AbstractContext
     if device.type == "cuda" and spec.training.mixed_precision != "no":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def teacher_features(teacher: TeacherModel, batch: Batch, layers: Sequence[int], num_images: int
-                     ) -> dict[int, torch.Tensor]:
-    """`teacher.extract` of `layers` as the trainer feeds it: the teacher's view of the batch, and zero
-    features for VLA camera slots the batch leaves empty (so pooled targets match the VLA's tokens)."""
-    images = batch.get("teacher_images", batch["images"])
-    feats = teacher.extract(images, sorted(set(layers)))
-    missing = num_images - images.shape[1]
-    if missing > 0:
-        feats = {k: torch.nn.functional.pad(v, (0, 0, 0, 0, 0, missing)) for k, v in feats.items()}
-    return feats
 
 
 # ---- result documents -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Hashable, Iterable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from rocket_core.select.cka import _centred_gram, cka_from_grams
+from rocket_core.select.cka import centred_gram, cka_from_grams
 
 Method = Literal["auto", "exact", "sketch"]
 BYTES = 4  # features and sketches are stored in float32
@@ -150,6 +150,6 @@ class StreamedCKA:
             raise ValueError(f"only {self.filled} of {self.num_samples} samples were added")
         grams = {}
         for key in list(self.store):
-            grams[key] = _centred_gram(self.store.pop(key))  # free each store as soon as its Gram exists
+            grams[key] = centred_gram(self.store.pop(key))  # free each store as soon as its Gram exists
         return GramSet(grams, self.method or self.requested, self.sketch.dim if self.method == "sketch" else None,
                        dict(self.features))

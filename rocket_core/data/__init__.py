@@ -7,6 +7,7 @@ from rocket_core.data.dataset import (
     bundled_dataset_path,
     collate_batch,
     sample_generator,
+    to_device,
 )
 from rocket_core.data.fingerprint import dataset_fingerprint
 from rocket_core.data.lerobot import LeRobotReader, delta_offsets, resolve_dataset_root
@@ -28,4 +29,5 @@ __all__ = [
     "delta_offsets",
     "resolve_dataset_root",
     "sample_generator",
+    "to_device",
 ]

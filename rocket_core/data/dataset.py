@@ -157,6 +157,12 @@ def collate_batch(samples: Sequence[dict[str, Any]]) -> Batch:
     return batch  # type: ignore[return-value]
 
 
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Move a batch's tensors (non-blocking, for pinned memory) and keep the rest (task strings)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # type: ignore[return-value]
+            for k, v in batch.items()}
+
+
 class TrainSampler(Sampler[tuple[int, int]]):
     """Endless `(index, epoch)` stream: a fresh (seed, epoch) permutation each epoch, starting at sample `start`.
 

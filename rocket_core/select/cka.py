@@ -9,7 +9,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 
-def _centred_gram(x: torch.Tensor) -> torch.Tensor:
+def centred_gram(x: torch.Tensor) -> torch.Tensor:
     """Double-centred linear Gram matrix of n samples, in float64 so degenerate inputs centre to exactly 0."""
     x = x.reshape(x.shape[0], -1).double()
     gram = x @ x.T
@@ -28,13 +28,13 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA of two (n, ...) feature sets on the same n samples."""
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same samples on both sides ({x.shape[0]} vs {y.shape[0]})")
-    return cka_from_grams(_centred_gram(x), _centred_gram(y))
+    return cka_from_grams(centred_gram(x), centred_gram(y))
 
 
 def cka_matrix(rows: Mapping[int, torch.Tensor], cols: Mapping[int, torch.Tensor]) -> np.ndarray:
     """CKA of every (row layer, column layer), both sorted by index; each Gram is computed once."""
-    row_grams = [_centred_gram(rows[k]) for k in sorted(rows)]
-    col_grams = [_centred_gram(cols[k]) for k in sorted(cols)]
+    row_grams = [centred_gram(rows[k]) for k in sorted(rows)]
+    col_grams = [centred_gram(cols[k]) for k in sorted(cols)]
     return np.array([[cka_from_grams(r, c) for c in col_grams] for r in row_grams])
 
 

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from rocket_core.align.head import AlignmentHead
+from rocket_core.align.targets import teacher_features
 from rocket_core.contracts import TeacherModel, VLAModel
-from rocket_core.data import VLADataset, collate_batch
+from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.data.dataset import TrainSampler
 from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
@@ -121,10 +121,6 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 class Trainer:
     """Builds everything from a resolved plan and runs (or resumes) the optimisation."""
 
@@ -205,14 +201,7 @@ class Trainer:
         if self.cache is not None:
             return self.cache.targets(batch, self.teacher)
         layers = self.plan.layers.teacher
-        images = batch.get("teacher_images", batch["images"])
-        feats = self.teacher.extract(images, sorted(set(layers)))
-        missing = self.plan.vla_info.num_images - images.shape[1]
-        if missing > 0:
-            # VLA camera slots the batch leaves empty (masked out of the loss by the VLA's token mask) get
-            # zero features: feeding black frames would change the real frames' features through the
-            # teacher's cross-frame attention.
-            feats = {k: F.pad(v, (0, 0, 0, 0, 0, missing)) for k, v in feats.items()}
+        feats = teacher_features(self.teacher, batch, layers, self.plan.vla_info.num_images)
         head = self.acc.unwrap_model(self.module).head
         return head.pool_targets([feats[k] for k in layers])
 
@@ -298,7 +287,7 @@ class Trainer:
         action_sum = torch.zeros((), device=self.acc.device)
         pair_sum = torch.zeros(len(labels), device=self.acc.device)
         for micro in range(t.grad_accum):
-            batch = _to_device(next(data), self.acc.device)
+            batch = to_device(next(data), self.acc.device)
             targets = self._targets(batch)
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else self.acc.no_sync(self.module)
             with sync:
