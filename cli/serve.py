@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"serving {meta['vla']} ({meta['source']}) on {server.url}: cameras {meta['cameras']}, "
                       f"state {meta['state_dim']}, actions {meta['chunk_size']}x{meta['action_dim']}, "
                       f"normalisation {'checkpoint' if meta['normalization']['action'] else 'none'}; "
-                      f"health: http://{server.host}:{server.port}/healthz", highlight=False)
+                      f"health: http://{server.host}:{server.port}/healthz", highlight=False, soft_wrap=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
