@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("tiny", help="Preset with --vla."),
         setup: str = typer.Option(None, help="Create/refresh the isolated environment of a benchmark and exit."),
         force: bool = typer.Option(False, help="With --setup: rebuild from scratch."),
+        assets: bool = typer.Option(False, help="With --setup: also fetch Hub-only assets (RoboTwin, LIBERO-Plus)."),
         protocol: str = typer.Option(None, help="Protocol family: openvla (OFT) or openpi (default: from the policy)."),
         trials: int = typer.Option(None, help="Trials per task (deviation from the preset)."),
         max_steps: int = typer.Option(None, help="Policy steps per episode (deviation)."),
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if setup is not None:
             bench, _ = find_benchmark(setup)
             t0 = time.perf_counter()
-            info = bench.setup(log=lambda m: console.print(m, highlight=False), force=force)
+            info = bench.setup(log=lambda m: console.print(m, highlight=False), force=force, assets=assets)
             console.print(f"{bench.name} set up in {time.perf_counter() - t0:.0f} s: {info.get('environment')}",
                           highlight=False)
             return

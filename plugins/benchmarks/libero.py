@@ -78,7 +78,7 @@ class LiberoBenchmark(Benchmark):
         (cfg / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
 
     @classmethod
-    def setup(cls, log: Callable[[str], None] = print, force: bool = False) -> dict[str, Any]:
+    def setup(cls, log: Callable[[str], None] = print, force: bool = False, assets: bool = False) -> dict[str, Any]:
         env = cls.env()
         assert env is not None
         if env.ready() and not force:
@@ -130,7 +130,7 @@ class LiberoBenchmark(Benchmark):
         return {"ok": False, "error": tail}
 
     @classmethod
-    def doctor(cls) -> list[Check]:
+    def doctor(cls, quick: bool = False) -> list[Check]:
         env = cls.env()
         assert env is not None
         checks = []
@@ -148,6 +148,8 @@ class LiberoBenchmark(Benchmark):
         if missing:
             checks.append(Check(f"{cls.name} Debian libraries", False, f"missing {' '.join(missing)}",
                                 f"apt-get install {' '.join(missing)}"))
+        if quick:
+            return checks
         probe = cls.probe()
         if probe.get("ok"):
             checks.append(Check(f"{cls.name} probe", True, f"task created in {probe['create_s']} s, reset "

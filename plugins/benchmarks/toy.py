@@ -23,5 +23,5 @@ class ToyBenchmark(Benchmark):
                         proprio="position(2)+zeros(6)", open_loop_steps=4, action_dim=7, gripper=GripperMap())
 
     @classmethod
-    def doctor(cls) -> list[Check]:
+    def doctor(cls, quick: bool = False) -> list[Check]:
         return [Check("benchmark toy", True, "runs in this Python (numpy only)")]

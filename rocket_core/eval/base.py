@@ -74,12 +74,13 @@ class Benchmark(_Base):  # type: ignore[misc, valid-type]
         return {"PYTHONPATH": str(REPO_ROOT) + (os.pathsep + path if path else "")}
 
     @classmethod
-    def setup(cls, log: Callable[[str], None] = print, force: bool = False) -> dict[str, Any]:
+    def setup(cls, log: Callable[[str], None] = print, force: bool = False, assets: bool = False) -> dict[str, Any]:
         """Create and fill what the benchmark needs; returns a summary. Default: nothing to do."""
         return {"benchmark": cls.name, "environment": "this Python"}
 
     @classmethod
-    def doctor(cls) -> list[Check]:
+    def doctor(cls, quick: bool = False) -> list[Check]:
+        """Probes of this benchmark (`quick`: no simulator start)."""
         return []
 
     @classmethod
