@@ -30,7 +30,8 @@ RUNTIME = "rlinf-robotwin-runtime==0.1.3"
 VULKAN_DEBS = ("libvulkan1", "mesa-vulkan-drivers")
 WIRE_PACKAGES = ("websockets>=12", "msgpack>=1.0", "msgpack-numpy>=0.4.8", "pluggy>=1.5", "av>=12")
 ASSET_REPO = "TianxingChen/RoboTwin2.0"
-SKIP_REQUIREMENTS = ("torch",)  # the runtime pins torch==2.8.0 (CUDA wheel on PyPI)
+SKIP_REQUIREMENTS = ("torch",)
+TORCH_DEPS = ("filelock", "typing-extensions", "sympy", "networkx", "jinja2", "fsspec")  # the runtime pins torch==2.8.0 (CUDA wheel on PyPI)
 
 
 def runtime_requirements(requires: list[str]) -> list[str]:
@@ -107,7 +108,10 @@ class RoboTwinBenchmark(Benchmark):
             env.pip("--no-deps", RUNTIME, log=log)
             requires = json.loads(env.run("import json, importlib.metadata as m; "
                                           "print(json.dumps(m.requires('rlinf-robotwin-runtime')))").stdout)
-            env.pip(*runtime_requirements(requires), cpu_torch_spec(), *WIRE_PACKAGES, log=log)
+            env.pip(*runtime_requirements(requires), *WIRE_PACKAGES, log=log)
+            # torch beside, --no-deps: its own pins (setuptools) conflict with the runtime's setuptools<75.9
+            env.pip("--no-deps", cpu_torch_spec(), log=log)
+            env.pip(*TORCH_DEPS, log=log)
             timings["packages_s"] = time.perf_counter() - t
             env.write_stamp(benchmark=cls.name, versions=env.pip_versions(["rlinf-robotwin-runtime", "sapien", "torch",
                                                                            "numpy", "mplib"]),

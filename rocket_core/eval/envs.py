@@ -98,7 +98,8 @@ class IsolatedEnv:
         log("pip install " + " ".join(args))
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
-            raise RocketError(f"pip install in {self.path} failed: {res.stderr.strip()[-800:]}")
+            errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")] or res.stderr.splitlines()[-3:]
+            raise RocketError(f"pip install in {self.path} failed: {' '.join(errors)[-800:]}")
 
     def run(self, code: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.python), "-c", code], capture_output=True, text=True, timeout=timeout,
