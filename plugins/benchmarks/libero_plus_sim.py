@@ -99,8 +99,10 @@ def probe(suite: str = "spatial", steps: int = 3) -> dict[str, Any]:
 
     from rocket_core.eval.protocol import libero_preset
 
+    bench = _suite(suite)
+    index = next(i for i in range(bench.get_num_tasks()) if dimension(bench.get_task(i).name) == "camera")
     t0 = time.perf_counter()
-    env = LiberoPlusEnv(suite, 0, libero_preset(suite, "openvla"))
+    env = LiberoPlusEnv(suite, index, libero_preset(suite, "openvla"))
     t1 = time.perf_counter()
     obs = env.reset(0)
     t2 = time.perf_counter()

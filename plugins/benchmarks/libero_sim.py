@@ -37,6 +37,7 @@ def _torch_shim() -> None:
     except ImportError:
         shim = types.ModuleType("torch")
         shim.load = load_torch_pickle  # type: ignore[attr-defined]
+        shim.Tensor = type("Tensor", (), {})  # type: ignore[attr-defined]  # scipy's array-API check looks it up
         shim.__rocket_shim__ = True  # type: ignore[attr-defined]
         sys.modules["torch"] = shim
 
