@@ -47,3 +47,16 @@ def test_protocol_records_robotwin_eval() -> None:
     p = RoboTwinBenchmark.protocol("clean", "openvla")
     assert (p.trials_per_task, p.action_dim, p.env_seed) == (100, 14, 100000)
     assert p.cameras == ("head_camera", "left_camera", "right_camera")
+
+
+def test_task_discovery_in_the_runtime_env() -> None:
+    env = RoboTwinBenchmark.env()
+    if env is None or not env.ready():
+        pytest.skip("RoboTwin is not set up; run: rocket eval --setup robotwin")
+    from rocket_core.eval.runner import list_tasks
+
+    tasks = list_tasks(RoboTwinBenchmark, "clean", RoboTwinBenchmark.protocol("clean", "openvla"))
+    assert len(tasks) == 50 and tasks[0]["name"] == "adjust_bottle" and tasks[0]["step_limit"] > 0
+    assert all(t["instruction"] for t in tasks)
+    if not (RoboTwinBenchmark.assets_dir() / "assets" / "embodiments").is_dir():
+        assert tasks[0]["fetch"] == "rocket eval --setup robotwin --assets"
