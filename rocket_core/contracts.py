@@ -177,8 +177,13 @@ class ProjectorStrategy(_Plugin):
         """Return a bank whose state dict uses the reference names `{pair}.{ensemble}.fc1.weight`."""
 
 
+class BenchmarkAdapter(_Plugin):
+    """A simulator benchmark evaluated as a client of `rocket serve` (base: `rocket_core.eval.base.Benchmark`)."""
+
+
 PLUGIN_BASES: dict[str, type[_Plugin]] = {
     "vla": VLAAdapter,
     "teacher": TeacherAdapter,
     "projector": ProjectorStrategy,
+    "benchmark": BenchmarkAdapter,
 }

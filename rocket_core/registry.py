@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "vla": "register_vlas",
     "teacher": "register_teachers",
     "projector": "register_projectors",
+    "benchmark": "register_benchmarks",
 }
 
 
