@@ -43,7 +43,7 @@ def make_trainer(run_dir: Path, batch_size: int, variant: dict[str, Any]) -> Tra
         "layers": "balanced:10",
         "projector": {"name": "rocket", "hidden_dim": 1024},  # 2 x teacher width (512)
         "training": {"max_steps": 1000, "batch_size": batch_size, "lora": {"rank": 32, "alpha": 16},
-                     "mixed_precision": "no", "num_workers": 2},
+                     "mixed_precision": "no", "num_workers": 0},  # data in-process: no worker competing for the 2 cores
         "data": {"augment": {"enabled": False}},  # identical inputs across variants and steps
     }
     return Trainer(plan_run(build_spec(None, variant, base)), run_dir, progress=False)
@@ -69,7 +69,7 @@ def time_steps(trainer: Trainer, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=2)
     args = ap.parse_args()
     torch.manual_seed(0)
