@@ -16,7 +16,7 @@ from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
     from rocket_core.align.projector import ProjectorBank
-    from rocket_core.specs import ProjectorSpec, TeacherSpec, TrainingSpec, VLASpec
+    from rocket_core.specs import ProjectorSpec, TeacherSpec, TrainingSpec, VLASpec  # noqa: F401 (string generics)
 
 
 class Batch(TypedDict):

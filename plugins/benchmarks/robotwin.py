@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar
 
 from rocket_core.errors import RocketError
 from rocket_core.eval.base import Benchmark, Check
-from rocket_core.eval.envs import apt_install, missing_debs
+from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import GripperMap, Protocol
 
 RUNTIME = "rlinf-robotwin-runtime==0.1.3"
