@@ -11,7 +11,19 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors
+from cli.common import (
+    ConfigOpt,
+    DataOpt,
+    LayersOpt,
+    PresetOpt,
+    ProjectorOpt,
+    TeacherCheckpointOpt,
+    TeacherOpt,
+    VlaCheckpointOpt,
+    VlaOpt,
+    console,
+    handle_errors,
+)
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
 from rocket_core.hub import snapshot
@@ -117,19 +129,19 @@ def register(app: typer.Typer) -> None:
     @app.command("align")
     @handle_errors
     def align(
-        vla: str = typer.Option(None, help="VLA plugin name (see `rocket plugins`)."),
-        teacher: str = typer.Option(None, help="Teacher plugin name."),
-        projector: str = typer.Option(None, help="Projector strategy: rocket, shared, independent, single."),
-        layers: str = typer.Option(None, help="'balanced:K', 'v1,v2:t1,t2', or a layer-map file."),
+        vla: VlaOpt = None,
+        teacher: TeacherOpt = None,
+        projector: ProjectorOpt = None,
+        layers: LayersOpt = None,
         recipe: str = typer.Option(None, help="Start from a paper recipe (see `rocket recipes`)."),
-        config: Path = typer.Option(None, "--config", "-c", help="Spec file (YAML, TOML or JSON); beats the recipe."),
-        preset: str = typer.Option(None, help="Preset for both models, e.g. tiny (random init, bundled data)."),
-        data: str = typer.Option(None, help="LeRobot dataset: local folder or Hub repo id (default: bundled)."),
+        config: ConfigOpt = None,
+        preset: PresetOpt = None,
+        data: DataOpt = None,
         coefficient: float = typer.Option(None, help="Alignment loss coefficient (0: no teacher at all)."),
         ensemble_size: int = typer.Option(None, help="Projectors per pair (losses averaged)."),
         pooling: str = typer.Option(None, help="Teacher token pooling: bilinear or random."),
-        vla_checkpoint: str = typer.Option(None, help="VLA weights: Hub repo id or local path."),
-        teacher_checkpoint: str = typer.Option(None, help="Teacher weights: Hub repo id or local path."),
+        vla_checkpoint: VlaCheckpointOpt = None,
+        teacher_checkpoint: TeacherCheckpointOpt = None,
         seed: int = typer.Option(None, help="Random seed."),
         max_steps: int = typer.Option(None, help="Optimizer steps."),
         batch_size: int = typer.Option(None, help="Samples per process and micro-step."),

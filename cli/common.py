@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -36,3 +37,15 @@ def handle_errors(fn: F) -> F:
             raise fail(format_validation_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# Options several commands share, declared once (typer reads the help from the annotation).
+VlaOpt = Annotated[Optional[str], typer.Option(help="VLA plugin name (see `rocket plugins`).")]
+TeacherOpt = Annotated[Optional[str], typer.Option(help="Teacher plugin name.")]
+ProjectorOpt = Annotated[Optional[str], typer.Option(help="Projector strategy: rocket, shared, independent, single.")]
+LayersOpt = Annotated[Optional[str], typer.Option(help="'balanced:K', 'v1,v2:t1,t2', or a layer-map file.")]
+PresetOpt = Annotated[Optional[str], typer.Option(help="Preset for both models, e.g. tiny (random init, bundled data).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Spec file (YAML, TOML or JSON).")]
+DataOpt = Annotated[Optional[str], typer.Option(help="LeRobot dataset: local folder or Hub repo id (default: bundled).")]
+VlaCheckpointOpt = Annotated[Optional[str], typer.Option(help="VLA weights: Hub repo id or local path.")]
+TeacherCheckpointOpt = Annotated[Optional[str], typer.Option(help="Teacher weights: Hub repo id or local path.")]

@@ -9,7 +9,19 @@ from typing import Any, Iterator
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors
+from cli.common import (
+    ConfigOpt,
+    DataOpt,
+    LayersOpt,
+    PresetOpt,
+    ProjectorOpt,
+    TeacherCheckpointOpt,
+    TeacherOpt,
+    VlaCheckpointOpt,
+    VlaOpt,
+    console,
+    handle_errors,
+)
 from rocket_core.analysis import profile as prof
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
@@ -98,14 +110,14 @@ def register(app: typer.Typer) -> None:
     @profile_app.command("cka")
     @handle_errors
     def cka(
-        vla: str = typer.Option(None, help="VLA plugin name (see `rocket plugins`)."),
-        teacher: str = typer.Option(None, help="Teacher plugin name."),
-        preset: str = typer.Option(None, help="Preset for both models, e.g. tiny (random init, bundled data)."),
-        config: Path = typer.Option(None, "--config", "-c", help="Spec file (YAML, TOML or JSON), as for align."),
+        vla: VlaOpt = None,
+        teacher: TeacherOpt = None,
+        preset: PresetOpt = None,
+        config: ConfigOpt = None,
         checkpoint: Path = typer.Option(None, help="Profile a trained run's VLA (run or checkpoint folder)."),
-        vla_checkpoint: str = typer.Option(None, help="VLA weights: Hub repo id or local path."),
-        teacher_checkpoint: str = typer.Option(None, help="Teacher weights: Hub repo id or local path."),
-        data: str = typer.Option(None, help="LeRobot dataset: local folder or Hub repo id (default: bundled)."),
+        vla_checkpoint: VlaCheckpointOpt = None,
+        teacher_checkpoint: TeacherCheckpointOpt = None,
+        data: DataOpt = None,
         samples: int = typer.Option(2048, min=1, help="Samples (all of the dataset if it has fewer)."),
         layers: str = typer.Option("all", help="'all' or 'VLA:TEACHER', each 'all' or e.g. '0-32' / '2,4,8'."),
         method: str = typer.Option("auto", help="auto (exact if it fits --memory-budget), exact or sketch."),
@@ -164,12 +176,12 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Option(None, help="Trained run or checkpoint folder (else a fresh model from flags)."),
         params: str = typer.Option("layers.0.", help="Monitored parameters: comma-separated name substrings."),
         all_params: bool = typer.Option(False, "--all-params", help="Monitor matching non-LoRA parameters too."),
-        vla: str = typer.Option(None, help="Fresh model: VLA plugin name."),
-        teacher: str = typer.Option(None, help="Fresh model: teacher plugin name."),
-        projector: str = typer.Option(None, help="Fresh model: projector strategy."),
-        layers: str = typer.Option(None, help="Fresh model: layer map ('balanced:K', 'v1,v2:t1,t2' or a file)."),
-        preset: str = typer.Option(None, help="Preset for both models, e.g. tiny."),
-        config: Path = typer.Option(None, "--config", "-c", help="Fresh model: spec file."),
+        vla: VlaOpt = None,
+        teacher: TeacherOpt = None,
+        projector: ProjectorOpt = None,
+        layers: LayersOpt = None,
+        preset: PresetOpt = None,
+        config: ConfigOpt = None,
         data: str = typer.Option(None, help="LeRobot dataset (default: the run's)."),
         samples: int = typer.Option(32, min=1, help="Samples (reference: 32)."),
         batch_size: int = typer.Option(None, min=1, help="Samples per batch (default: the run's batch size)."),
@@ -200,12 +212,12 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def projector_similarity(
         checkpoint: Path = typer.Option(None, help="Trained run or checkpoint folder (else a fresh model from flags)."),
-        vla: str = typer.Option(None, help="Fresh model: VLA plugin name."),
-        teacher: str = typer.Option(None, help="Fresh model: teacher plugin name."),
-        projector: str = typer.Option(None, help="Fresh model: projector strategy."),
-        layers: str = typer.Option(None, help="Fresh model: layer map ('balanced:K', 'v1,v2:t1,t2' or a file)."),
-        preset: str = typer.Option(None, help="Preset for both models, e.g. tiny."),
-        config: Path = typer.Option(None, "--config", "-c", help="Fresh model: spec file."),
+        vla: VlaOpt = None,
+        teacher: TeacherOpt = None,
+        projector: ProjectorOpt = None,
+        layers: LayersOpt = None,
+        preset: PresetOpt = None,
+        config: ConfigOpt = None,
         data: str = typer.Option(None, help="LeRobot dataset (default: the run's)."),
         samples: int = typer.Option(128, min=1, help="Samples (reference: 128)."),
         batch_size: int = typer.Option(8, min=1, help="Samples per forward pass."),
