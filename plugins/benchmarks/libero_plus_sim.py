@@ -79,25 +79,10 @@ def make_env(suite: str, task: int, protocol: Protocol) -> LiberoPlusEnv:
 
 
 def probe(suite: str = "spatial", steps: int = 3) -> dict[str, Any]:
-    import time
-
-    import numpy as np
-
-    from rocket_core.eval.protocol import libero_preset
-
+    """LIBERO's probe on the suite's first camera-view variant (runnable with the LIBERO assets alone)."""
     bench = _suite(suite)
     index = next(i for i in range(bench.get_num_tasks()) if dimension(bench.get_task(i).name) == "camera")
-    t0 = time.perf_counter()
-    env = LiberoPlusEnv(suite, index, libero_preset(suite, "openvla"))
-    t1 = time.perf_counter()
-    obs = env.reset(0)
-    t2 = time.perf_counter()
-    for _ in range(steps):
-        obs, _ = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
-    t3 = time.perf_counter()
-    env.close()
-    return {"create_s": round(t1 - t0, 2), "reset_s": round(t2 - t1, 2), "step_s": round((t3 - t2) / steps, 3),
-            "image": list(obs["agentview_image"].shape), "mujoco_gl": os.environ.get("MUJOCO_GL")}
+    return libero_sim.probe(suite, steps, index, LiberoPlusEnv)
 
 
 if __name__ == "__main__":

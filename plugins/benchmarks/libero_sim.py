@@ -101,14 +101,15 @@ def make_env(suite: str, task: int, protocol: Protocol) -> LiberoEnv:
     return LiberoEnv(suite, task, protocol)
 
 
-def probe(suite: str = "spatial", steps: int = 3) -> dict[str, Any]:
-    """Create task 0, reset, render `steps` steps: what `--setup` and `rocket doctor` run."""
+def probe(suite: str = "spatial", steps: int = 3, task_index: int = 0,
+          env_cls: type[LiberoEnv] = LiberoEnv) -> dict[str, Any]:
+    """Create a task, reset, render `steps` steps: what `--setup` and `rocket doctor` run."""
     import time
 
     from rocket_core.eval.protocol import libero_preset
 
     t0 = time.perf_counter()
-    env = LiberoEnv(suite, 0, libero_preset(suite, "openvla"))
+    env = env_cls(suite, task_index, libero_preset(suite, "openvla"))
     t1 = time.perf_counter()
     obs = env.reset(0)
     t2 = time.perf_counter()
