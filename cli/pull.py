@@ -40,7 +40,17 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="Plugin name (downloads its default weights) or a Hub repo id."),
         revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit to pin."),
     ) -> None:
-        """Download weights into the Hugging Face cache (with a progress bar); later runs work offline."""
+        """Download weights into the Hugging Face cache (with a progress bar); later runs work offline.
+
+        A benchmark plugin's name (e.g. `robotwin`) fetches that benchmark's assets instead.
+        """
+        bench = get_registry().plugins["benchmark"].get(name)
+        if bench is not None:
+            fetch = getattr(bench.cls, "fetch_assets", None)
+            if fetch is None:
+                raise RocketError(f"benchmark '{name}' has no assets to pull; `rocket eval --setup {name}` installs it")
+            console.print(f"{name} assets are in {fetch(log=console.print)}", highlight=False)
+            return
         repo, patterns = pull_target(name)
         folder = snapshot(repo, revision, patterns, pull_name=name)
         console.print(f"{repo}{'@' + revision if revision else ''} is in the cache: {folder}", highlight=False)

@@ -128,7 +128,8 @@ class RoboTwinBenchmark(Benchmark):
     def fetch_assets(cls, log: Callable[[str], None] = print) -> Path:
         """The runtime's own downloader (pinned revision, sha256 manifest) in the isolated env."""
         env = cls.env()
-        assert env is not None and env.python.exists(), "set up robotwin first"
+        if env is None or not env.python.exists():
+            raise RocketError("the RoboTwin environment is not set up; run `rocket eval --setup robotwin` first")
         out = cls.assets_dir()
         log(f"downloading RoboTwin assets from the Hub dataset {ASSET_REPO} into {out}")
         res = subprocess.run([str(env.python), "-m", "robotwin.assets", "--output", str(out)], text=True,

@@ -90,3 +90,11 @@ def test_align_bad_layer_exits_2(toy_registry: Registry) -> None:
                                  "--dry-run"])
     assert result.exit_code == 2
     assert "valid indices are 0..4" in result.output
+
+
+def test_pull_a_benchmark_fetches_its_assets_or_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROCKET_ENVS", str(tmp_path / "envs"))  # no isolated environments there
+    robotwin = runner.invoke(app, ["pull", "robotwin"])
+    assert robotwin.exit_code == 2 and "run `rocket eval --setup robotwin` first" in robotwin.output
+    toy = runner.invoke(app, ["pull", "toy"])
+    assert toy.exit_code == 2 and "benchmark 'toy' has no assets to pull" in toy.output
