@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,3 +24,12 @@ def fixture_dir(env_var: str, default: Path) -> Path:
 def _deterministic() -> None:
     torch.manual_seed(0)
     torch.set_default_dtype(torch.float32)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Per-image ops are tiny: intra-op threads only contend (as in DataLoader workers, which use one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

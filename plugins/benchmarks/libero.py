@@ -90,11 +90,7 @@ class LiberoBenchmark(Benchmark):
         apt_install(MESA_DEBS, log)
         timings["debian_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        if force and env.path.exists():
-            import shutil
-
-            shutil.rmtree(env.path)
-        env.create(log)
+        env.create(log, fresh=force)
         env.pip(*cls.packages, *WIRE_PACKAGES, log=log)
         timings["packages_s"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -100,11 +100,7 @@ class RoboTwinBenchmark(Benchmark):
             apt_install(VULKAN_DEBS, log)
             timings["debian_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            if force and env.path.exists():
-                import shutil
-
-                shutil.rmtree(env.path)
-            env.create(log)
+            env.create(log, fresh=force)
             env.pip("--no-deps", RUNTIME, log=log)
             requires = json.loads(env.run("import json, importlib.metadata as m; "
                                           "print(json.dumps(m.requires('rlinf-robotwin-runtime')))").stdout)

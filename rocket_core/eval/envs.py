@@ -84,7 +84,10 @@ class IsolatedEnv:
         info = self.info()
         return bool(info and info.get("complete") and self.python.exists())
 
-    def create(self, log: Log = print) -> None:
+    def create(self, log: Log = print, fresh: bool = False) -> None:
+        """Make the venv (kept if it exists, unless `fresh`: then it is rebuilt from scratch)."""
+        if fresh and self.path.exists():
+            shutil.rmtree(self.path)
         if self.python.exists():
             return
         log(f"creating {self.path} ({sys.executable} -m venv)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import colorsys
 from itertools import islice
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -32,13 +31,7 @@ def reader() -> LeRobotReader:
     return LeRobotReader(bundled_dataset_path())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Per-image ops are tiny: intra-op threads only contend (as in DataLoader workers, which use one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- normalisation ---------------------------------------------------------------------------------
