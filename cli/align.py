@@ -26,7 +26,8 @@ from cli.common import (
 )
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
-from rocket_core.hub import snapshot
+from rocket_core.hub import resolve_source
+from rocket_core.paths import check_output_dir
 from rocket_core.recipes import list_recipes, load_recipe
 from rocket_core.specs import build_spec
 from rocket_core.train.checkpoint import load_checkpoint
@@ -164,7 +165,7 @@ def register(app: typer.Typer) -> None:
             save_every=save_every, teacher_cache=teacher_cache,
         )
         if resume is not None:
-            resume = resume if resume.exists() else snapshot(str(resume), None, None, pull_name=str(resume))
+            resume = resolve_source(resume, "--resume", local_only=True)  # a local path unless hf://ORG/NAME
             base = load_checkpoint(resume).spec.model_dump(mode="json")  # the run's own spec; flags may extend it
         else:
             base = load_recipe(recipe).spec if recipe else None
@@ -172,6 +173,9 @@ def register(app: typer.Typer) -> None:
         plan = plan_run(spec)
         run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
         run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_output_dir(run_dir, "--output-dir")
+        if spec.training.teacher_cache:
+            check_output_dir(spec.training.teacher_cache, "--teacher-cache")
         if resume is None and not dry_run and (run_dir / "checkpoints").is_dir():
             raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
                               "or choose another --output-dir")

@@ -9,6 +9,7 @@ import typer
 from cli.common import console, handle_errors
 from rocket_core.progress import Bar
 from rocket_core.errors import RocketError
+from rocket_core.paths import check_output_dir
 
 
 def _layers(text: str) -> list[int]:
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
             format_bytes,
         )
 
-        root = cache_dir or default_cache_dir()
+        root = check_output_dir(cache_dir or default_cache_dir(), "--cache-dir")
         if on_augment not in ("crop", "teacher"):
             raise RocketError(f"--on-augment must be 'crop' or 'teacher', got '{on_augment}'")
         if config is not None:
@@ -101,7 +102,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"projected size: {len(rows)} samples x {format_bytes(per_sample)} = "
                       f"{format_bytes(len(rows) * per_sample)} ({len(pending)} to compute, "
                       f"{format_bytes(len(pending) * per_sample)} to write)", highlight=False)
-        needed, free = check_disk(root, len(pending) * per_sample)
+        needed, free = check_disk(root, len(pending) * per_sample, layout.dtype)
         console.print(f"free disk space: {format_bytes(free)}", highlight=False)
 
         model = adapter.build(spec)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cli.common import console, handle_errors
 from rocket_core.errors import RocketError
+from rocket_core.paths import check_output_dir
 
 
 def parse_indices(text: str | None, what: str) -> list[int] | None:
@@ -99,6 +100,11 @@ def register(app: typer.Typer) -> None:
             raise RocketError("choose a benchmark with --benchmark (e.g. libero_spatial), or --setup BENCHMARK")
         if videos not in ("none", "first", "failures", "all"):
             raise RocketError("--videos takes none, first, failures or all")
+        for flag, value in (("trials", trials), ("max-steps", max_steps), ("open-loop-steps", open_loop_steps)):
+            if value is not None and value < 1:
+                raise RocketError(f"--{flag} must be at least 1, got {value}")
+        if output_dir is not None:
+            check_output_dir(output_dir, "--output-dir")
         bench, named_suite = find_benchmark(benchmark)
         suites = [s.strip() for s in suite.split(",")] if suite else ([named_suite] if named_suite else list(bench.suites))
         for s in suites:
@@ -116,17 +122,20 @@ def register(app: typer.Typer) -> None:
 
 
 def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, Any]:
-    if policy and policy.startswith(("ws://", "wss://")):
+    from rocket_core.hub import resolve_policy
+
+    source = resolve_policy(policy) if policy else None  # a URL, replay:DIR, or a local folder (Hub ids fetched)
+    if isinstance(source, str) and source.startswith(("ws://", "wss://")):
         if vla:
             raise RocketError("give either --policy or --vla, not both")
-        return policy, None
+        return source, None
     from cli.serve import load_policy
     from rocket_core.eval.server import PolicyServer
 
     if policy is None and vla is None:
         raise RocketError("no policy: give --policy ws://HOST:PORT (rocket serve), --policy CHECKPOINT_DIR, "
                           "or --vla NAME --preset tiny")
-    loaded = load_policy(Path(policy) if policy else None, vla, preset, None)
+    loaded = load_policy(Path(source) if source else None, vla, preset, None)
     server = PolicyServer(loaded, port=0).start()
     console.print(f"serving {loaded.vla_name} in-process on {server.url}", highlight=False)
     return server.url, server

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from cli.common import console, handle_errors
 from rocket_core.errors import RocketError
+from rocket_core.paths import check_output_file
 from rocket_core.registry import get_registry
 from rocket_core.select.layermap import balanced_map, write_layer_map
 from rocket_core.specs import TeacherSpec, VLASpec
@@ -30,6 +31,8 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(None, "-o", "--output", help="Write the layer map here (YAML)."),
     ) -> None:
         """Pick K evenly spread pairs with the reference's balanced rule."""
+        if output is not None:
+            check_output_file(output, "-o")
         offset = 1
         if vla is not None:
             cls = get_registry().get("vla", vla)
@@ -43,6 +46,8 @@ def register(app: typer.Typer) -> None:
             raise RocketError("give --vla-layers and --teacher-layers (or --vla and --teacher plugin names)")
         if vla_layers < 1 or teacher_layers < 1:
             raise RocketError("--vla-layers and --teacher-layers must be at least 1")
+        if vla_offset is not None and vla_offset < 0:
+            raise RocketError(f"--vla-offset must be 0 or more (hidden state 0 is the embeddings), got {vla_offset}")
         offset = offset if vla_offset is None else vla_offset
         layer_map = balanced_map(k, vla_layers, teacher_layers, offset)
         meta = {"rule": f"balanced:{k}", "vla_blocks": vla_layers, "teacher_layers": teacher_layers,

@@ -3,32 +3,114 @@
 Every plugin resolves its checkpoint here, so offline behaviour and error messages are the same for all
 of them: a cached snapshot is used offline; a missing one is one line that says how to get it
 (`rocket pull NAME` with network access, or a local path).
+
+Local paths are local: an argument is a Hub repo only when written `hf://ORG/NAME`, or when it is a bare
+`ORG/NAME` that cannot be a local path (see `is_local`). A mistyped run folder is reported as missing,
+with the nearest existing folders, instead of being looked up on the Hub.
 """
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from rocket_core.errors import RocketError
 
+if TYPE_CHECKING:
+    import torch
+
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth", ".bin")
+_HF_PREFIX = re.compile(r"^hf:/+")  # `hf://` (a pathlib.Path squeezes it to `hf:/`)
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _looks_like_path(checkpoint: str) -> bool:
-    """A repo id is exactly 'owner/name'; anything path-shaped is meant as a local path."""
-    return checkpoint.startswith((".", "/", "~")) or checkpoint.endswith(WEIGHT_SUFFIXES) or checkpoint.count("/") > 1
+def hub_id(arg: str | Path) -> str | None:
+    """ORG/NAME of an explicit `hf://ORG/NAME`, else None."""
+    text = str(arg)
+    return _HF_PREFIX.sub("", text) if _HF_PREFIX.match(text) else None
 
 
-def local_path(checkpoint: str) -> Path | None:
-    """The local file or folder `checkpoint` names, None for a Hub repo id; a path that does not exist fails."""
+def as_repo_id(arg: str) -> str | None:
+    """ORG/NAME from `hf://ORG/NAME` or `ORG/NAME` (by syntax alone), else None."""
+    text = hub_id(arg) or arg
+    return text if _REPO_ID.match(text) else None
+
+
+def is_local(arg: str | Path) -> bool:
+    """Whether `arg` names a local path: it exists, starts with ./ ../ / or ~, has more than one '/',
+    ends like a weights file, or its first part is an existing local folder (`runs/nope`).
+    Anything but a bare ORG/NAME is local too; `hf://ORG/NAME` never is."""
+    text = str(arg)
+    if hub_id(text) is not None:
+        return False
+    if Path(text).expanduser().exists() or text.startswith(("./", "../", "/", "~")) or text in (".", ".."):
+        return True
+    if text.endswith(WEIGHT_SUFFIXES) or not _REPO_ID.match(text):
+        return True
+    return Path(text.split("/", 1)[0]).is_dir()
+
+
+def nearest_folders(path: Path, limit: int = 3) -> list[str]:
+    """Existing folders next to the first missing part of `path`, most similar name first (run folders first)."""
+    probe, missing = path, path.name
+    while not probe.exists() and probe != probe.parent:
+        probe, missing = probe.parent, probe.name
+    if not probe.is_dir():
+        return []
+    folders = [d for d in probe.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    runs = {d.name for d in folders if (d / "checkpoints").is_dir() or (d / "state.json").is_file()}
+    ranked = difflib.get_close_matches(missing, [d.name for d in folders], n=len(folders), cutoff=0.0)
+    ranked.sort(key=lambda name: name not in runs)  # stable: similarity order within each group
+    return [str(probe / name) if str(probe) != "." else name for name in ranked[:limit]]
+
+
+def missing_path(arg: str | Path, what: str) -> RocketError:
+    """One line: `what` 'arg' does not exist, with the nearest existing folders and how to name a Hub repo."""
+    near = nearest_folders(Path(str(arg)).expanduser())
+    hint = f"; nearest existing folders: {', '.join(near)}" if near else ""
+    return RocketError(f"{what} '{arg}' does not exist{hint} (a Hub repo is written hf://ORG/NAME)")
+
+
+def local_path(checkpoint: str, what: str = "checkpoint path") -> Path | None:
+    """The local file or folder `checkpoint` names, None for a Hub repo id; a local path that does not exist fails."""
+    if not is_local(checkpoint):
+        return None
     path = Path(checkpoint).expanduser()
-    if path.exists():
-        return path
-    if _looks_like_path(checkpoint):
-        raise RocketError(f"checkpoint path '{checkpoint}' does not exist; check the path or give a Hub repo id")
-    return None
+    if not path.exists():
+        raise missing_path(checkpoint, what)
+    return path
+
+
+def resolve_source(arg: str | Path, what: str, local_only: bool = False) -> Path:
+    """A local file/folder, or the cached snapshot of a Hub repo (`hf://ORG/NAME`, or a bare non-local ORG/NAME
+    unless `local_only`: `--resume` and `-o` values are local paths unless written hf://)."""
+    repo = hub_id(arg)
+    if repo is None and not local_only and not is_local(arg):
+        repo = str(arg)
+    if repo is not None:
+        return snapshot(repo, pull_name=repo)
+    path = Path(str(arg)).expanduser()
+    if not path.exists():
+        raise missing_path(arg, what)
+    return path
+
+
+def resolve_policy(arg: str) -> str | Path:
+    """`--policy`: a ws:// or wss:// URL, `replay:DIR` (returned as given once DIR exists), or the local folder of a
+    run, a checkpoint or a Hub repo. http:// gets a hint: `rocket serve` speaks websocket."""
+    if arg.startswith(("ws://", "wss://")):
+        return arg
+    if arg.startswith(("http://", "https://")):
+        scheme = "wss" if arg.startswith("https://") else "ws"
+        raise RocketError(f"--policy takes a websocket URL: use {scheme}://{arg.split('://', 1)[1]} for `rocket serve` "
+                          "(or a run folder, a checkpoint folder, a Hub id ORG/NAME, replay:DIR)")
+    if arg.startswith("replay:"):
+        folder = arg.removeprefix("replay:")
+        if not Path(folder).expanduser().is_dir():
+            raise missing_path(folder, "--policy replay: dataset folder")
+        return arg
+    return resolve_source(arg, "--policy")
 
 
 def _hub_error(repo_id: str, revision: str | None, exc: Exception, pull_name: str) -> RocketError:
@@ -93,7 +175,7 @@ def resolve_weights(
         if revision:
             raise RocketError(f"a revision ('{revision}') only applies to Hub repos, not the local path '{checkpoint}'")
         return path
-    return snapshot(checkpoint, revision, allow_patterns, pull_name)
+    return snapshot(hub_id(checkpoint) or checkpoint, revision, allow_patterns, pull_name)
 
 
 def find_weights_file(path: Path, preferred: Sequence[str] = ("model.safetensors",)) -> Path:
@@ -117,6 +199,8 @@ def find_weights_file(path: Path, preferred: Sequence[str] = ("model.safetensors
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file, or a torch file read with `weights_only=True` (never plain pickle)."""
+    import torch
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

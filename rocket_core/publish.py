@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -27,7 +28,8 @@ def split_trainable(trainable: dict) -> tuple[dict, dict]:
     return lora, {k: v for k, v in vla.items() if k not in lora}
 
 
-def model_card(checkpoint: Path) -> str:
+def model_card(checkpoint: Path, repo_id: str = "ORG/NAME") -> str:
+    """The README of the pushed repo; its commands name `repo_id`, so they work when copied."""
     ck = load_checkpoint(checkpoint)
     s = ck.spec
     metrics = ck.extra.get("metrics", {})
@@ -71,30 +73,34 @@ training state (`trainable.safetensors`, `optimizer.pt`, `rng.safetensors`, `sta
 
 ## Use
 ```bash
-rocket pull ORG/NAME
-rocket align --resume ORG/NAME --max-steps {t.max_steps + 1000}   # continue training
+rocket pull {repo_id}
+rocket align --resume hf://{repo_id} --max-steps {t.max_steps + 1000}   # continue training
 ```
 """
 
 
-def build_push_folder(checkpoint: Path, out: Path) -> Path:
-    """Assemble the folder `rocket push` uploads (a temp name, then renamed: never half-built)."""
+def build_push_folder(checkpoint: Path, out: Path, repo_id: str = "ORG/NAME") -> Path:
+    """Assemble the folder `rocket push` uploads: built in a fresh temporary folder next to `out`, then renamed,
+    so it is never half-built and no folder this call did not create is ever removed."""
     ckpt = find_checkpoint(checkpoint)
     if out.exists():
         raise RocketError(f"'{out}' already exists; choose another folder")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in CHECKPOINT_FILES:
-        if (ckpt / name).is_file():
-            shutil.copy2(ckpt / name, tmp / name)
-    lora, heads = split_trainable(load_file(str(ckpt / "trainable.safetensors")))
-    if lora:
-        save_file(lora, str(tmp / "lora_adapter.safetensors"))
-    if heads:
-        save_file(heads, str(tmp / "heads.safetensors"))
-    (tmp / "README.md").write_text(model_card(ckpt))
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for name in CHECKPOINT_FILES:
+            if (ckpt / name).is_file():
+                shutil.copy2(ckpt / name, tmp / name)
+        lora, heads = split_trainable(load_file(str(ckpt / "trainable.safetensors")))
+        if lora:
+            save_file(lora, str(tmp / "lora_adapter.safetensors"))
+        if heads:
+            save_file(heads, str(tmp / "heads.safetensors"))
+        (tmp / "README.md").write_text(model_card(ckpt, repo_id))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 

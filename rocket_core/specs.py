@@ -7,18 +7,52 @@ from __future__ import annotations
 
 import json
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rocket_core.data.spec import DataSpec
 from rocket_core.errors import RocketError
 
 
+def _wants_number(annotation: Any) -> bool:
+    """Whether a field annotation holds int/float values (directly, optionally, or in a list/tuple) and no bool."""
+    if annotation in (int, float):
+        return True
+    args = typing.get_args(annotation)
+    if not args or bool in args:
+        return False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_wants_number(a) for a in args if a is not type(None))
+    return origin in (list, tuple) and all(_wants_number(a) for a in args if a is not Ellipsis)
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf/nan anywhere: an infinite learning rate or coefficient only shows up as NaN losses much later.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic's lax mode reads `true` as 1; in a numeric field it is always a mistake."""
+        field = cls.model_fields.get(info.field_name or "")
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        if field is not None and _wants_number(field.annotation) and any(isinstance(v, bool) for v in items):
+            raise ValueError("expected a number, not true/false")
+        return value
 
 
 class VLASpec(_Spec):
@@ -89,7 +123,7 @@ class AlignmentSpec(_Spec):
     teacher_pe: bool = Field(True, description="add the 2-D sin-cos embedding (x0.1) to teacher tokens before pooling")
     ensemble_size: int = Field(1, ge=1)
     cosine_eps: float | None = Field(
-        None, description="None: F.normalize (clamp 1e-12); a number: x / (|x| + eps), the JAX variant"
+        None, gt=0, description="None: F.normalize (clamp 1e-12); a number: x / (|x| + eps), the JAX variant"
     )
 
 
@@ -104,7 +138,7 @@ class LoraSpec(_Spec):
 class TrainingSpec(_Spec):
     """Optimisation settings of `rocket align`."""
 
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**32 - 1, description="0 .. 2^32-1 (numpy's seed range)")
     max_steps: int = Field(50, ge=1)
     batch_size: int = Field(2, ge=1, description="per process and per micro-step")
     grad_accum: int = Field(1, ge=1)
@@ -135,6 +169,23 @@ class TrainingSpec(_Spec):
         "crop", description="random crops: crop the cached feature grid (an approximation) or run the teacher"
     )
 
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("AdamW betas must each lie in [0, 1), e.g. [0.9, 0.999]")
+        return v
+
+    @model_validator(mode="after")
+    def _milestones_in_run(self) -> TrainingSpec:
+        outside = [m for m in self.milestones if not 1 <= m <= self.max_steps]
+        if outside:
+            raise ValueError(
+                f"milestones {outside} lie outside the run (steps 1..{self.max_steps}); "
+                "drop them or raise max_steps"
+            )
+        return self
+
 
 class RunSpec(_Spec):
     """Everything one `rocket align` run needs."""
@@ -154,34 +205,70 @@ def format_validation_error(exc: ValidationError, what: str = "spec") -> str:
     """One line naming every bad field and why."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or what
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or what
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "missing" else ""))
     return f"invalid {what}: " + "; ".join(parts)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON mapping, with one-line errors."""
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (give each key once)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"duplicate key {', '.join(repr(k) for k in dupes)} (give each key once)")
+    return dict(pairs)
+
+
+def load_config_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML, TOML or JSON mapping, with one-line errors; `what` names the file in them (e.g. layer-map file)."""
     p = Path(path)
     if not p.is_file():
-        raise RocketError(f"config file '{p}' does not exist; check the path")
-    text = p.read_text()
+        raise RocketError(f"{what} '{p}' does not exist; check the path")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise RocketError(f"{what} '{p}' is not a text file (binary data); give a YAML, TOML or JSON file")
     try:
         if p.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
         elif p.suffix == ".toml":
             data = tomllib.loads(text)
         elif p.suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_json_pairs)
         else:
-            raise RocketError(f"config file '{p}' has an unknown extension; use .yaml, .yml, .toml or .json")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise RocketError(f"{what} '{p}' has an unknown extension; use .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         detail = " ".join(str(exc).split())
-        raise RocketError(f"config file '{p}' is not valid {p.suffix[1:].upper()}: {detail}") from None
+        raise RocketError(f"{what} '{p}' is not valid {p.suffix[1:].upper()}: {detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise RocketError(f"config file '{p}' must hold a mapping at the top level, not {type(data).__name__}")
+        raise RocketError(f"{what} '{p}' must hold a mapping at the top level, not {type(data).__name__}")
     return data
 
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from rocket_core.errors import RocketError
+from rocket_core.paths import check_output_file
 from rocket_core.select.balanced import balanced_layers
 from rocket_core.specs import LayerMap, format_validation_error, load_config_file
 
@@ -21,7 +22,7 @@ _BALANCED = re.compile(r"^balanced:(\d+)$")
 
 
 def read_layer_map(path: str | Path) -> LayerMap:
-    data = load_config_file(path)
+    data = load_config_file(path, "layer-map file")
     try:
         return LayerMap.model_validate({k: data.get(k) for k in ("vla", "teacher")})
     except ValidationError as exc:
@@ -30,20 +31,34 @@ def read_layer_map(path: str | Path) -> LayerMap:
 
 def write_layer_map(path: str | Path, layer_map: LayerMap, meta: dict[str, Any] | None = None) -> Path:
     """Write atomically (temp file, then rename) so a failed run leaves nothing half-written."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = check_output_file(path, "layer-map file")
     doc: dict[str, Any] = {"vla": list(layer_map.vla), "teacher": list(layer_map.teacher)}
     if meta:
         doc["meta"] = meta
+    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("# rocket layer map: pair i aligns VLA hidden state vla[i] to teacher layer teacher[i]\n"
-                   + yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(p)
+    try:
+        tmp.write_text("# rocket layer map: pair i aligns VLA hidden state vla[i] to teacher layer teacher[i]\n"
+                       + yaml.safe_dump(doc, sort_keys=False))
+        tmp.replace(p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RocketError(f"cannot write the layer map '{p}': {exc.strerror or exc}") from None
     return p
 
 
 def balanced_map(k: int, vla_blocks: int, teacher_layers: int, vla_offset: int = 1) -> LayerMap:
-    """Balanced rule on both sides; VLA block b becomes hidden-state index b + offset."""
+    """Balanced rule on both sides; VLA block b becomes hidden-state index b + offset.
+
+    K above either side's layer count is refused: the rule would silently give fewer pairs than asked.
+    """
+    if k > min(vla_blocks, teacher_layers):
+        raise RocketError(
+            f"cannot pick {k} balanced pairs: the VLA has {vla_blocks} blocks and the teacher {teacher_layers} "
+            f"layers; ask for at most {min(vla_blocks, teacher_layers)} pairs"
+        )
+    if vla_offset < 0:
+        raise RocketError(f"the VLA offset must be 0 or more (hidden-state index of block 0's output), got {vla_offset}")
     return LayerMap(
         vla=[i + vla_offset for i in balanced_layers(vla_blocks, k)],
         teacher=balanced_layers(teacher_layers, k),

@@ -684,15 +684,16 @@ class TeacherCache:
         return self.stats
 
 
-def check_disk(root: Path, needed: int) -> tuple[int, int]:
+def check_disk(root: Path, needed: int, dtype: str = "fp32") -> tuple[int, int]:
     """(needed, free) bytes; RocketError when `needed` exceeds the free space where `root` is (or would be)."""
     probe = Path(root)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
+        smaller = "use --dtype fp16/bf16, " if dtype == "fp32" else ""  # only suggest what was not given already
         raise RocketError(
             f"the teacher cache needs {format_bytes(needed)} but only {format_bytes(free)} is free at '{probe}'; "
-            "store fewer layers, use --dtype fp16/bf16, pool (--tokens / --config), or pick another --cache-dir"
+            f"store fewer layers, {smaller}pool (--tokens / --config), or pick another --cache-dir"
         )
     return needed, free
