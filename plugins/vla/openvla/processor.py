@@ -22,6 +22,9 @@ SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 PROMPT = "In: What action should the robot take to {task}?\nOut:"
 LLAMA_EMPTY_TOKEN = 29871  # SentencePiece "▁", which follows "Out:" in every training prompt
 STOP_TOKEN = 2
+# Instructions are one sentence (LIBERO's longest is ~30 tokens). Unbounded, a 100,000-character task made a
+# (T x T) attention mask of tens of GB; refusing it names the task instead.
+MAX_PROMPT_TOKENS = 512
 NORMALIZATION_TYPES = ("bounds_q99", "bounds")
 
 
@@ -83,6 +86,9 @@ class HFTokenizer:
 def prompt_ids(tokenizer: ByteTokenizer | HFTokenizer, task: str) -> list[int]:
     """BOS + "In: What action should the robot take to {task}?\\nOut:" + the empty token, as at training time."""
     ids = tokenizer.encode(PROMPT.format(task=task.lower().strip()))
+    if len(ids) > MAX_PROMPT_TOKENS:
+        raise RocketError(f"the task '{task[:40]}...' ({len(task):,} characters) is {len(ids):,} prompt tokens; OpenVLA "
+                          f"prompts are limited to {MAX_PROMPT_TOKENS} tokens: shorten the task text")
     return ids if ids[-1] == tokenizer.empty_token_id else ids + [tokenizer.empty_token_id]
 
 
