@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
         setup: str = typer.Option(None, help="Create/refresh the isolated environment of a benchmark and exit."),
         force: bool = typer.Option(False, help="With --setup: rebuild from scratch."),
         assets: bool = typer.Option(False, help="With --setup: also fetch Hub-only assets (RoboTwin, LIBERO-Plus)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="With --setup: install the system packages it needs "
+                                 "(apt-get/dnf) without asking; otherwise the command is printed."),
         protocol: str = typer.Option(None, help="Protocol family: openvla (OFT) or openpi (default: from the policy)."),
         trials: int = typer.Option(None, help="Trials per task (deviation from the preset)."),
         max_steps: int = typer.Option(None, help="Policy steps per episode (deviation)."),
@@ -88,11 +90,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a policy on a benchmark with the protocol pinned; resumable, parallel, with videos."""
         from rocket_core.eval.base import find_benchmark
+        from rocket_core.eval.envs import system_installs
 
         if setup is not None:
             bench, _ = find_benchmark(setup)
             t0 = time.perf_counter()
-            info = bench.setup(log=lambda m: console.print(m, highlight=False), force=force, assets=assets)
+            with system_installs(yes):
+                info = bench.setup(log=lambda m: console.print(m, highlight=False), force=force, assets=assets)
             console.print(f"{bench.name} set up in {time.perf_counter() - t0:.0f} s: {info.get('environment')}",
                           highlight=False)
             return

@@ -2,8 +2,11 @@
 
 Each lives in `$ROCKET_ENVS/<name>` (default `~/.cache/rocket/envs/<name>`): a venv made with the running
 Python, filled with pip, plus a `rocket-env.json` stamp recording what was installed; a set-up that
-finds a complete stamp for the same request reuses the environment. Debian libraries a simulator needs
-are installed with apt-get when missing (root or passwordless sudo), otherwise the command is named.
+finds a complete stamp for the same request reuses the environment.
+
+System libraries a simulator needs are only listed unless the user agreed (`rocket eval --setup X --yes`,
+i.e. inside `system_installs(True)`): then they are installed with apt-get (root or passwordless sudo);
+otherwise the exact apt-get/dnf line is printed and the set-up goes on with the Python part.
 """
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from rocket_core.errors import RocketError
 
@@ -24,6 +29,24 @@ Log = Callable[[str], None]
 
 def envs_root() -> Path:
     return Path(os.environ.get("ROCKET_ENVS", Path.home() / ".cache" / "rocket" / "envs")).expanduser()
+
+
+_INSTALL_ALLOWED: ContextVar[bool] = ContextVar("rocket_system_installs", default=False)
+
+# Debian package -> the Fedora/RHEL package with the same files (for the printed dnf line).
+DNF_NAMES = {"libosmesa6": "mesa-libOSMesa", "libegl1": "libglvnd-egl", "libgl1": "libglvnd-glx",
+             "libglx-mesa0": "mesa-libGL", "libegl-mesa0": "mesa-libEGL", "libvulkan1": "vulkan-loader",
+             "mesa-vulkan-drivers": "mesa-vulkan-drivers", "libmagickwand-dev": "ImageMagick-devel"}
+
+
+@contextmanager
+def system_installs(allowed: bool) -> Iterator[None]:
+    """Within this block `apt_install` may install system packages (the user passed --yes)."""
+    token = _INSTALL_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        _INSTALL_ALLOWED.reset(token)
 
 
 def missing_debs(packages: Sequence[str]) -> list[str]:
@@ -38,21 +61,42 @@ def missing_debs(packages: Sequence[str]) -> list[str]:
     return missing
 
 
+def _missing_rpms(packages: Sequence[str]) -> list[str]:
+    names = [DNF_NAMES.get(p, p) for p in packages]
+    return [n for n in names if subprocess.run(["rpm", "-q", n], capture_output=True).returncode != 0]
+
+
+def install_steps(packages: Sequence[str]) -> list[list[str]]:
+    """The commands that install the missing ones of `packages` (Debian names; mapped for dnf); [] when none
+    is missing or the package manager is unknown."""
+    if shutil.which("dpkg-query") is not None:
+        missing = missing_debs(packages)
+        return [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "--no-install-recommends", *missing]] \
+            if missing else []
+    if shutil.which("dnf") is not None and shutil.which("rpm") is not None:
+        missing = _missing_rpms(packages)
+        return [["dnf", "install", "-y", *missing]] if missing else []
+    return []
+
+
 def apt_install(packages: Sequence[str], log: Log = print) -> None:
-    missing = missing_debs(packages)
-    if not missing:
+    """Install the missing system packages when the user agreed (`system_installs(True)`), else print the
+    exact command and return, so the set-up goes on with the Python part."""
+    steps = install_steps(packages)
+    if not steps:
         return
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None or subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode:
-            raise RocketError(f"Debian packages {' '.join(missing)} are missing and this user cannot install them; "
-                              f"run: sudo apt-get update && sudo {' '.join(cmd)}")
-        prefix = ["sudo", "-n"]
-    log(f"apt-get install {' '.join(missing)}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    line = " && ".join(" ".join(sudo + step) for step in steps)
+    log(f"system packages needed: {' '.join(a for a in steps[-1][2:] if not a.startswith('-'))}")
+    if not _INSTALL_ALLOWED.get():
+        log(f"not installing them without --yes; to install them yourself run: {line}")
+        return
+    if sudo and (shutil.which("sudo") is None or subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode):
+        raise RocketError(f"this user cannot install system packages; run: {line}")
+    log(line)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for step in (["apt-get", "update", "-qq"], cmd):
-        res = subprocess.run(prefix + step, capture_output=True, text=True, env=env)
+    for step in steps:
+        res = subprocess.run([*sudo, *(["-n"] if sudo else []), *step], capture_output=True, text=True, env=env)
         if res.returncode:
             raise RocketError(f"`{' '.join(step)}` failed: {res.stderr.strip()[-500:]}")
 

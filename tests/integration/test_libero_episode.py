@@ -36,7 +36,7 @@ def libero_env() -> None:
     if not env.ready():
         if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
             pytest.skip(f"LIBERO is not set up ({env.path}); run: rocket eval --setup libero")
-        res = _rocket("eval", "--setup", "libero", timeout=1800)
+        res = _rocket("eval", "--setup", "libero", "--yes", timeout=1800)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert env.ready()
 

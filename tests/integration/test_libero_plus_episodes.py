@@ -27,7 +27,9 @@ def plus_env() -> None:
     if not env.ready():
         if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
             pytest.skip(f"LIBERO-Plus is not set up ({env.path}); run: rocket eval --setup libero_plus")
-        code = "from plugins.benchmarks.libero_plus import LiberoPlusBenchmark as B; B.setup()"
+        code = ("from plugins.benchmarks.libero_plus import LiberoPlusBenchmark as B\n"
+                "from rocket_core.eval.envs import system_installs\n"
+                "with system_installs(True): B.setup()")  # CI agrees to the system packages (--yes)
         res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=1800)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
 
