@@ -1,4 +1,8 @@
-"""`rocket doctor`: what works on this machine for training, serving and each benchmark, and the fixes."""
+"""`rocket doctor`: what works on this machine for training, serving and each benchmark, and the fixes.
+
+Exit code 1 when a check that matters for what was asked fails (`--no-fail`: always 0), so a script can
+gate on it: `rocket doctor --benchmark libero && rocket eval --benchmark libero_spatial ...`.
+"""
 from __future__ import annotations
 
 import json
@@ -13,19 +17,28 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def doctor(
         quick: bool = typer.Option(False, help="Skip the simulator probes (no benchmark environment starts)."),
-        benchmark: str = typer.Option(None, help="Only this benchmark's checks (plus the common ones)."),
-        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        benchmark: str = typer.Option(None, help="Only this benchmark's checks (plus the core ones); its failures "
+                                      "are errors. Without it every benchmark is checked and only warns."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output: every check with its level."),
+        no_fail: bool = typer.Option(False, "--no-fail", help="Always exit 0 (report only)."),
     ) -> None:
-        """Probe torch/CUDA, rendering (EGL, OSMesa, Vulkan), benchmarks and assets, the HF cache, plugins."""
+        """Probe torch/CUDA, rendering (EGL, OSMesa, Vulkan), benchmarks and assets, the HF cache and Hub, plugins."""
         from rocket_core.eval.base import builtin_benchmarks, find_benchmark
-        from rocket_core.eval.doctor import run_checks
+        from rocket_core.eval.doctor import run_doctor
 
         benches = [find_benchmark(benchmark)[0]] if benchmark else list(builtin_benchmarks().values())
-        checks = run_checks(benches, probe_benchmarks=not quick)
+        found = run_doctor(benches, probe_benchmarks=not quick, requested=benchmark is not None)
+        errors = sum(f.level == "error" for f in found)
         if as_json:
-            typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))
-            return
-        marks = {True: "[green]ok  [/]", False: "[red]FAIL[/]", None: "[yellow]n/a [/]"}
-        for c in checks:
-            fix = f"  [dim]fix: {c.fix}[/]" if c.fix and c.ok is not True else ""
-            console.print(f"{marks[c.ok]} {c.name}: {c.detail}{fix}", highlight=False, soft_wrap=True)
+            typer.echo(json.dumps([f.to_json() for f in found], indent=2))
+        else:
+            marks = {"ok": "[green]ok  [/]", "info": "[yellow]n/a [/]", "warning": "[yellow]warn[/]",
+                     "error": "[red]FAIL[/]"}
+            for f in found:
+                c = f.check
+                fix = f"  [dim]fix: {c.fix}[/]" if c.fix and c.ok is not True else ""
+                console.print(f"{marks[f.level]} {c.name}: {c.detail}{fix}", highlight=False, soft_wrap=True)
+            warnings = sum(f.level == "warning" for f in found)
+            console.print(f"{len(found)} checks: {errors} failed, {warnings} warnings", highlight=False)
+        if errors and not no_fail:
+            raise typer.Exit(1)

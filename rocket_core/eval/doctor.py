@@ -4,15 +4,26 @@ Rendering backends are probed through their C libraries (ctypes): EGL (`eglIniti
 and device displays), OSMesa (create a context), Vulkan (create an instance, list physical devices
 with their type and extensions). Benchmarks run their own probes (LIBERO creates and renders a task;
 RoboTwin tries to create SAPIEN's renderer in its environment).
+
+Every check gets a level: `ok`, `info` (not applicable), `warning` or `error`. Errors are the failures
+that matter for what was asked: the core checks (torch, the HF cache, plugins) always, a benchmark's
+checks when that benchmark was asked for. Rendering and benchmarks nobody asked for only warn, and an
+unreachable Hub warns (cached weights still load). `rocket doctor` exits 1 when any check is an error.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
-from typing import Any
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from rocket_core.eval.base import Check
+
+Level = Literal["ok", "info", "warning", "error"]
+HUB_PROBE_TIMEOUT_S = 3.0
 
 VK_CPU = 4
 _VK_TYPES = {0: "other", 1: "integrated GPU", 2: "discrete GPU", 3: "virtual GPU", 4: "CPU"}
@@ -161,10 +172,22 @@ def check_rendering() -> list[Check]:
     return out
 
 
+def probe_hub(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """(reachable, what happened) for one HEAD request to the Hub endpoint; any HTTP answer means reachable."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout) as res:
+            return True, f"HTTP {res.status}"
+    except urllib.error.HTTPError as exc:
+        return True, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # DNS, refused, timeout, proxy, bad URL
+        reason = getattr(exc, "reason", exc)
+        return False, " ".join(str(reason).split())[:160] or type(exc).__name__
+
+
 def check_hf() -> list[Check]:
+    """The HF cache (must be writable) and the Hub endpoint: offline (HF_HUB_OFFLINE), online or unreachable."""
     from huggingface_hub import constants
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     cache = constants.HF_HUB_CACHE
     exists = os.path.isdir(cache)
     probe = cache
@@ -172,9 +195,19 @@ def check_hf() -> list[Check]:
         probe = os.path.dirname(probe)
     writable = os.access(probe, os.W_OK)
     repos = len([d for d in os.listdir(cache) if d.startswith(("models--", "datasets--"))]) if exists else 0
-    detail = f"cache {cache} ({repos} repos{'' if exists else ', not created yet'}), " \
-             f"{'offline (HF_HUB_OFFLINE=1): only cached repos load' if offline else 'online'}"
-    return [Check("Hugging Face hub", writable, detail, "" if writable else f"make {cache} writable or set HF_HOME")]
+    out = [Check("Hugging Face cache", writable, f"{cache} ({repos} repos{'' if exists else ', not created yet'})",
+                 "" if writable else f"make {cache} writable or set HF_HOME")]
+    endpoint = constants.ENDPOINT
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        out.append(Check("Hugging Face hub", None, "offline (HF_HUB_OFFLINE=1): only cached repos load"))
+        return out
+    reachable, how = probe_hub(endpoint)
+    if reachable:
+        out.append(Check("Hugging Face hub", True, f"online: {endpoint} answered ({how})"))
+    else:
+        out.append(Check("Hugging Face hub", False, f"unreachable: {endpoint} ({how}); only cached repos load",
+                         "check the network or proxy (HTTPS_PROXY), or set HF_HUB_OFFLINE=1 to work from the cache"))
+    return out
 
 
 def check_plugins() -> list[Check]:
@@ -192,11 +225,36 @@ def check_plugins() -> list[Check]:
     return out
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A check with its level (see the module docstring)."""
+
+    check: Check
+    level: Level
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.check.__dict__, "level": self.level}
+
+
+def _level(check: Check, failure: Level) -> Level:
+    return "ok" if check.ok is True else "info" if check.ok is None else failure
+
+
 def run_checks(benchmarks: list[Any], probe_benchmarks: bool = True) -> list[Check]:
-    checks = check_torch() + check_rendering() + check_hf() + check_plugins()
+    return [f.check for f in run_doctor(benchmarks, probe_benchmarks)]
+
+
+def run_doctor(benchmarks: list[Any], probe_benchmarks: bool = True, requested: bool = False) -> list[Finding]:
+    """Every check with its level; `requested`: the benchmarks were asked for, so their failures are errors."""
+    found = [Finding(c, _level(c, "error")) for c in check_torch()]
+    found += [Finding(c, _level(c, "warning")) for c in check_rendering()]  # benchmarks probe what they need
+    for c in check_hf():  # the cache is core; an unreachable Hub only warns
+        found.append(Finding(c, _level(c, "error" if c.name == "Hugging Face cache" else "warning")))
+    found += [Finding(c, _level(c, "error")) for c in check_plugins()]
     for bench in benchmarks:
         try:
-            checks += bench.doctor(quick=not probe_benchmarks)
+            checks = bench.doctor(quick=not probe_benchmarks)
         except Exception as exc:  # noqa: BLE001 - a broken probe is itself a finding
-            checks.append(Check(f"benchmark {bench.name}", False, f"probe crashed: {type(exc).__name__}: {exc}"))
-    return checks
+            checks = [Check(f"benchmark {bench.name}", False, f"probe crashed: {type(exc).__name__}: {exc}")]
+        found += [Finding(c, _level(c, "error" if requested else "warning")) for c in checks]
+    return found
