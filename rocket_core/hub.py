@@ -59,17 +59,19 @@ def nearest_folders(path: Path, limit: int = 3) -> list[str]:
     if not probe.is_dir():
         return []
     folders = [d for d in probe.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not folders:
+        return []
     runs = {d.name for d in folders if (d / "checkpoints").is_dir() or (d / "state.json").is_file()}
     ranked = difflib.get_close_matches(missing, [d.name for d in folders], n=len(folders), cutoff=0.0)
     ranked.sort(key=lambda name: name not in runs)  # stable: similarity order within each group
     return [str(probe / name) if str(probe) != "." else name for name in ranked[:limit]]
 
 
-def missing_path(arg: str | Path, what: str) -> RocketError:
-    """One line: `what` 'arg' does not exist, with the nearest existing folders and how to name a Hub repo."""
+def missing_path(arg: str | Path, what: str, hub_hint: bool = True) -> RocketError:
+    """One line: `what` 'arg' does not exist, with the nearest existing folders (and how to name a Hub repo)."""
     near = nearest_folders(Path(str(arg)).expanduser())
     hint = f"; nearest existing folders: {', '.join(near)}" if near else ""
-    return RocketError(f"{what} '{arg}' does not exist{hint} (a Hub repo is written hf://ORG/NAME)")
+    return RocketError(f"{what} '{arg}' does not exist{hint}" + (" (a Hub repo is written hf://ORG/NAME)" if hub_hint else ""))
 
 
 def local_path(checkpoint: str, what: str = "checkpoint path") -> Path | None:
@@ -108,7 +110,7 @@ def resolve_policy(arg: str) -> str | Path:
     if arg.startswith("replay:"):
         folder = arg.removeprefix("replay:")
         if not Path(folder).expanduser().is_dir():
-            raise missing_path(folder, "--policy replay: dataset folder")
+            raise missing_path(folder, "--policy replay: dataset folder", hub_hint=False)
         return arg
     return resolve_source(arg, "--policy")
 

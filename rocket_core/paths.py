@@ -1,6 +1,6 @@
 """Output paths checked before any work starts: a run must not fail at its first save because `-o` named a file.
 
-Import-light (stdlib only) so command modules can use it at import time.
+Import-light (no torch) so command modules can use it at import time.
 """
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from rocket_core.errors import RocketError
+from rocket_core.hub import hub_id
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -32,8 +33,9 @@ def _check_parent(path: Path, flag: str) -> None:
 
 def check_output_dir(path: str | Path, flag: str) -> Path:
     """`path` is, or can become, a folder this process writes into; else one line naming `flag`."""
-    if str(path).startswith("hf:/"):
-        raise RocketError(f"{flag} takes a local folder, not '{path}'; upload a finished run with `rocket push`")
+    repo = hub_id(path)
+    if repo is not None:
+        raise RocketError(f"{flag} takes a local folder, not 'hf://{repo}'; upload a finished run with `rocket push`")
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise RocketError(f"{flag} '{p}' is a file, not a folder; give a folder path")
