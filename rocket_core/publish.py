@@ -12,9 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from rocket_core.errors import RocketError
+from rocket_core.hub import load_state_dict
 from rocket_core.train.checkpoint import find_checkpoint, load_checkpoint
 
 CHECKPOINT_FILES = ("trainable.safetensors", "projector.safetensors", "ema.safetensors", "optimizer.pt",
@@ -91,7 +92,7 @@ def build_push_folder(checkpoint: Path, out: Path, repo_id: str = "ORG/NAME") ->
         for name in CHECKPOINT_FILES:
             if (ckpt / name).is_file():
                 shutil.copy2(ckpt / name, tmp / name)
-        lora, heads = split_trainable(load_file(str(ckpt / "trainable.safetensors")))
+        lora, heads = split_trainable(load_state_dict(ckpt / "trainable.safetensors"))  # one line if corrupt
         if lora:
             save_file(lora, str(tmp / "lora_adapter.safetensors"))
         if heads:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,43 @@ def test_pulled_push_resumes(run_dir: Path, tmp_path: Path, monkeypatch: pytest.
     result = runner.invoke(app, ["align", "--resume", "hf://org/toy-rocket", "--max-steps", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [4]
+
+
+def test_model_card_names_the_real_repo(run_dir: Path, tmp_path: Path) -> None:
+    card = (build_push_folder(run_dir, tmp_path / "push", "acme/toy-rocket") / "README.md").read_text()
+    assert "rocket pull acme/toy-rocket\n" in card and "rocket align --resume hf://acme/toy-rocket" in card
+    assert "ORG/NAME" not in card
+
+
+def test_push_dry_run_uploads_nothing(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*a: object, **k: object) -> None:
+        raise AssertionError("a dry run must not reach the Hub")
+
+    monkeypatch.setattr(HfApi, "create_repo", no_network)
+    monkeypatch.setattr(HfApi, "upload_folder", no_network)
+    result = runner.invoke(app, ["push", "--checkpoint", str(run_dir), "--repo-id", "org/toy-rocket", "--dry-run",
+                                 "--folder", str(tmp_path / "kept")])
+    assert result.exit_code == 0, result.output
+    assert "dry run: would push" in result.output and "to org/toy-rocket; nothing uploaded" in result.output
+    assert "rocket pull org/toy-rocket" in (tmp_path / "kept" / "README.md").read_text()
+
+
+def test_push_never_deletes_a_folder_it_did_not_create(run_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--folder X` next to the user's own `X.tmp/`: it survives a push that works and one that fails."""
+    mine = tmp_path / "X.tmp"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: "https://hub/commit/abc")
+    ok = runner.invoke(app, ["push", "--checkpoint", str(run_dir), "--repo-id", "org/x", "--folder", str(tmp_path / "X")])
+    assert ok.exit_code == 0, ok.output
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    for f in broken.rglob("trainable.safetensors"):
+        f.write_bytes(b"garbage")
+    bad = runner.invoke(app, ["push", "--checkpoint", str(broken), "--repo-id", "org/x", "--folder", str(tmp_path / "Y")])
+    assert bad.exit_code == 2 and "cannot read weights file" in bad.output and not (tmp_path / "Y").exists()
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X", "X.tmp", "broken"]  # no temporary folder left
+    assert runner.invoke(app, ["push", "--checkpoint", str(run_dir), "--repo-id", "not a repo"]).exit_code == 2

@@ -58,8 +58,9 @@ def test_hub_offline_without_cache_is_one_line_with_the_fix(hf_cache: Path) -> N
     assert "'acme/other' are not in the local Hugging Face cache" in message and "`rocket pull other-plugin`" in message
     with pytest.raises(RocketError, match=r"rocket pull acme/tiny-vggt --revision v9"):
         resolve_weights("acme/tiny-vggt", revision="v9")
-    with pytest.raises(RocketError, match="not a valid Hub repo id|neither an existing local path"):
+    with pytest.raises(RocketError, match="checkpoint path 'bad repo!/x' does not exist"):  # not ORG/NAME: local
         resolve_weights("bad repo!/x")
+    assert resolve_weights("hf://acme/tiny-vggt") == hf_cache / "snapshots" / MAIN
 
 
 def test_vggt_builds_from_the_hf_cache_offline(hf_cache: Path) -> None:

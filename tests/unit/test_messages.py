@@ -1,0 +1,27 @@
+"""Output that says what happened (issue 15, point 7): messages name what the user gave, not a generic thing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rocket_core.errors import RocketError
+from rocket_core.select.layermap import read_layer_map
+from rocket_core.train.cache import check_disk
+
+
+@pytest.mark.parametrize("dtype, suggested", [("fp32", True), ("fp16", False), ("bf16", False)])
+def test_cache_disk_hint_suggests_a_smaller_dtype_only_when_one_exists(tmp_path: Path, dtype: str,
+                                                                         suggested: bool) -> None:
+    with pytest.raises(RocketError) as err:
+        check_disk(tmp_path, 1 << 62, dtype)
+    assert ("--dtype fp16/bf16" in str(err.value)) is suggested
+    assert "store fewer layers" in str(err.value) and "--cache-dir" in str(err.value)
+
+
+def test_layer_map_file_is_called_a_layer_map_file(tmp_path: Path) -> None:
+    with pytest.raises(RocketError, match=r"^layer-map file '.*nope.yaml' does not exist"):
+        read_layer_map(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("vla: [1, 2]\nvla: [3]\nteacher: [1]\n")
+    with pytest.raises(RocketError, match=r"^layer-map file '.*bad.yaml' is not valid YAML: duplicate key 'vla'"):
+        read_layer_map(tmp_path / "bad.yaml")
