@@ -107,6 +107,8 @@ def register(app: typer.Typer) -> None:
         for flag, value in (("trials", trials), ("max-steps", max_steps), ("open-loop-steps", open_loop_steps)):
             if value is not None and value < 1:
                 raise RocketError(f"--{flag} must be at least 1, got {value}")
+        if seed is not None and not 0 <= seed < 2**32:
+            raise RocketError(f"--seed must lie in 0 .. 2^32-1, got {seed}")
         if output_dir is not None:
             check_output_dir(output_dir, "--output-dir")
         bench, named_suite = find_benchmark(benchmark)

@@ -8,7 +8,7 @@ import typer
 
 from cli.common import console, handle_errors
 from rocket_core.errors import RocketError
-from rocket_core.hub import as_repo_id
+from rocket_core.hub import as_repo_id, missing_path
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         """Upload a checkpoint to the Hugging Face Hub with a generated model card."""
         from rocket_core.publish import build_push_folder, push_folder
 
+        if not checkpoint.exists():
+            raise missing_path(checkpoint, "--checkpoint", hub_hint=False)
         repo = as_repo_id(repo_id)
         if repo is None:
             raise RocketError(f"--repo-id must be a Hub repo ORG/NAME, got '{repo_id}'")

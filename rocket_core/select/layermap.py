@@ -5,7 +5,9 @@ A layer-map file is YAML or JSON with `vla:` and `teacher:` lists (pair order) a
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,14 @@ def write_layer_map(path: str | Path, layer_map: LayerMap, meta: dict[str, Any] 
     doc: dict[str, Any] = {"vla": list(layer_map.vla), "teacher": list(layer_map.teacher)}
     if meta:
         doc["meta"] = meta
+    text = ("# rocket layer map: pair i aligns VLA hidden state vla[i] to teacher layer teacher[i]\n"
+            + yaml.safe_dump(doc, sort_keys=False))
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # our own, never a user's file
+    tmp = Path(name)
     try:
-        tmp.write_text("# rocket layer map: pair i aligns VLA hidden state vla[i] to teacher layer teacher[i]\n"
-                       + yaml.safe_dump(doc, sort_keys=False))
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
         tmp.replace(p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -109,6 +109,8 @@ CASES = [
          ("select-layers", "-k", "30", "--vla-layers", "4", "--teacher-layers", "24")),
     Case("select-negative-offset", "--vla-offset must be 0 or more",
          ("select-layers", "-k", "2", "--vla-layers", "4", "--teacher-layers", "4", "--vla-offset", "-50")),
+    Case("select-output-parent-is-file", "'f' is a file, not a folder",
+         setup=with_file("f", ("select-layers", "-k", "2", "--vla-layers", "4", "--teacher-layers", "4", "-o", "f/m.yaml"))),
     Case("select-output-dir", "-o 'out' is a folder",
          setup=with_dirs(("out",), ("select-layers", "-k", "2", "--vla-layers", "4", "--teacher-layers", "4", "-o", "out"))),
     Case("layers-file-missing", "layer-map file 'nope.yaml' does not exist", (*ALIGN, "--layers", "nope.yaml")),
@@ -123,6 +125,9 @@ CASES = [
     Case("eval-trials-0", "--trials must be at least 1", (*EVAL, "--trials", "0")),
     Case("eval-max-steps-negative", "--max-steps must be at least 1", (*EVAL, "--max-steps", "-5")),
     Case("eval-open-loop-0", "--open-loop-steps must be at least 1", (*EVAL, "--open-loop-steps", "0")),
+    Case("eval-seed-negative", "--seed must lie in 0 .. 2^32-1", (*EVAL, "--seed", "-1")),
+    Case("push-missing-checkpoint", "--checkpoint 'runs/nope' does not exist; nearest existing folders: runs/a",
+         setup=with_dirs(("runs/a",), ("push", "--checkpoint", "runs/nope", "--repo-id", "org/x", "--dry-run"))),
     # local paths are local (issue 15, point 4)
     Case("resume-missing-run", "--resume 'runs/nope' does not exist; nearest existing folders: runs/nop",
          setup=with_dirs(("runs/nop/checkpoints", "runs/other"), (*ALIGN, "--resume", "runs/nope"))),

@@ -25,3 +25,14 @@ def test_layer_map_file_is_called_a_layer_map_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("vla: [1, 2]\nvla: [3]\nteacher: [1]\n")
     with pytest.raises(RocketError, match=r"^layer-map file '.*bad.yaml' is not valid YAML: duplicate key 'vla'"):
         read_layer_map(tmp_path / "bad.yaml")
+
+
+def test_layer_map_write_is_atomic_and_spares_the_users_files(tmp_path: Path) -> None:
+    from rocket_core.select.layermap import write_layer_map
+    from rocket_core.specs import LayerMap
+
+    (tmp_path / "layers.yaml.tmp").write_text("the user's own notes")
+    write_layer_map(tmp_path / "layers.yaml", LayerMap(vla=[2, 4], teacher=[1, 3]), {"rule": "balanced:2"})
+    assert read_layer_map(tmp_path / "layers.yaml").pairs == [(2, 1), (4, 3)]
+    assert (tmp_path / "layers.yaml.tmp").read_text() == "the user's own notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.yaml", "layers.yaml.tmp"]
