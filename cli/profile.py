@@ -25,6 +25,7 @@ from cli.common import (
 from rocket_core.analysis import profile as prof
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
+from rocket_core.paths import check_output_dir, check_output_file
 from rocket_core.progress import Bar
 from rocket_core.specs import RunSpec, build_spec
 
@@ -129,6 +130,7 @@ def register(app: typer.Typer) -> None:
         output_dir: Path = typer.Option(Path("profiles/cka"), "--output-dir", "-o", help="Where the files go."),
     ) -> None:
         """CKA between every VLA hidden state and every teacher layer; Hungarian matching; a layer map."""
+        check_output_dir(output_dir, "--output-dir")
         if method not in ("auto", "exact", "sketch"):
             raise RocketError(f"--method '{method}' is not one of auto, exact, sketch")
         dev = prof.resolve_device(device)
@@ -160,6 +162,7 @@ def register(app: typer.Typer) -> None:
     def _checkpoint_command(kind: str, checkpoint: Path | None, flags: dict[str, Any], preset: str | None,
                             config: Path | None, data: str | None, samples: int, seed: int, device: str,
                             output_dir: Path, run: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+        check_output_dir(output_dir, "--output-dir")
         dev = prof.resolve_device(device)
         plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data)
         dataset = prof.analysis_dataset(plan)
@@ -254,6 +257,7 @@ def register(app: typer.Typer) -> None:
         labels: str = typer.Option(None, help="Two panel titles 'A,B' (default: the file names)."),
     ) -> None:
         """Two results of one kind side by side on one colour scale, with their difference A - B."""
+        check_output_file(output, "--output")
         names = (a.stem if a.parent == b.parent else f"{a.parent.name}/{a.stem}",
                  b.stem if a.parent == b.parent else f"{b.parent.name}/{b.stem}")
         if labels is not None:

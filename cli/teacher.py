@@ -8,6 +8,7 @@ import typer
 
 from cli.common import console, handle_errors
 from rocket_core.errors import RocketError
+from rocket_core.paths import check_output_file
 from rocket_core.registry import get_registry
 from rocket_core.specs import TeacherSpec
 
@@ -27,6 +28,7 @@ def register(app: typer.Typer) -> None:
         preset: Optional[str] = typer.Option(None, "--preset", help="Named configuration, e.g. 'tiny'."),
     ) -> None:
         """Write one picture with the inputs and the predicted depth and confidence."""
+        check_output_file(output, "--output")
         from plugins.teachers.preview import load_images, render
 
         cls = get_registry().get("teacher", teacher)

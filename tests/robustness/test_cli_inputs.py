@@ -121,6 +121,10 @@ CASES = [
     Case("cache-dir-is-file", "--cache-dir 'f' is a file",
          setup=with_file("f", ("cache", "build", "--preset", "tiny", "--layers", "1", "--cache-dir", "f"))),
     Case("eval-output-is-file", "--output-dir 'f' is a file", setup=with_file("f", (*EVAL, "--vla", "openvla", "-o", "f"))),
+    Case("profile-output-is-file", "--output-dir 'f' is a file",
+         setup=with_file("f", ("profile", "cka", "--preset", "tiny", "-o", "f"))),
+    Case("teacher-preview-output-is-dir", "--output 'out' is a folder",
+         setup=with_dirs(("out",), ("teacher", "preview", "--images", "a.png", "--preset", "tiny", "-o", "out"))),
     # eval ranges
     Case("eval-trials-0", "--trials must be at least 1", (*EVAL, "--trials", "0")),
     Case("eval-max-steps-negative", "--max-steps must be at least 1", (*EVAL, "--max-steps", "-5")),
