@@ -7,7 +7,7 @@ import typer
 
 from cli.common import console, handle_errors
 from rocket_core.errors import RocketError
-from rocket_core.hub import snapshot
+from rocket_core.hub import as_repo_id, snapshot
 from rocket_core.registry import get_registry
 
 PULLABLE_KINDS: tuple[str, ...] = ("teacher", "vla")
@@ -24,8 +24,9 @@ def pull_target(name: str) -> tuple[str, tuple[str, ...] | None]:
         if not repo:
             raise RocketError(f"{kind} plugin '{name}' has no default weights to pull; give a Hub repo id instead")
         return repo, getattr(cls.cls, "weight_patterns", None)
-    if name.count("/") == 1:
-        return name, None
+    repo = as_repo_id(name)  # ORG/NAME or hf://ORG/NAME
+    if repo is not None:
+        return repo, None
     known = sorted(n for k in PULLABLE_KINDS for n, r in registry.plugins[k].items() if getattr(r.cls, "default_checkpoint", None))
     raise RocketError(
         f"'{name}' is neither a plugin with default weights ({', '.join(known) or 'none installed'}) "

@@ -86,6 +86,7 @@ def test_teachers_pull_resolves_plugin_names_and_repo_ids(app: typer.Typer, tmp_
     assert pull.pull_target("vggt") == ("facebook/VGGT-1B", ("model.safetensors", "config.json"))
     assert pull.pull_target("dinov2")[0] == "facebook/dinov2-base"
     assert pull.pull_target("someone/model") == ("someone/model", None)
+    assert pull.pull_target("hf://someone/model") == ("someone/model", None)
 
     runner = CliRunner()
     result = runner.invoke(app, ["pull", "vggt"])  # cached: offline pull succeeds and names the folder

@@ -136,3 +136,15 @@ def test_doctor_fails_on_a_broken_core_check(monkeypatch: pytest.MonkeyPatch) ->
     res = CliRunner().invoke(_app(), ["doctor", "--quick", "--benchmark", "toy"])
     assert res.exit_code == 1 and "FAIL torch: not importable" in res.output
     assert res.output.strip().splitlines()[-1].startswith(f"{len(res.output.strip().splitlines()) - 1} checks: 1 failed")
+
+
+def test_doctor_robotwin_gates_a_machine_that_cannot_run_it() -> None:
+    """Acceptance: RoboTwin needs a GPU Vulkan device; without one `--benchmark robotwin` exits 1 (0 with --no-fail),
+    while plain `rocket doctor` only warns about it."""
+    if any(not d["cpu"] for d in probe_vulkan()["devices"]) and RoboTwinBenchmark.env().ready():
+        pytest.skip("this machine can run RoboTwin")
+    assert CliRunner().invoke(_app(), ["doctor", "--quick", "--benchmark", "robotwin"]).exit_code == 1
+    assert CliRunner().invoke(_app(), ["doctor", "--quick", "--benchmark", "robotwin", "--no-fail"]).exit_code == 0
+    plain = CliRunner().invoke(_app(), ["doctor", "--quick", "--json"])
+    levels = {c["name"]: c["level"] for c in json.loads(plain.output)}
+    assert plain.exit_code == 0 and levels["benchmark robotwin"] in ("warning", "ok")
