@@ -182,7 +182,7 @@ class TrainingSpec(_Spec):
         if outside:
             raise ValueError(
                 f"milestones {outside} lie outside the run (steps 1..{self.max_steps}); "
-                "drop them or raise max_steps"
+                "drop them (training.milestones in a --config file) or raise max_steps"
             )
         return self
 
@@ -263,7 +263,10 @@ def load_config_file(path: str | Path, what: str = "config file") -> dict[str, A
         else:
             raise RocketError(f"{what} '{p}' has an unknown extension; use .yaml, .yml, .toml or .json")
     except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        detail = " ".join(str(exc).split())
+        mark = getattr(exc, "problem_mark", None)
+        detail = (f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"  # type: ignore[attr-defined]
+                  if isinstance(exc, yaml.MarkedYAMLError) and mark is not None and exc.problem
+                  else " ".join(str(exc).split()))
         raise RocketError(f"{what} '{p}' is not valid {p.suffix[1:].upper()}: {detail}") from None
     if data is None:
         return {}
