@@ -85,6 +85,8 @@ CASES = [
          setup=config("training:\n  weight_decay: .inf\n")),
     Case("lora-alpha-inf", "training.lora.alpha: Input should be a finite number",
          setup=config("training:\n  lora:\n    alpha: .inf\n")),
+    Case("augment-brightness-inf", "data.augment.brightness: Input should be a finite number",
+         setup=config("data:\n  augment:\n    brightness: .inf\n")),
     Case("cosine-eps-negative", "alignment.cosine_eps: Input should be greater than 0",
          setup=config("alignment:\n  cosine_eps: -0.1\n")),
     Case("batch-size-bool", "training.batch_size: expected a number, not true/false",
