@@ -66,28 +66,27 @@ def _missing_rpms(packages: Sequence[str]) -> list[str]:
     return [n for n in names if subprocess.run(["rpm", "-q", n], capture_output=True).returncode != 0]
 
 
-def install_steps(packages: Sequence[str]) -> list[list[str]]:
-    """The commands that install the missing ones of `packages` (Debian names; mapped for dnf); [] when none
-    is missing or the package manager is unknown."""
+def install_steps(packages: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """(missing packages, the commands that install them), Debian names mapped for dnf; ([], []) when none is
+    missing or the package manager is unknown."""
     if shutil.which("dpkg-query") is not None:
         missing = missing_debs(packages)
-        return [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "--no-install-recommends", *missing]] \
-            if missing else []
+        return missing, [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "--no-install-recommends", *missing]]
     if shutil.which("dnf") is not None and shutil.which("rpm") is not None:
         missing = _missing_rpms(packages)
-        return [["dnf", "install", "-y", *missing]] if missing else []
-    return []
+        return missing, [["dnf", "install", "-y", *missing]]
+    return [], []
 
 
 def apt_install(packages: Sequence[str], log: Log = print) -> None:
     """Install the missing system packages when the user agreed (`system_installs(True)`), else print the
     exact command and return, so the set-up goes on with the Python part."""
-    steps = install_steps(packages)
-    if not steps:
+    missing, steps = install_steps(packages)
+    if not missing:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     line = " && ".join(" ".join(sudo + step) for step in steps)
-    log(f"system packages needed: {' '.join(a for a in steps[-1][2:] if not a.startswith('-'))}")
+    log(f"system packages needed: {' '.join(missing)}")
     if not _INSTALL_ALLOWED.get():
         log(f"not installing them without --yes; to install them yourself run: {line}")
         return

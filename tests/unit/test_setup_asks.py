@@ -54,7 +54,8 @@ def test_with_yes_they_are_installed(debian: list[list[str]]) -> None:
 def test_dnf_line_uses_fedora_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(envs.shutil, "which", lambda name: f"/usr/bin/{name}" if name in ("dnf", "rpm") else None)
     monkeypatch.setattr(envs.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", ""))
-    assert install_steps(["libosmesa6", "libvulkan1"]) == [["dnf", "install", "-y", "mesa-libOSMesa", "vulkan-loader"]]
+    assert install_steps(["libosmesa6", "libvulkan1"]) == (
+        ["mesa-libOSMesa", "vulkan-loader"], [["dnf", "install", "-y", "mesa-libOSMesa", "vulkan-loader"]])
 
 
 def test_eval_setup_cli_passes_yes(debian: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
