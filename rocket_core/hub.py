@@ -71,7 +71,8 @@ def missing_path(arg: str | Path, what: str, hub_hint: bool = True) -> RocketErr
     """One line: `what` 'arg' does not exist, with the nearest existing folders (and how to name a Hub repo)."""
     near = nearest_folders(Path(str(arg)).expanduser())
     hint = f"; nearest existing folders: {', '.join(near)}" if near else ""
-    return RocketError(f"{what} '{arg}' does not exist{hint}" + (" (a Hub repo is written hf://ORG/NAME)" if hub_hint else ""))
+    hint += " (a Hub repo is written hf://ORG/NAME)" if hub_hint else ""
+    return RocketError(f"{what} '{arg}' does not exist{hint}")
 
 
 def local_path(checkpoint: str, what: str = "checkpoint path") -> Path | None:
