@@ -6,6 +6,7 @@ Specs are the only way configuration enters: a config file and CLI flags both be
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 import types
 import typing
@@ -63,6 +64,12 @@ class VLASpec(_Spec):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin")
     preset: str | None = Field(None, description="named configuration, e.g. 'tiny' (random init, real architecture)")
     options: dict[str, Any] = Field(default_factory=dict, description="plugin-specific settings")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _plain_repo_id(cls, v: str | None) -> str | None:
+        """`hf://ORG/NAME` (explicitly the Hub) is stored as the repo id every plugin and the HF cache expect."""
+        return re.sub(r"^hf:/+", "", v) if v else v
 
 
 class TeacherSpec(VLASpec):

@@ -63,3 +63,10 @@ def test_policy_sources(in_tmp: Path) -> None:
         resolve_policy("runs/nope")
     with pytest.raises(RocketError, match=r"replay: dataset folder 'nowhere' does not exist; nearest existing folders: runs$"):
         resolve_policy("replay:nowhere")
+
+
+def test_checkpoint_flags_take_hf_urls() -> None:
+    from rocket_core.specs import TeacherSpec, VLASpec
+
+    assert VLASpec(checkpoint="hf://openvla/openvla-7b").checkpoint == "openvla/openvla-7b"
+    assert TeacherSpec(checkpoint="./local/vggt").checkpoint == "./local/vggt"
