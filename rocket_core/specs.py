@@ -6,7 +6,6 @@ Specs are the only way configuration enters: a config file and CLI flags both be
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 import types
 import typing
@@ -26,6 +25,7 @@ from pydantic import (
 
 from rocket_core.data.spec import DataSpec
 from rocket_core.errors import RocketError
+from rocket_core.hub import hub_id
 
 
 def _wants_number(annotation: Any) -> bool:
@@ -69,7 +69,7 @@ class VLASpec(_Spec):
     @classmethod
     def _plain_repo_id(cls, v: str | None) -> str | None:
         """`hf://ORG/NAME` (explicitly the Hub) is stored as the repo id every plugin and the HF cache expect."""
-        return re.sub(r"^hf:/+", "", v) if v else v
+        return hub_id(v) or v if v else v
 
 
 class TeacherSpec(VLASpec):
