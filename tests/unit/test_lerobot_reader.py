@@ -83,8 +83,8 @@ def test_folder_without_metadata(tmp_path: Path) -> None:
 
 def test_old_format_is_refused(copy: Path) -> None:
     info = json.loads((copy / "meta/info.json").read_text())
-    (copy / "meta/info.json").write_text(json.dumps(info | {"codebase_version": "v2.1"}))
-    with pytest.raises(RocketError, match="v2.1.*convert"):
+    (copy / "meta/info.json").write_text(json.dumps(info | {"codebase_version": "v1.6"}))
+    with pytest.raises(RocketError, match="v1.6; supported: v2.0, v2.1, v3.0; convert"):
         LeRobotReader(copy)
 
 
