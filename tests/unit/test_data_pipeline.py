@@ -66,7 +66,7 @@ def test_mean_std_round_trip_and_serialisation(reader: LeRobotReader) -> None:
 
 
 def test_normaliser_errors(reader: LeRobotReader) -> None:
-    with pytest.raises(RocketError, match="no q01/q99 for 'missing'"):
+    with pytest.raises(RocketError, match="statistics have no q01/q99 for 'missing'"):
         Normalizer.from_stats(reader.stats, "missing", "quantile")
     with pytest.raises(RocketError, match="cannot exclude dimension 7 of 'action'"):
         Normalizer.from_stats(reader.stats, "action", "quantile", exclude=[7])
