@@ -16,14 +16,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rocket_core.contracts import Batch
 from rocket_core.data.augment import augment_with_boxes, center_crop, center_crop_box, normalized_box, resize
-from rocket_core.data.keymap import ALL, episode_groups, resolve_keys
+from rocket_core.data.keymap import ALL, CAMERA_PREFIX, default_cameras, episode_groups, resolve_keys
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.data.normalize import GroupNormalizer, Normalizer
 from rocket_core.data.stats import GroupStats, load_group_stats
 from rocket_core.data.spec import DataSpec
 from rocket_core.errors import RocketError
 
-CAMERA_PREFIX = "observation.images."
 
 
 def bundled_dataset_path() -> Path:
@@ -159,7 +158,8 @@ class VLADataset(Dataset):
         if cameras is None:
             if not available:
                 raise RocketError(f"dataset '{self.reader.root}' has no camera features; a VLA needs at least one image")
-            return [k.removeprefix(CAMERA_PREFIX) for k in available], list(available)
+            default = default_cameras(available)
+            return list(default), list(default.values())
         keys: list[str | None] = []
         for slot, name in cameras.items():
             if name is None:

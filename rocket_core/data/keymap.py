@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rocket_core.data.spec import DataSpec
 
 ALL = "all"
+CAMERA_PREFIX = "observation.images."
 STATE_NAMES = ("observation.state", "state")
 ACTION_NAMES = ("action", "actions")
 LIBERO_GRIPPER = "raw LIBERO: -1 open, +1 close"
@@ -120,6 +121,11 @@ class KeyMap:
     preset: str | None = None
     origin: dict[str, str] = field(default_factory=dict)  # "state"/"action"/"cameras" -> spec | preset | detected
     gripper: str | None = None
+
+
+def default_cameras(camera_keys: Sequence[str]) -> dict[str, str | None]:
+    """Every dataset camera, in info.json order, each in a slot named after it (without `observation.images.`)."""
+    return {key.removeprefix(CAMERA_PREFIX): key for key in camera_keys}
 
 
 def find_preset(spec: DataSpec) -> tuple[str | None, DatasetPreset | None]:

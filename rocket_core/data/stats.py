@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -72,10 +73,18 @@ def compute_group_stats(reader: LeRobotReader, episode_group: Sequence[str], key
     return out
 
 
+def _writable(folder: Path) -> bool:
+    """Writable, and not marked read-only (root passes `os.access` even on r-x folders such as shared fixtures)."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
+    except OSError:
+        return False
+
+
 def _cache_dir(root: Path) -> Path:
     beside = root / ".rocket"
     in_hf_cache = root.parent.name == "snapshots"
-    if not in_hf_cache and (beside.is_dir() or os.access(root, os.W_OK)):
+    if not in_hf_cache and _writable(beside if beside.is_dir() else root):
         return beside
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "rocket" / "dataset-stats"
