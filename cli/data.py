@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         compute_stats: bool = typer.Option(False, "--compute-stats", help="Compute and cache missing statistics now."),
     ) -> None:
         """Print the format version, features, episodes, tasks, statistics and the key mapping training will use."""
+        import numpy as np
+
         from rocket_core.data.keymap import default_cameras, episode_groups, resolve_keys
         from rocket_core.data.lerobot import STAT_NAMES, LeRobotReader
         from rocket_core.data.spec import DataSpec
@@ -36,6 +38,9 @@ def register(app: typer.Typer) -> None:
                         action_key=action_key, groups=groups)  # type: ignore[arg-type]
         reader = LeRobotReader(dataset, revision)
         keys = resolve_keys(reader, spec)
+        shipped_stats = reader.stats  # checks their lengths against info.json
+        for camera in reader.camera_keys:  # decodes one frame: its size must be the declared one
+            reader.frames(camera, np.array([0]))
         out = console.print
         out(f"dataset    {reader.root}", highlight=False, soft_wrap=True)
         out(f"format     LeRobot {reader.version}", highlight=False)
@@ -57,7 +62,7 @@ def register(app: typer.Typer) -> None:
             out(f"  ... {len(reader.tasks) - MAX_TASKS} more", highlight=False)
 
         source = {"v2.1": "meta/episodes_stats.jsonl (aggregated)"}.get(reader.version, "meta/stats.json")
-        out(f"statistics {source if reader.stats else 'none shipped'}", highlight=False)
+        out(f"statistics {source if shipped_stats else 'none shipped'}", highlight=False)
         for key in stat_features(reader):
             names = [n for n in STAT_NAMES if n in reader.stats.get(key, {})]
             missing = [n for n in STAT_NAMES if n not in names]

@@ -203,7 +203,7 @@ def validate_info(info: Any, path: Path) -> None:
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
             raise RocketError(f"feature '{key}' in '{path}' has shape {shape!r}; shapes are lists of positive integers: {fix}")
         if feature["dtype"] in CAMERA_DTYPES and (len(shape) != 3 or 3 not in shape):
-            raise RocketError(f"camera '{key}' in '{path}' has shape {shape}; a camera is [height, width, 3]: {fix}")
+            raise RocketError(f"camera '{key}' in '{path}' has shape {shape}; a camera has shape (height, width, 3): {fix}")
     missing = [k for k in REQUIRED_FEATURES if k not in features]
     if missing:
         raise RocketError(f"'{path}' lists no {', '.join(missing)} feature; {fix}")
@@ -273,9 +273,12 @@ class LeRobotReader:
         self._row_from = self._episodes["dataset_from_index"][self._row_episode]
         self._row_to = self._episodes["dataset_to_index"][self._row_episode]
         rows = np.arange(len(self._table))
-        if not np.all((rows >= self._row_from) & (rows < self._row_to)):
+        outside = (rows < self._row_from) | (rows >= self._row_to)
+        if outside.any():
+            meta = "meta/episodes" if self.version == CODEBASE_VERSION else "meta/episodes.jsonl"
             raise RocketError(
-                f"the episode lengths in the metadata of '{self.root}' disagree with its data files; re-create the dataset"
+                f"the episode bounds in '{self.root / meta}' disagree with the data files (episode "
+                f"{int(row_episodes[outside.argmax()])} in '{self.data_file(int(outside.argmax()))}'); re-create the dataset"
             )
         task_index = self._columns["task_index"]
         if len(task_index) and (task_index.min() < 0 or task_index.max() >= len(self.tasks)):
