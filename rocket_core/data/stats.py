@@ -6,7 +6,7 @@ quantiles, and shipped statistics are pooled over the whole dataset, so in those
 computed in one streaming pass over the episodes (with a progress bar): exact quantiles with numpy's linear
 interpolation, as OpenVLA-OFT computes its dataset statistics, population std. The result is cached beside the
 dataset (`<root>/.rocket/`, or `~/.cache/rocket/dataset-stats/` when that is not writable or the dataset sits
-in the Hugging Face cache), keyed by the dataset's content fingerprint and the grouping, so it is computed once.
+in the Hugging Face cache), keyed by a digest of the values they come from and the grouping, so it is computed once.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from typing import Sequence
 
 import numpy as np
 
-from rocket_core.data.fingerprint import dataset_fingerprint
 from rocket_core.data.keymap import ALL
 from rocket_core.data.lerobot import STAT_NAMES, LeRobotReader
 from rocket_core.errors import RocketError
@@ -91,9 +90,14 @@ def _cache_dir(root: Path) -> Path:
 
 
 def cache_path(reader: LeRobotReader, episode_group: Sequence[str], keys: Sequence[str]) -> Path:
-    """Where the statistics of this content and grouping live (the name changes whenever either does)."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(json.dumps([_CACHE_VERSION, dataset_fingerprint(reader.root), list(episode_group), list(keys)]).encode())
+    """Where the statistics of this content and grouping live: the name is a digest of exactly what they are
+    computed from (each feature's values, the episode bounds and groups), so any change to those gives a new
+    file, and no data file has to be re-read to find it."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([_CACHE_VERSION, list(keys), list(episode_group)]).encode())
+    digest.update(np.array([reader.episode_bounds(e) for e in range(reader.num_episodes)], dtype=np.int64).tobytes())
+    for key in keys:
+        digest.update(np.ascontiguousarray(reader.column(key), dtype=np.float64).tobytes())
     return _cache_dir(reader.root) / f"stats-{digest.hexdigest()}.json"
 
 

@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -41,6 +43,14 @@ def _retask(root: Path, tasks: list[str]) -> None:
     (root / "meta/tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n" for i, t in enumerate(tasks)))
     episodes = [json.loads(line) for line in (root / "meta/episodes.jsonl").read_text().splitlines()]
     (root / "meta/episodes.jsonl").write_text("".join(json.dumps(e | {"tasks": [tasks[e["episode_index"]]]}) + "\n" for e in episodes))
+
+
+def _set_value(path: Path, key: str, row: int, dim: int, value: float) -> None:
+    table = pq.read_table(path)
+    rows = table.column(key).to_pylist()
+    rows[row][dim] = value
+    column = pa.array(rows, table.schema.field(key).type)
+    pq.write_table(table.set_column(table.schema.get_field_index(key), key, column), path)
 
 
 def test_libero_suites_are_told_apart_by_task() -> None:
@@ -89,10 +99,10 @@ def test_missing_quantiles_are_computed_exactly_and_cached(variant: str, tmp_pat
     torch.testing.assert_close(first.action_norm.normalize(q99), torch.ones(7), atol=1e-6, rtol=0)
     again = VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
     assert again.stats_source == "cache " + first.stats_source.split(" ", 1)[1]
-    with (root / "meta/episodes.jsonl").open("a") as f:
-        f.write("\n")  # content changed: new key, recomputed
+    _set_value(next((root / "data").rglob("episode_000002.parquet")), "actions", 0, 0, 9.0)  # content changed
     changed = VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
     assert changed.stats_source.startswith("computed ") and changed.stats_source != first.stats_source
+    assert changed.group_stats["all"]["actions"]["max"][0] == 9.0
 
 
 def test_mixed_suites_get_their_own_statistics(tmp_path: Path) -> None:
@@ -128,15 +138,9 @@ def test_explicit_keys_win_and_bad_keys_name_the_setting(tmp_path: Path) -> None
 
 
 def test_nonfinite_values_are_refused_unless_allowed(tmp_path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     root = _copy(VARIANTS[0], tmp_path)
     path = next((root / "data").rglob("episode_000001.parquet"))
-    table = pq.read_table(path)
-    rows = table.column("state").to_pylist()
-    rows[3][2] = float("inf")
-    pq.write_table(table.set_column(table.schema.get_field_index("state"), "state", pa.array(rows, table.schema.field("state").type)), path)
+    _set_value(path, "state", 3, 2, float("inf"))
     with pytest.raises(RocketError, match=f"'{path}' holds a non-finite 'state'.*--allow-nonfinite"):
         VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
     allowed = VLADataset(DataSpec(dataset=str(root), allow_nonfinite=True), seed=0, progress=False)
