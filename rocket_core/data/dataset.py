@@ -6,6 +6,7 @@ augmentations the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -70,8 +71,8 @@ class VLADataset(Dataset):
         reader = self.reader
         self.episode_group = episode_groups([reader.episode_task(e) for e in range(reader.num_episodes)], spec.groups)
         self._groups = {reader.episode_index(e): g for e, g in enumerate(self.episode_group)}
-        self._progress = progress
-        self.group_stats, self.stats_source = load_group_stats(reader, self.episode_group, progress)
+        self._progress = progress and os.environ.get("RANK", "0") == "0"  # one bar, not one per DDP process
+        self.group_stats, self.stats_source = load_group_stats(reader, self.episode_group, self._progress)
         self.state_norms = self._normalizers(self.keys.state, spec.state_norm_exclude)
         self.action_norms = self._normalizers(self.keys.action, spec.action_norm_exclude)
         self.action_offsets = np.arange(spec.chunk_size)
