@@ -129,8 +129,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_parquet(path: Path) -> pa.Table:
+    """One file, memory-mapped (image bytes are paged in on access). `ParquetFile.read` skips the dataset
+    layer of `read_table`, several times faster on the thousands of small files of a v2 dataset."""
     try:
-        return pq.read_table(path, memory_map=True)
+        with pq.ParquetFile(path, memory_map=True) as f:
+            return f.read()
     except (pa.ArrowInvalid, OSError) as exc:
         detail = " ".join(str(exc).split())
         raise RocketError(f"cannot read the dataset's parquet file '{path}' ({detail}); re-download the dataset") from None
