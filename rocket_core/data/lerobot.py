@@ -336,6 +336,11 @@ class LeRobotReader:
                         f"'{path}' holds {values.size} values of '{name}' for '{key}', but meta/info.json declares "
                         f"{want}; recompute the stats (or delete the file and let rocket compute them)"
                     )
+                if not np.isfinite(values).all():
+                    raise RocketError(
+                        f"'{path}' holds a non-finite '{name}' for '{key}'; recompute the stats "
+                        "(or delete the file and let rocket compute them)"
+                    )
         return out
 
     def episode_bounds(self, episode: int) -> tuple[int, int]:

@@ -88,6 +88,13 @@ def _short_stats(kind: str, command: str = "inspect") -> Callable[[Path], tuple[
     return setup
 
 
+def _nan_stats(tmp: Path) -> tuple[str, ...]:
+    root = _dataset("v3", tmp)
+    key = "observation.state"
+    _edit_json(root / "meta/stats.json", lambda s: s | {key: s[key] | {"q99": [float("nan")] * len(s[key]["q99"])}})
+    return ("data", "inspect", str(root))
+
+
 def _nonfinite(value: float, *extra: str) -> Callable[[Path], tuple[str, ...]]:
     def setup(tmp: Path) -> tuple[str, ...]:
         root = _dataset("v3", tmp)
@@ -140,6 +147,7 @@ CASES = [
     Case("stats-wrong-length-v2.0", "stats.json' holds 6 values of 'mean' for 'actions'", setup=_short_stats("v2.0-image")),
     Case("stats-wrong-length-v2.1", "episodes_stats.jsonl' holds 6 values of 'mean'", setup=_short_stats("v2.1-image")),
     Case("stats-wrong-length-align", "recompute the stats", setup=_short_stats("v3", "align")),
+    Case("stats-nan", "stats.json' holds a non-finite 'q99' for 'observation.state'", setup=_nan_stats),
     Case("episode-lengths", "meta/episodes.jsonl' disagree with the data files (episode 1 in", setup=_episode_lengths),
     Case("episode-file-missing", "episode_000001.parquet' is missing", setup=_missing_episode_file),
     Case("action-inf", "file-000.parquet' holds a non-finite 'action'", setup=_nonfinite(float("inf"))),
