@@ -298,22 +298,16 @@ class LeRobotReader:
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """The statistics the dataset ships, as arrays: `stats[feature][min|max|mean|std|count|q01|...]`.
 
-        v3.0 and v2.0: meta/stats.json ({} when a v2.0 dataset has none); v2.1: episodes_stats.jsonl aggregated.
-        Lengths are checked against info.json. What is missing (e.g. q01/q99) is computed by `rocket_core.data.stats`.
+        v3.0 and v2.0: meta/stats.json; v2.1: episodes_stats.jsonl aggregated; {} when the file is absent
+        (openpi's v2.0 conversions have none). Lengths and finiteness are checked against info.json. What is
+        missing (e.g. q01/q99) is computed by `rocket_core.data.stats`.
         """
-        stats_json = self.root / "meta" / "stats.json"
-        if self.version == "v2.1":
-            path = self.root / "meta" / "episodes_stats.jsonl"
-            if not path.is_file():
-                return {}
-            per_episode = [self._parse_stats(row.get("stats"), path) for row in _read_jsonl(path)]
-            stats = aggregate_stats(per_episode)
-        elif self.version == "v2.0" and not stats_json.is_file():
+        path = self.root / "meta" / ("episodes_stats.jsonl" if self.version == "v2.1" else "stats.json")
+        if not path.is_file():
             return {}
-        else:
-            path = stats_json
-            stats = self._parse_stats(_read_json(path), path)
-        return stats
+        if self.version == "v2.1":
+            return aggregate_stats([self._parse_stats(row.get("stats"), path) for row in _read_jsonl(path)])
+        return self._parse_stats(_read_json(path), path)
 
     def _parse_stats(self, raw: Any, path: Path) -> dict[str, dict[str, np.ndarray]]:
         if not isinstance(raw, dict):
