@@ -52,6 +52,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "save_every": ("training", "save_every"),
         "data": ("data", "dataset"),
         "teacher_cache": ("training", "teacher_cache"),
+        "allow_nonfinite": ("data", "allow_nonfinite"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -154,6 +155,7 @@ def register(app: typer.Typer) -> None:
         ),
         num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
+        allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Train on NaN/inf states or actions."),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
         if num_processes > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
@@ -162,7 +164,7 @@ def register(app: typer.Typer) -> None:
             vla=vla, teacher=teacher, projector=projector, layers=layers, preset=preset, data=data,
             coefficient=coefficient, ensemble_size=ensemble_size, pooling=pooling, vla_checkpoint=vla_checkpoint,
             teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
-            save_every=save_every, teacher_cache=teacher_cache,
+            save_every=save_every, teacher_cache=teacher_cache, allow_nonfinite=allow_nonfinite or None,
         )
         if resume is not None:
             resume = resolve_source(resume, "--resume", local_only=True)  # a local path unless hf://ORG/NAME

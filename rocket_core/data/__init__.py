@@ -1,33 +1,47 @@
-"""Data pipeline: LeRobot v3 datasets -> the canonical `Batch` (see docs/data.md)."""
-from rocket_core.data.augment import augment
-from rocket_core.data.dataset import (
-    TrainSampler,
-    VLADataset,
-    build_dataloader,
-    bundled_dataset_path,
-    collate_batch,
-    sample_generator,
-    to_device,
-)
-from rocket_core.data.fingerprint import dataset_fingerprint
-from rocket_core.data.lerobot import LeRobotReader, delta_offsets, resolve_dataset_root
-from rocket_core.data.normalize import Normalizer
-from rocket_core.data.spec import AugmentSpec, DataSpec
+"""Data pipeline: LeRobot v2.0 / v2.1 / v3.0 datasets -> the canonical `Batch` (see docs/data.md).
 
-__all__ = [
-    "AugmentSpec",
-    "DataSpec",
-    "LeRobotReader",
-    "Normalizer",
-    "TrainSampler",
-    "VLADataset",
-    "augment",
-    "build_dataloader",
-    "bundled_dataset_path",
-    "collate_batch",
-    "dataset_fingerprint",
-    "delta_offsets",
-    "resolve_dataset_root",
-    "sample_generator",
-    "to_device",
-]
+Names are imported on first use (PEP 562), so `rocket_core.data.spec` (imported by the specs and thus by
+every CLI command) does not pull in torch: `rocket --help` stays fast. The augmentation function is
+`rocket_core.data.augment.augment` (`rocket_core.data.augment` is its module).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "TrainSampler": "dataset", "VLADataset": "dataset", "build_dataloader": "dataset",
+    "bundled_dataset_path": "dataset", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
+    "dataset_fingerprint": "fingerprint",
+    "PRESETS": "keymap", "KeyMap": "keymap", "episode_groups": "keymap", "libero_suite": "keymap", "resolve_keys": "keymap",
+    "LeRobotReader": "lerobot", "delta_offsets": "lerobot", "resolve_dataset_root": "lerobot",
+    "GroupNormalizer": "normalize", "Normalizer": "normalize",
+    "GroupStats": "stats", "load_group_stats": "stats",
+    "AugmentSpec": "spec", "DataSpec": "spec",
+}
+__all__ = sorted(_WHERE)
+
+if TYPE_CHECKING:
+    from rocket_core.data.dataset import (
+        TrainSampler,
+        VLADataset,
+        build_dataloader,
+        bundled_dataset_path,
+        collate_batch,
+        sample_generator,
+        to_device,
+    )
+    from rocket_core.data.fingerprint import dataset_fingerprint
+    from rocket_core.data.keymap import PRESETS, KeyMap, episode_groups, libero_suite, resolve_keys
+    from rocket_core.data.lerobot import LeRobotReader, delta_offsets, resolve_dataset_root
+    from rocket_core.data.normalize import GroupNormalizer, Normalizer
+    from rocket_core.data.spec import AugmentSpec, DataSpec
+    from rocket_core.data.stats import GroupStats, load_group_stats
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rocket_core.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"rocket_core.data.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

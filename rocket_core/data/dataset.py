@@ -6,6 +6,8 @@ augmentations the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -15,12 +17,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rocket_core.contracts import Batch
 from rocket_core.data.augment import augment_with_boxes, center_crop, center_crop_box, normalized_box, resize
+from rocket_core.data.keymap import ALL, CAMERA_PREFIX, default_cameras, episode_groups, resolve_keys
 from rocket_core.data.lerobot import LeRobotReader
-from rocket_core.data.normalize import Normalizer
+from rocket_core.data.normalize import GroupNormalizer, Normalizer
+from rocket_core.data.stats import GroupStats, load_group_stats
 from rocket_core.data.spec import DataSpec
 from rocket_core.errors import RocketError
 
-CAMERA_PREFIX = "observation.images."
 
 
 def bundled_dataset_path() -> Path:
@@ -47,18 +50,58 @@ class VLADataset(Dataset):
     `self.epoch`) or an `(index, epoch)` pair.
 
     `train=False` (evaluation) draws nothing: if the spec augments, images get the deterministic centre
-    crop of the mean training crop area instead, as OpenVLA-OFT evaluates."""
+    crop of the mean training crop area instead, as OpenVLA-OFT evaluates.
 
-    def __init__(self, spec: DataSpec, seed: int, train: bool = True, reader: LeRobotReader | None = None) -> None:
+    Keys come from `keymap.resolve_keys` (spec, preset, or the usual names). States and actions are
+    normalised with the statistics of the sample's task group (`group_stats`, `group_of(episode_index)`:
+    one group per LIBERO suite when the dataset mixes suites, else "all"), computed once and cached when
+    the dataset lacks them (`rocket_core.data.stats`)."""
+
+    def __init__(self, spec: DataSpec, seed: int, train: bool = True, reader: LeRobotReader | None = None,
+                 progress: bool = True) -> None:
         self.spec, self.seed, self.epoch = spec, seed, 0
         self.reader = reader or LeRobotReader(spec.dataset or bundled_dataset_path(), spec.revision)
+        self.keys = resolve_keys(self.reader, spec)
+        if not spec.allow_nonfinite:
+            self.reader.check_finite([self.keys.state, self.keys.action])
         self.slots, self.camera_keys = self._map_cameras()
         self.image_size = spec.image_size or self._common_size()
         self.augment = train and spec.augment.enabled
         self.eval_crop = sum(spec.augment.crop_scale) / 2 if spec.augment.enabled and not train else 1.0
-        self.state_norm = self._normalizer(spec.state_key, spec.state_norm_exclude)
-        self.action_norm = self._normalizer(spec.action_key, spec.action_norm_exclude)
+        reader = self.reader
+        self.episode_group = episode_groups([reader.episode_task(e) for e in range(reader.num_episodes)], spec.groups)
+        self._groups = {reader.episode_index(e): g for e, g in enumerate(self.episode_group)}
+        self._progress = progress and os.environ.get("RANK", "0") == "0"  # one bar, not one per DDP process
+        self.group_stats, self.stats_source = load_group_stats(reader, self.episode_group, self._progress)
+        self.state_norms = self._normalizers(self.keys.state, spec.state_norm_exclude)
+        self.action_norms = self._normalizers(self.keys.action, spec.action_norm_exclude)
         self.action_offsets = np.arange(spec.chunk_size)
+
+    def group_of(self, episode_index: int) -> str:
+        """The task group (LIBERO suite, or "all") of the episode with this `episode_index`."""
+        if episode_index not in self._groups:
+            raise RocketError(f"dataset '{self.reader.root}' has no episode {episode_index}")
+        return self._groups[episode_index]
+
+    @property
+    def state_norm(self) -> Normalizer:
+        """The state normaliser of a one-group dataset; with several groups, the pooled one (samples use
+        `state_norms[group]`; per-group statistics are in `group_stats`)."""
+        return self._single(self.state_norms, self.keys.state, self.spec.state_norm_exclude)
+
+    @property
+    def action_norm(self) -> Normalizer:
+        """Like `state_norm`, for the action."""
+        return self._single(self.action_norms, self.keys.action, self.spec.action_norm_exclude)
+
+    def _single(self, norms: GroupNormalizer, key: str, exclude: Sequence[int]) -> Normalizer:
+        if len(norms.groups) == 1:
+            return norms[norms.groups[0]]
+        return Normalizer.from_stats(self._pooled_stats[ALL], key, self.spec.normalization, exclude)
+
+    @cached_property
+    def _pooled_stats(self) -> GroupStats:
+        return load_group_stats(self.reader, [ALL] * self.reader.num_episodes, self._progress)[0]
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -84,11 +127,12 @@ class VLADataset(Dataset):
             crop = _full_boxes(len(self.slots))
             crop[present] = boxes
         rows, pad = reader.window(index, self.action_offsets)
+        group = self.episode_group[reader.episode_of(index)]
         sample: dict[str, Any] = {
             "images": images,
             "image_masks": present,
-            "state": self.state_norm.normalize(torch.tensor(reader.column(self.spec.state_key)[index])),
-            "actions": self.action_norm.normalize(torch.from_numpy(reader.column(self.spec.action_key)[rows])),
+            "state": self.state_norms[group].normalize(torch.tensor(reader.column(self.keys.state)[index])),
+            "actions": self.action_norms[group].normalize(torch.from_numpy(reader.column(self.keys.action)[rows])),
             "action_is_pad": torch.from_numpy(pad),
             "task": reader.task(index),
             "index": torch.tensor(index, dtype=torch.int64),
@@ -111,12 +155,14 @@ class VLADataset(Dataset):
 
     def _map_cameras(self) -> tuple[list[str], list[str | None]]:
         available = self.reader.camera_keys
-        if self.spec.cameras is None:
+        cameras = self.keys.cameras or None
+        if cameras is None:
             if not available:
                 raise RocketError(f"dataset '{self.reader.root}' has no camera features; a VLA needs at least one image")
-            return [k.removeprefix(CAMERA_PREFIX) for k in available], list(available)
+            default = default_cameras(available)
+            return list(default), list(default.values())
         keys: list[str | None] = []
-        for slot, name in self.spec.cameras.items():
+        for slot, name in cameras.items():
             if name is None:
                 keys.append(None)
             elif name in available or CAMERA_PREFIX + name in available:
@@ -128,7 +174,7 @@ class VLADataset(Dataset):
                 )
         if all(k is None for k in keys):
             raise RocketError("the camera map leaves every image slot empty; map at least one slot to a dataset camera")
-        return list(self.spec.cameras), keys
+        return list(cameras), keys
 
     def _common_size(self) -> tuple[int, int]:
         sizes = {self.reader.frame_shape(k)[:2] for k in self.camera_keys if k is not None}
@@ -136,14 +182,16 @@ class VLADataset(Dataset):
             raise RocketError(f"the mapped cameras have different sizes {sorted(sizes)}; set data.image_size to resize them")
         return sizes.pop()
 
-    def _normalizer(self, key: str, exclude: Sequence[int]) -> Normalizer:
+    def _normalizers(self, key: str, exclude: Sequence[int]) -> GroupNormalizer:
         dim = int(np.prod(self.reader.column(key).shape[1:]))
-        norm = Normalizer.from_stats(self.reader.stats, key, self.spec.normalization, exclude)
-        if norm.low.numel() != dim:
-            raise RocketError(
-                f"meta/stats.json holds {norm.low.numel()} values for '{key}' but the data has {dim}; recompute the stats"
-            )
-        return norm
+        norms = GroupNormalizer.from_group_stats(self.group_stats, key, self.spec.normalization, exclude)
+        for group, norm in norms.norms.items():
+            if norm.low.numel() != dim:
+                raise RocketError(
+                    f"the statistics of '{key}' ({self.stats_source}, group {group}) hold {norm.low.numel()} values but "
+                    f"the data has {dim}; recompute the stats"
+                )
+        return norms
 
 
 def _full_boxes(n_cam: int) -> torch.Tensor:

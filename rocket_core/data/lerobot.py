@@ -1,14 +1,21 @@
-"""A small reader for LeRobot v3 datasets (pyarrow + PyAV), independent of the `lerobot` package.
+"""A small reader for LeRobot datasets, formats v2.0, v2.1 and v3.0 (pyarrow + PyAV), independent of `lerobot`.
 
 `LeRobotReader.item(i, delta_timestamps)` returns what `lerobot.datasets.LeRobotDataset(...)[i]` returns
 (same keys, dtypes, shapes and values), which the parity tests check against datasets written by LeRobot.
-Layout read: meta/info.json, meta/stats.json, meta/tasks.parquet, meta/episodes/chunk-*/file-*.parquet,
-data/chunk-*/file-*.parquet and, in video mode, videos/<camera>/chunk-*/file-*.mp4.
+Layouts read:
+* v3.0: meta/info.json, meta/stats.json, meta/tasks.parquet, meta/episodes/chunk-*/file-*.parquet,
+  data/chunk-*/file-*.parquet and, in video mode, videos/<camera>/chunk-*/file-*.mp4 (many episodes per file);
+* v2.0 / v2.1: meta/info.json, meta/episodes.jsonl, meta/tasks.jsonl, meta/stats.json (v2.0) or
+  meta/episodes_stats.jsonl (v2.1), one parquet per episode (`data_path`) and one mp4 per episode and
+  camera (`video_path`), each video starting at t = 0.
+Everything read is validated (fps, feature shapes, stats lengths) so a bad dataset fails with one line
+naming the file and the fix, before any training starts.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +32,11 @@ from rocket_core.data.video import decode_video_frames
 from rocket_core.errors import RocketError
 
 CODEBASE_VERSION = "v3.0"
+SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 TOLERANCE_S = 1e-4  # LeRobot's default: a delta or a video frame must sit this close to a frame time
 CAMERA_DTYPES = ("image", "video")
+REQUIRED_FEATURES = ("index", "episode_index", "task_index", "timestamp")
+STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")  # per-dimension statistics (count is per feature)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -95,18 +105,52 @@ def _read_json(path: Path) -> Any:
         raise RocketError(f"'{path}' is missing; the LeRobot dataset is incomplete: re-download or re-create it")
     try:
         return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise RocketError(f"'{path}' is not valid JSON ({where}); re-download the dataset") from None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise RocketError(f"'{path}' is missing; the LeRobot dataset is incomplete: re-download or re-create it")
+    rows = []
+    try:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise RocketError(f"line {number} of '{path}' is not a JSON object; re-download the dataset")
+                rows.append(row)
     except json.JSONDecodeError as exc:
-        raise RocketError(f"'{path}' is not valid JSON ({exc.msg}, line {exc.lineno}); re-download the dataset") from None
+        raise RocketError(f"line {number} of '{path}' is not valid JSON ({exc.msg}); re-download the dataset") from None
+    except UnicodeDecodeError:
+        raise RocketError(f"'{path}' is not UTF-8 text; re-download the dataset") from None
+    return rows
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """One file, memory-mapped (image bytes are paged in on access). `ParquetFile.read` skips the dataset
+    layer of `read_table`, several times faster on the thousands of small files of a v2 dataset."""
+    try:
+        with pq.ParquetFile(path, memory_map=True) as f:
+            return f.read()
+    except (pa.ArrowInvalid, OSError) as exc:
+        detail = " ".join(str(exc).split())
+        raise RocketError(f"cannot read the dataset's parquet file '{path}' ({detail}); re-download the dataset") from None
 
 
 def _read_parquets(paths: Sequence[Path]) -> pa.Table:
     if not paths:
         raise RocketError("the LeRobot dataset has no parquet files where meta/info.json says; re-download or re-create it")
     try:
-        return pa.concat_tables([pq.read_table(p, memory_map=True) for p in paths], promote_options="default")
-    except (pa.ArrowInvalid, OSError) as exc:
+        return pa.concat_tables([_read_parquet(p) for p in paths], promote_options="default")
+    except pa.ArrowInvalid as exc:
         detail = " ".join(str(exc).split())
-        raise RocketError(f"cannot read the dataset's parquet files ({detail}); re-download the dataset") from None
+        raise RocketError(f"the dataset's parquet files do not share one schema ({detail}); re-create the dataset") from None
+
+
+def _size(shape: Sequence[int]) -> int:
+    return int(np.prod(shape)) if shape else 1
 
 
 def _to_numpy(column: pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:
@@ -119,8 +163,83 @@ def _to_numpy(column: pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:
     return values.reshape(len(column), *shape) if nested else values
 
 
+def _values_per_row(column: pa.ChunkedArray) -> np.ndarray:
+    """Number of leaf values in each row of a (possibly nested) list column; 1 for a scalar column."""
+    array = column.combine_chunks()
+    counts = np.ones(len(array), dtype=np.int64)
+    while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
+        if pa.types.is_fixed_size_list(array.type):
+            counts *= array.type.list_size
+        else:  # variable lists: every row must hold the same count, checked against info.json by the caller
+            lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+            if len(np.unique(lengths)) > 1:
+                return np.full(len(array), -1)
+            counts *= int(lengths[0]) if len(lengths) else 1
+        array = array.flatten()
+    return counts
+
+
+def validate_info(info: Any, path: Path) -> None:
+    """meta/info.json holds what the reader needs: a version, fps > 0, and features with valid shapes."""
+    fix = f"fix '{path}' or re-create the dataset with LeRobot"
+    if not isinstance(info, dict):
+        raise RocketError(f"'{path}' must hold a JSON object; {fix}")
+    version = info.get("codebase_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise RocketError(
+            f"dataset '{path.parent.parent}' is LeRobot format {version}; supported: {', '.join(SUPPORTED_VERSIONS)}; "
+            "convert it with LeRobot's conversion scripts (e.g. `convert_dataset_v21_to_v30`)"
+        )
+    fps = info.get("fps")
+    if fps is None:
+        raise RocketError(f"'{path}' has no 'fps'; add the recording's frame rate (e.g. \"fps\": 10)")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise RocketError(f"'{path}' has fps {fps!r}; it must be a positive number of frames per second: {fix}")
+    features = info.get("features")
+    if not isinstance(features, dict) or not features:
+        raise RocketError(f"'{path}' has no 'features' mapping; {fix}")
+    for key, feature in features.items():
+        shape = feature.get("shape") if isinstance(feature, dict) else None
+        if not isinstance(feature, dict) or not isinstance(feature.get("dtype"), str):
+            raise RocketError(f"feature '{key}' in '{path}' has no 'dtype'; {fix}")
+        if (not isinstance(shape, list) or not shape
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+            raise RocketError(f"feature '{key}' in '{path}' has shape {shape!r}; shapes are lists of positive integers: {fix}")
+        if feature["dtype"] in CAMERA_DTYPES and (len(shape) != 3 or 3 not in shape):
+            raise RocketError(f"camera '{key}' in '{path}' has shape {shape}; a camera has shape (height, width, 3): {fix}")
+    missing = [k for k in REQUIRED_FEATURES if k not in features]
+    if missing:
+        raise RocketError(f"'{path}' lists no {', '.join(missing)} feature; {fix}")
+    if version != CODEBASE_VERSION:
+        templates = ["data_path"] + (["video_path"] if any(f["dtype"] == "video" for f in features.values()) else [])
+        for name in templates:
+            if not isinstance(info.get(name), str):
+                raise RocketError(f"'{path}' has no '{name}' template, which LeRobot {version} needs; {fix}")
+        chunks = info.get("chunks_size")
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
+            raise RocketError(f"'{path}' has chunks_size {chunks!r}; it must be a positive integer: {fix}")
+
+
+def aggregate_stats(per_episode: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Dataset-wide min/max/mean/std/count from per-episode ones (v2.1's episodes_stats.jsonl), as LeRobot does:
+    count-weighted means, and the variance of the union (within-episode variance + spread of the means)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key in {k for stats in per_episode for k in stats}:
+        parts = [s[key] for s in per_episode if key in s and "count" in s[key]]
+        if not parts:
+            continue
+        counts = np.array([float(np.sum(p["count"])) for p in parts])
+        weights = (counts / counts.sum()).reshape(-1, *([1] * np.ndim(parts[0]["mean"])))
+        means, stds = np.stack([p["mean"] for p in parts]), np.stack([p["std"] for p in parts])
+        mean = (weights * means).sum(0)
+        variance = (weights * (stds**2 + (means - mean) ** 2)).sum(0)
+        out[key] = {"min": np.min([p["min"] for p in parts], 0), "max": np.max([p["max"] for p in parts], 0),
+                    "mean": mean, "std": np.sqrt(variance), "count": np.array([counts.sum()])}
+    return out
+
+
 class LeRobotReader:
-    """Read-only view of one LeRobot v3 dataset: metadata, frames and delta-timestamp windows.
+    """Read-only view of one LeRobot dataset (v2.0, v2.1 or v3.0): metadata, frames and delta-timestamp windows.
 
     Rows follow the global `index` column, so row i is `LeRobotDataset(...)[i]`. Non-image columns are
     held as numpy arrays; images are decoded on access (PNG bytes in image mode, mp4 frames in video mode).
@@ -128,19 +247,23 @@ class LeRobotReader:
 
     def __init__(self, source: str | Path, revision: str | None = None) -> None:
         self.root = resolve_dataset_root(source, revision)
-        self.info: dict[str, Any] = _read_json(self.root / "meta" / "info.json")
-        version = self.info.get("codebase_version")
-        if version != CODEBASE_VERSION:
-            raise RocketError(
-                f"dataset '{self.root}' is LeRobot format {version}, only {CODEBASE_VERSION} is supported; "
-                "convert it with LeRobot's `convert_dataset_v21_to_v30` script"
-            )
+        self.source = str(source)
+        info_path = self.root / "meta" / "info.json"
+        self.info: dict[str, Any] = _read_json(info_path)
+        validate_info(self.info, info_path)
+        self.version: str = self.info["codebase_version"]
         self.fps = float(self.info["fps"])
         self.features: dict[str, dict[str, Any]] = self.info["features"]
         self.camera_keys = [k for k, f in self.features.items() if f["dtype"] in CAMERA_DTYPES]
-        self.tasks = self._read_tasks()
-        self._episodes = self._read_episodes()
-        self._table = self._read_data()
+        if self.version == CODEBASE_VERSION:
+            self.tasks = self._read_tasks()
+            self._episodes = self._read_episodes()
+            files = sorted((self.root / "data").glob("chunk-*/file-*.parquet"))
+        else:
+            self.tasks, self._episodes = self._read_v2_tasks(), self._read_v2_episodes()
+            files = [self._v2_path("data_path", int(e)) for e in self._episodes["episode_index"]]
+        self._files = files
+        self._table, self._row_file = self._read_data(files)
         self._columns = {
             key: _to_numpy(self._table.column(key), self.features[key]["shape"])
             for key in self.features
@@ -149,9 +272,20 @@ class LeRobotReader:
         known, row_episodes = self._episodes["episode_index"], self._columns["episode_index"]
         self._row_episode = np.minimum(np.searchsorted(known, row_episodes), len(known) - 1)
         if not np.array_equal(known[self._row_episode], row_episodes):
-            raise RocketError(f"data files of '{self.root}' hold episodes missing from meta/episodes; re-create the dataset")
+            raise RocketError(f"data files of '{self.root}' hold episodes missing from the episode metadata; re-create the dataset")
         self._row_from = self._episodes["dataset_from_index"][self._row_episode]
         self._row_to = self._episodes["dataset_to_index"][self._row_episode]
+        rows = np.arange(len(self._table))
+        outside = (rows < self._row_from) | (rows >= self._row_to)
+        if outside.any():
+            meta = "meta/episodes" if self.version == CODEBASE_VERSION else "meta/episodes.jsonl"
+            raise RocketError(
+                f"the episode bounds in '{self.root / meta}' disagree with the data files (episode "
+                f"{int(row_episodes[outside.argmax()])} in '{self.data_file(int(outside.argmax()))}'); re-create the dataset"
+            )
+        task_index = self._columns["task_index"]
+        if len(task_index) and (task_index.min() < 0 or task_index.max() >= len(self.tasks)):
+            raise RocketError(f"the data of '{self.root}' names a task_index missing from its task list; re-create the dataset")
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -162,19 +296,85 @@ class LeRobotReader:
 
     @cached_property
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
-        """meta/stats.json as arrays: `stats[feature][min|max|mean|std|count|q01|...]`."""
-        raw = _read_json(self.root / "meta" / "stats.json")
-        return {key: {name: np.asarray(v, dtype=np.float64) for name, v in s.items()} for key, s in raw.items()}
+        """The statistics the dataset ships, as arrays: `stats[feature][min|max|mean|std|count|q01|...]`.
+
+        v3.0 and v2.0: meta/stats.json; v2.1: episodes_stats.jsonl aggregated; {} when the file is absent
+        (openpi's v2.0 conversions have none). Lengths and finiteness are checked against info.json. What is
+        missing (e.g. q01/q99) is computed by `rocket_core.data.stats`.
+        """
+        path = self.root / "meta" / ("episodes_stats.jsonl" if self.version == "v2.1" else "stats.json")
+        if not path.is_file():
+            return {}
+        if self.version == "v2.1":
+            return aggregate_stats([self._parse_stats(row.get("stats"), path) for row in _read_jsonl(path)])
+        return self._parse_stats(_read_json(path), path)
+
+    def _parse_stats(self, raw: Any, path: Path) -> dict[str, dict[str, np.ndarray]]:
+        if not isinstance(raw, dict):
+            raise RocketError(f"'{path}' must map features to statistics; recompute the stats or re-download the dataset")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for key, named in raw.items():
+            if not isinstance(named, dict):
+                raise RocketError(f"statistics of '{key}' in '{path}' are not a mapping; recompute the stats")
+            try:
+                out[key] = {name: np.asarray(v, dtype=np.float64) for name, v in named.items()}
+            except (TypeError, ValueError):
+                raise RocketError(f"statistics of '{key}' in '{path}' are not numbers; recompute the stats") from None
+            feature = self.features.get(key)
+            if feature is None:
+                continue
+            want = 3 if key in self.camera_keys else _size(feature["shape"])
+            for name, values in out[key].items():
+                if name != "count" and values.size != want:
+                    raise RocketError(
+                        f"'{path}' holds {values.size} values of '{name}' for '{key}', but meta/info.json declares "
+                        f"{want}; recompute the stats (or delete the file and let rocket compute them)"
+                    )
+                if not np.isfinite(values).all():
+                    raise RocketError(
+                        f"'{path}' holds a non-finite '{name}' for '{key}'; recompute the stats "
+                        "(or delete the file and let rocket compute them)"
+                    )
+        return out
 
     def episode_bounds(self, episode: int) -> tuple[int, int]:
         """Global row range [from, to) of the episode at position `episode`."""
         return int(self._episodes["dataset_from_index"][episode]), int(self._episodes["dataset_to_index"][episode])
+
+    def episode_index(self, episode: int) -> int:
+        """The `episode_index` value of the episode at position `episode`."""
+        return int(self._episodes["episode_index"][episode])
+
+    def episode_task(self, episode: int) -> str:
+        """The instruction of the episode at position `episode` (that of its first frame)."""
+        return self.task(self.episode_bounds(episode)[0])
+
+    def episode_of(self, index: int) -> int:
+        """Position of the episode holding row `index`."""
+        return int(self._row_episode[index])
+
+    def data_file(self, index: int) -> Path:
+        """The data file holding row `index` (for error messages)."""
+        return self._files[int(self._row_file[index])]
 
     def column(self, key: str) -> np.ndarray:
         """All rows of a non-camera feature (e.g. 'action': (N, 7) float32)."""
         if key not in self._columns:
             raise RocketError(f"dataset '{self.root}' has no feature '{key}'; available: {', '.join(self._columns)}")
         return self._columns[key]
+
+    def check_finite(self, keys: Sequence[str]) -> None:
+        """Refuse NaN or infinity in these features, naming the file and row, before they poison a run."""
+        for key in keys:
+            values = self.column(key)
+            bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise RocketError(
+                    f"'{self.data_file(row)}' holds a non-finite '{key}' (frame index {row}, "
+                    f"{int(bad.sum())} frames in all); fix the data, or pass --allow-nonfinite "
+                    "(data.allow_nonfinite: true) to train on it anyway"
+                )
 
     def window(self, index: int, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows for frame offsets around `index`, clamped to its episode, and the padding mask.
@@ -195,9 +395,16 @@ class LeRobotReader:
         episodes = self._row_episode[rows]
         for episode in np.unique(episodes):
             sel = episodes == episode
-            start = float(self._episodes[f"videos/{key}/from_timestamp"][episode])
+            start = float(self._episodes[f"videos/{key}/from_timestamp"][episode]) if self.version == CODEBASE_VERSION else 0.0
             times = start + self._columns["timestamp"][rows[sel]].astype(np.float64)
-            out[sel] = decode_video_frames(self._video_path(key, episode), times, TOLERANCE_S)
+            path = self._video_path(key, episode)
+            decoded = decode_video_frames(path, times, TOLERANCE_S)
+            if decoded.shape[1:] != out.shape[1:]:
+                raise RocketError(
+                    f"video '{path}' has {decoded.shape[1]}x{decoded.shape[2]} frames but meta/info.json declares "
+                    f"{out.shape[1]}x{out.shape[2]} for '{key}'; fix the shape in meta/info.json or re-encode the video"
+                )
+            out[sel] = decoded
         return out
 
     def item(self, index: int, delta_timestamps: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
@@ -234,21 +441,43 @@ class LeRobotReader:
         """(H, W, 3) of camera `key`, from meta/info.json."""
         feature = self.features[key]
         shape = dict(zip(feature.get("names") or ("height", "width", "channels"), feature["shape"]))
+        if "height" not in shape or "width" not in shape:
+            return feature["shape"][0], feature["shape"][1], 3
         return shape["height"], shape["width"], 3
 
     def _decode_image(self, key: str, row: int) -> np.ndarray:
-        data = self._table.column(key)[row]["bytes"].as_py()
+        cell = self._table.column(key)[row]
         try:
-            return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        except (UnidentifiedImageError, OSError, TypeError):
-            raise RocketError(f"image '{key}' of frame {row} in '{self.root}' is corrupt; re-download the dataset") from None
+            frame = np.asarray(Image.open(io.BytesIO(cell["bytes"].as_py())).convert("RGB"))
+        except (UnidentifiedImageError, OSError, TypeError, KeyError):
+            raise RocketError(f"image '{key}' of frame {row} in '{self.data_file(row)}' is corrupt; re-download the dataset") from None
+        if frame.shape != self.frame_shape(key):
+            raise RocketError(
+                f"image '{key}' of frame {row} in '{self.data_file(row)}' is {frame.shape[0]}x{frame.shape[1]} but "
+                f"meta/info.json declares {self.frame_shape(key)[0]}x{self.frame_shape(key)[1]}; fix the shape in meta/info.json"
+            )
+        return frame
+
+    def _v2_path(self, template: str, episode_index: int, video_key: str | None = None) -> Path:
+        chunk = episode_index // int(self.info["chunks_size"])
+        try:
+            return self.root / self.info[template].format(
+                episode_chunk=chunk, episode_index=episode_index, video_key=video_key
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise RocketError(
+                f"'{template}' in meta/info.json of '{self.root}' is not a valid path template ({exc}); fix meta/info.json"
+            ) from None
 
     def _video_path(self, key: str, episode: int) -> Path:
-        path = self.root / self.info["video_path"].format(
-            video_key=key,
-            chunk_index=int(self._episodes[f"videos/{key}/chunk_index"][episode]),
-            file_index=int(self._episodes[f"videos/{key}/file_index"][episode]),
-        )
+        if self.version == CODEBASE_VERSION:
+            path = self.root / self.info["video_path"].format(
+                video_key=key,
+                chunk_index=int(self._episodes[f"videos/{key}/chunk_index"][episode]),
+                file_index=int(self._episodes[f"videos/{key}/file_index"][episode]),
+            )
+        else:
+            path = self._v2_path("video_path", self.episode_index(episode), key)
         if not path.is_file():
             raise RocketError(f"video '{path}' is missing; the dataset is incomplete: re-download it")
         return path
@@ -258,10 +487,23 @@ class LeRobotReader:
         if not path.is_file():
             raise RocketError(f"'{path}' is missing; the LeRobot dataset is incomplete: re-download or re-create it")
         table = _read_parquets([path])
-        tasks = [""] * table.num_rows
-        for index, task in zip(table.column("task_index").to_pylist(), table.column("task").to_pylist()):
-            tasks[index] = task
-        return tasks
+        return self._task_list(table.column("task_index").to_pylist(), table.column("task").to_pylist(), path)
+
+    def _read_v2_tasks(self) -> list[str]:
+        path = self.root / "meta" / "tasks.jsonl"
+        rows = _read_jsonl(path)
+        return self._task_list([r.get("task_index") for r in rows], [r.get("task") for r in rows], path)
+
+    @staticmethod
+    def _task_list(indices: Sequence[Any], tasks: Sequence[Any], path: Path) -> list[str]:
+        if any(not isinstance(i, int) or not 0 <= i < len(indices) for i in indices) or len(set(indices)) != len(indices):
+            raise RocketError(f"'{path}' must number its tasks 0..{len(indices) - 1} once each; re-create the dataset")
+        if any(not isinstance(t, str) for t in tasks):
+            raise RocketError(f"'{path}' holds a task that is not a string; re-create the dataset")
+        out = [""] * len(indices)
+        for index, task in zip(indices, tasks):
+            out[index] = task
+        return out
 
     def _read_episodes(self) -> dict[str, np.ndarray]:
         paths = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
@@ -279,18 +521,64 @@ class LeRobotReader:
         table = table.take(pc.sort_indices(table, [("episode_index", "ascending")]))
         return {name: table.column(name).to_numpy() for name in names}
 
-    def _read_data(self) -> pa.Table:
-        table = _read_parquets(sorted((self.root / "data").glob("chunk-*/file-*.parquet")))
-        missing = [k for k in self.features if k not in table.column_names and self.features[k]["dtype"] != "video"]
-        if missing:
-            raise RocketError(
-                f"data files of '{self.root}' lack the columns {', '.join(missing)} that meta/info.json lists; "
-                "re-create the dataset"
-            )
+    def _read_v2_episodes(self) -> dict[str, np.ndarray]:
+        """episodes.jsonl -> episode_index and [from, to) row ranges: LeRobot v2 takes the boundaries from the
+        cumulative `length`s in episode order."""
+        path = self.root / "meta" / "episodes.jsonl"
+        rows = _read_jsonl(path)
+        if not rows:
+            raise RocketError(f"'{path}' lists no episode; re-create the dataset")
+        for row in rows:
+            for name in ("episode_index", "length"):
+                value = row.get(name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "length" else 0):
+                    raise RocketError(f"'{path}' has an episode with {name} {value!r}; re-create the dataset")
+        rows = sorted(rows, key=lambda r: r["episode_index"])
+        lengths = np.array([r["length"] for r in rows], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        return {"episode_index": np.array([r["episode_index"] for r in rows], dtype=np.int64),
+                "dataset_from_index": ends - lengths, "dataset_to_index": ends}
+
+    def _read_data(self, files: Sequence[Path]) -> tuple[pa.Table, np.ndarray]:
+        """All data files, checked column by column against info.json, as one table in `index` order, and the
+        file each row came from."""
+        if not files:
+            raise RocketError(f"'{self.root}' has no data files where meta/info.json says; re-download or re-create it")
+        tables = []
+        for path in files:
+            if not path.is_file():
+                raise RocketError(f"data file '{path}' is missing; the dataset is incomplete: re-download it")
+            table = _read_parquet(path)
+            self._check_columns(table, path)
+            tables.append(table)
+        try:
+            table = pa.concat_tables(tables, promote_options="default")
+        except pa.ArrowInvalid as exc:
+            detail = " ".join(str(exc).split())
+            raise RocketError(f"the data files of '{self.root}' do not share one schema ({detail}); re-create the dataset") from None
+        row_file = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
         index = table.column("index").to_numpy()
         if not np.array_equal(index, np.arange(len(index))):
             order = np.argsort(index, kind="stable")
             if not np.array_equal(index[order], np.arange(len(index))):
                 raise RocketError(f"the 'index' column of '{self.root}' is not 0..N-1; re-create the dataset")
-            table = table.take(pa.array(order))
-        return table
+            table, row_file = table.take(pa.array(order)), row_file[order]
+        return table, row_file
+
+    def _check_columns(self, table: pa.Table, path: Path) -> None:
+        missing = [k for k in self.features if k not in table.column_names and self.features[k]["dtype"] != "video"]
+        if missing:
+            raise RocketError(
+                f"data file '{path}' lacks the columns {', '.join(missing)} that meta/info.json lists; re-create the dataset"
+            )
+        for key, feature in self.features.items():
+            if key in self.camera_keys or key not in table.column_names or table.num_rows == 0:
+                continue
+            counts = _values_per_row(table.column(key))
+            want = _size(feature["shape"])
+            if not np.all(counts == want):
+                got = "a varying number of" if counts.min() < 0 else str(int(counts[0]))
+                raise RocketError(
+                    f"'{key}' in data file '{path}' holds {got} values per frame, but meta/info.json declares shape "
+                    f"{feature['shape']}; fix the shape in meta/info.json or re-create the dataset"
+                )

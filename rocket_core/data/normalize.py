@@ -1,9 +1,11 @@
-"""State/action normalisation from a dataset's meta/stats.json, and its inverse for rollouts.
+"""State/action normalisation from a dataset's statistics, and its inverse for rollouts.
 
 Two modes, matching the VLAs' own recipes:
 * `quantile` (OpenVLA-OFT): `clip(2 (x - q01) / (q99 - q01 + eps) - 1, -1, 1)`, eps = 1e-8;
 * `mean_std` (pi0): `(x - mean) / (std + eps)`, eps = 1e-8.
 Dimensions whose mask entry is False (e.g. a gripper already in [-1, 1]) pass through unchanged.
+`GroupNormalizer` keeps one `Normalizer` per task group (LIBERO suite), as the reference normalises and
+un-normalises each suite with its own statistics.
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ class Normalizer:
         missing = [n for n in names if n not in feature]
         if missing:
             raise RocketError(
-                f"meta/stats.json has no {'/'.join(missing)} for '{key}', which '{mode}' normalisation needs; "
-                f"recompute the stats with LeRobot v3 or choose the other mode"
+                f"the dataset statistics have no {'/'.join(missing)} for '{key}', which '{mode}' normalisation needs; "
+                f"check data.state_key/data.action_key or choose the other mode"
             )
         low, high = (torch.as_tensor(np.asarray(feature[n], dtype=np.float64).reshape(-1)) for n in names)
         mask = torch.ones(low.numel(), dtype=torch.bool)
@@ -74,3 +76,33 @@ class Normalizer:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Normalizer:
         return cls(data["mode"], torch.tensor(data["low"]), torch.tensor(data["high"]), torch.tensor(data["mask"]))
+
+
+class GroupNormalizer:
+    """One `Normalizer` per task group; a dataset with one group has the group "all"."""
+
+    def __init__(self, norms: Mapping[str, Normalizer]) -> None:
+        if not norms:
+            raise RocketError("a group normaliser needs at least one group")
+        self.norms = dict(norms)
+
+    @classmethod
+    def from_group_stats(cls, group_stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], key: str,
+                         mode: NormMode, exclude: Sequence[int] = ()) -> GroupNormalizer:
+        return cls({group: Normalizer.from_stats(stats, key, mode, exclude) for group, stats in group_stats.items()})
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.norms)
+
+    def __getitem__(self, group: str) -> Normalizer:
+        if group not in self.norms:
+            raise RocketError(f"no normalisation statistics for group '{group}'; known groups: {', '.join(self.norms)}")
+        return self.norms[group]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {group: norm.to_dict() for group, norm in self.norms.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupNormalizer:
+        return cls({group: Normalizer.from_dict(norm) for group, norm in data.items()})

@@ -25,7 +25,7 @@ from rocket_core.registry import get_registry
 from rocket_core.select.balanced import balanced_branch, balanced_layers
 from rocket_core.select.cka import cka_matrix, hungarian_match, linear_cka
 from rocket_core.specs import ProjectorSpec
-from tests.conftest import SHARED_FIXTURES, fixture_dir
+from tests.conftest import SHARED_FIXTURES, fixture_dir, needs_fixture
 
 ROOT = fixture_dir("ROCKET_ALIGN_FIXTURES", SHARED_FIXTURES / "rocket")
 INDEX = ROOT / "cases.json"
@@ -251,6 +251,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], dict[str, torch.Tensor]], None]] = {
 }
 
 
+@needs_fixture(ROOT, "ROCKET_ALIGN_FIXTURES", present=INDEX.is_file())
 def test_fixture_folder_has_cases() -> None:
     assert CASES, f"no cases found in {INDEX} (set ROCKET_ALIGN_FIXTURES to a fixture folder)"
 

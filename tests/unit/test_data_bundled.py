@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -80,3 +82,17 @@ def test_default_spec_reads_the_bundled_dataset() -> None:
     dataset = VLADataset(DataSpec(), seed=0)
     assert dataset.reader.root == ROOT.resolve() and len(dataset) > 0
     assert dataset.slots == ["image", "wrist_image"]
+
+
+def test_computed_statistics_equal_the_shipped_ones(tmp_path: Path) -> None:
+    """Without meta/stats.json the pipeline computes what LeRobot shipped (q01/q99, mean, std, min, max)."""
+    shipped = VLADataset(DataSpec(), seed=0, progress=False)
+    assert shipped.stats_source == "dataset"
+    copy = Path(shutil.copytree(ROOT, tmp_path / "ds"))
+    (copy / "meta/stats.json").unlink()
+    computed = VLADataset(DataSpec(dataset=str(copy)), seed=0, progress=False)
+    assert computed.stats_source.startswith(f"computed {copy / '.rocket'}")
+    for key in ("observation.state", "action"):
+        for name in ("q01", "q99", "mean", "std", "min", "max"):
+            np.testing.assert_allclose(computed.group_stats["all"][key][name], shipped.group_stats["all"][key][name],
+                                       atol=1e-6, err_msg=f"{key} {name}")

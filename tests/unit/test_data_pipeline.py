@@ -15,12 +15,11 @@ from rocket_core.data import (
     Normalizer,
     TrainSampler,
     VLADataset,
-    augment,
     build_dataloader,
     bundled_dataset_path,
     sample_generator,
 )
-from rocket_core.data.augment import center_crop, hsv_to_rgb, random_resized_crop, rgb_to_hsv
+from rocket_core.data.augment import augment, center_crop, hsv_to_rgb, random_resized_crop, rgb_to_hsv
 from rocket_core.errors import RocketError
 
 NO_JITTER = {"brightness": 0.0, "contrast": (1.0, 1.0), "saturation": (1.0, 1.0), "hue": 0.0}
@@ -66,7 +65,7 @@ def test_mean_std_round_trip_and_serialisation(reader: LeRobotReader) -> None:
 
 
 def test_normaliser_errors(reader: LeRobotReader) -> None:
-    with pytest.raises(RocketError, match="no q01/q99 for 'missing'"):
+    with pytest.raises(RocketError, match="statistics have no q01/q99 for 'missing'"):
         Normalizer.from_stats(reader.stats, "missing", "quantile")
     with pytest.raises(RocketError, match="cannot exclude dimension 7 of 'action'"):
         Normalizer.from_stats(reader.stats, "action", "quantile", exclude=[7])

@@ -13,7 +13,7 @@ import torch
 
 from rocket_core.data import LeRobotReader, VLADataset, DataSpec, bundled_dataset_path, dataset_fingerprint, delta_offsets
 from rocket_core.errors import RocketError
-from tests.conftest import SHARED_FIXTURES, fixture_dir
+from tests.conftest import SHARED_FIXTURES, fixture_dir, missing_fixture_reason
 
 DATA_FILE = Path("data/chunk-000/file-000.parquet")
 
@@ -83,8 +83,8 @@ def test_folder_without_metadata(tmp_path: Path) -> None:
 
 def test_old_format_is_refused(copy: Path) -> None:
     info = json.loads((copy / "meta/info.json").read_text())
-    (copy / "meta/info.json").write_text(json.dumps(info | {"codebase_version": "v2.1"}))
-    with pytest.raises(RocketError, match="v2.1.*convert"):
+    (copy / "meta/info.json").write_text(json.dumps(info | {"codebase_version": "v1.6"}))
+    with pytest.raises(RocketError, match="v1.6; supported: v2.0, v2.1, v3.0; convert"):
         LeRobotReader(copy)
 
 
@@ -120,7 +120,7 @@ def test_corrupt_image_names_the_frame(copy: Path) -> None:
 def test_missing_video_file(tmp_path: Path) -> None:
     fixture = fixture_dir("ROCKET_LEROBOT_FIXTURE", SHARED_FIXTURES / "lerobot-dataset") / "video_mode"
     if not fixture.is_dir():
-        pytest.skip("no video-mode fixture")
+        pytest.skip(missing_fixture_reason(fixture, "ROCKET_LEROBOT_FIXTURE"))
     root = Path(shutil.copytree(fixture, tmp_path / "video"))
     reader = LeRobotReader(root)
     next(p for p in (root / "videos").rglob("*.mp4")).unlink()

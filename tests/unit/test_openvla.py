@@ -41,7 +41,7 @@ def tiny() -> OpenVLAPolicy:
 
 
 # ---- 7B layout ------------------------------------------------------------------------------------
-@pytest.mark.skipif(not MANIFEST.is_file(), reason="no OpenVLA manifest")
+@pytest.mark.skipif(not MANIFEST.is_file(), reason=f"no OpenVLA manifest at {MANIFEST}")
 def test_meta_build_matches_manifest_key_for_key() -> None:
     manifest = json.loads(MANIFEST.read_text())
     expected = [(e["name"], tuple(e["shape"])) for e in manifest["state_dict"]]

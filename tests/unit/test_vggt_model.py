@@ -27,7 +27,7 @@ def _meta_state(heads: bool) -> list[tuple[str, tuple[int, ...]]]:
     return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
-@pytest.mark.skipif(not MANIFEST.is_file(), reason="no VGGT-1B manifest")
+@pytest.mark.skipif(not MANIFEST.is_file(), reason=f"no VGGT-1B manifest at {MANIFEST}")
 def test_vggt_1b_state_dict_matches_manifest_key_for_key() -> None:
     manifest = json.loads(MANIFEST.read_text())["state_dict"]
     expected = [(e["name"], tuple(e["shape"])) for e in manifest if not e["name"].startswith("track_head.")]
