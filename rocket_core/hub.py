@@ -7,11 +7,12 @@ of them: a cached snapshot is used offline; a missing one is one line that says 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from rocket_core.errors import RocketError
+
+if TYPE_CHECKING:  # imported where tensors are loaded: `rocket pull` and `--help` stay torch-free
+    import torch
 
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -117,6 +118,8 @@ def find_weights_file(path: Path, preferred: Sequence[str] = ("model.safetensors
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file, or a torch file read with `weights_only=True` (never plain pickle)."""
+    import torch
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
