@@ -7,6 +7,7 @@ Start-up is cheap: built-in command modules are imported only when their command
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import click
@@ -43,6 +44,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("cli.doctor", "Check what works on this machine, and how to fix what does not."),
 }
 PLUGIN_PANEL = "Commands from plugins"
+HEAVY_MODULES = ("torch", "transformers")  # what a command module must not import when loaded
 
 
 class RocketGroup(TyperGroup):
@@ -56,7 +58,9 @@ class RocketGroup(TyperGroup):
             return click.Command(cmd_name, help=BUILTIN_COMMANDS[cmd_name][1])
         return super().get_command(ctx, cmd_name)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] in BUILTIN_COMMANDS and args[0] not in self.commands:
             self._load(BUILTIN_COMMANDS[args[0]][0])
         name, command, rest = super().resolve_command(ctx, args)
@@ -108,6 +112,10 @@ def _info_name(info: Any) -> str:
     return str(name or "").lower().replace("_", "-")
 
 
+def _heavy_loaded() -> set[str]:
+    return {name for name in HEAVY_MODULES if name in sys.modules}
+
+
 def load_plugin_commands(cli: typer.Typer) -> None:
     """Run each `rocket.commands` module's `register_commands(cli)`, before typer parses the command line.
 
@@ -115,6 +123,7 @@ def load_plugin_commands(cli: typer.Typer) -> None:
     in use adds nothing (what it did add is rolled back) and becomes a problem that `rocket plugins` lists.
     """
     pm = new_manager()
+    heavy = _heavy_loaded()
     for ep, source, module in load_entry_points(COMMANDS_GROUP, COMMANDS.problems):
         for _, hook in hook_functions(pm, module, COMMANDS_GROUP, source, COMMANDS.problems):
             taken = set(BUILTIN_COMMANDS) | {_info_name(i) for i in [*cli.registered_commands, *cli.registered_groups]}
@@ -136,6 +145,11 @@ def load_plugin_commands(cli: typer.Typer) -> None:
             for info in added:
                 info.rich_help_panel = info.rich_help_panel or PLUGIN_PANEL
             COMMANDS.modules.append(CommandModule(ep.name, source, first_line(getattr(module, "__doc__", ""))))
+        if _heavy_loaded() - heavy:  # it still works, but every `rocket` call now pays for it
+            COMMANDS.problems.append(Problem(
+                source, f"imports {', '.join(sorted(_heavy_loaded() - heavy))} when loaded, which slows every "
+                        "`rocket` call; import it inside the command function", ep.name))
+        heavy = _heavy_loaded()
 
 
 load_plugin_commands(app)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import BUILTIN_COMMANDS
+from tests.fake_dist import fake_dist
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
@@ -64,3 +65,22 @@ def test_rocket_version_imports_no_torch() -> None:
 ])
 def test_command_help_imports_no_torch(command: str) -> None:
     assert heavy_modules(command, "--help") == ""
+
+
+def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None:
+    """Command modules load on every call, `--help` included: importing torch there is a listed problem."""
+    fake_dist(tmp_path, "rocket-heavy", {"rocket.commands": {"heavy": "thirdparty_heavy"}}, {"thirdparty_heavy": """
+        import torch
+        from rocket_core import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            pass
+        """})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    probe = "import cli.main; from rocket_core.registry import COMMANDS; print([p.line() for p in COMMANDS.problems])"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([
+        "rocket-heavy (thirdparty_heavy): imports torch when loaded, which slows every `rocket` call; import it "
+        "inside the command function"])
