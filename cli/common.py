@@ -1,16 +1,21 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, consoles."""
+"""Shared CLI plumbing: one-line errors with exit code 2, consoles, options several commands share.
+
+Import-light on purpose (no torch, no specs): every command module imports it, `--help` included.
+"""
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from rocket_core.errors import RocketError
-from rocket_core.specs import format_validation_error
+
+if TYPE_CHECKING:
+    import click
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -34,15 +39,45 @@ def handle_errors(fn: F) -> F:
         except RocketError as exc:
             raise fail(str(exc)) from None
         except ValidationError as exc:
+            from rocket_core.specs import format_validation_error
+
             raise fail(format_validation_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+# Help of the plugin-name options; `live_help` swaps in the registered names when help is shown.
+VLA_HELP = "VLA plugin name (see `rocket plugins`)."
+TEACHER_HELP = "Teacher plugin name (see `rocket plugins`)."
+PROJECTOR_HELP = "Projector strategy (see `rocket plugins`)."
+_LIVE_HELP = {VLA_HELP: ("vla", "VLA plugin"), TEACHER_HELP: ("teacher", "Teacher plugin"),
+              PROJECTOR_HELP: ("projector", "Projector strategy")}
+
+
+def live_help(command: click.Command) -> None:
+    """Name the registered plugins in the help of `command`'s (and its subcommands') plugin-name options.
+
+    Called only when help is about to be shown: listing the names loads the plugin modules, which
+    running a command does anyway but `--help` of a command without such options need not.
+    """
+    registry = None
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        for param in cmd.params:
+            entry = _LIVE_HELP.get(getattr(param, "help", None) or "")
+            if entry is None:
+                continue
+            if registry is None:
+                from rocket_core.registry import get_registry
+
+                registry = get_registry()
+            kind, label = entry
+            param.help = f"{label}: {', '.join(sorted(registry.plugins[kind])) or 'none installed'}."
+
+
 # Options several commands share, declared once (typer reads the help from the annotation).
-VlaOpt = Annotated[Optional[str], typer.Option(help="VLA plugin name (see `rocket plugins`).")]
-TeacherOpt = Annotated[Optional[str], typer.Option(help="Teacher plugin name.")]
-ProjectorOpt = Annotated[Optional[str], typer.Option(help="Projector strategy: rocket, shared, independent, single.")]
+VlaOpt = Annotated[Optional[str], typer.Option(help=VLA_HELP)]
+TeacherOpt = Annotated[Optional[str], typer.Option(help=TEACHER_HELP)]
+ProjectorOpt = Annotated[Optional[str], typer.Option(help=PROJECTOR_HELP)]
 LayersOpt = Annotated[Optional[str], typer.Option(help="'balanced:K', 'v1,v2:t1,t2', or a layer-map file.")]
 PresetOpt = Annotated[Optional[str], typer.Option(help="Preset for both models, e.g. tiny (random init, bundled data).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Spec file (YAML, TOML or JSON).")]

@@ -1,21 +1,159 @@
-"""Entry point of the `rocket` command: each command module adds itself through `register(app)`."""
+"""Entry point of the `rocket` command.
+
+Start-up is cheap: built-in command modules are imported only when their command runs or shows its help
+(`rocket --help` lists them from `BUILTIN_COMMANDS`), and plugins' command modules (entry-point group
+`rocket.commands`, hook `register_commands(cli)`) are light by contract. Nothing here imports torch.
+"""
 from __future__ import annotations
 
-import typer
+import importlib
+import sys
+from typing import Any
 
-from cli import align, cache, data, doctor, layers, plugins_cmd, profile, pull, push, serve, teacher
-from cli import eval as eval_cmd
+import click
+import typer
+from typer.core import TyperGroup
+from typer.models import DefaultPlaceholder
+
+import rocket_core
+from rocket_core.registry import (
+    COMMANDS,
+    COMMANDS_GROUP,
+    CommandModule,
+    Problem,
+    first_line,
+    hook_functions,
+    load_entry_points,
+    new_manager,
+    one_line,
+)
+
+# command -> (module whose `register(app)` adds it, summary for `rocket --help`), in listing order.
+BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "plugins": ("cli.plugins_cmd", "List installed VLAs, teachers, projectors, benchmarks and their problems."),
+    "select-layers": ("cli.layers", "Pick K evenly spread layer pairs with the balanced rule."),
+    "recipes": ("cli.align", "List the paper recipes usable with `rocket align --recipe NAME`."),
+    "align": ("cli.align", "Align a VLA's hidden states to a frozen 3D teacher at several layers at once."),
+    "cache": ("cli.cache", "Teacher-feature cache (targets computed once, read during training)."),
+    "profile": ("cli.profile", "Layer CKA, gradient conflict, projector similarity; JSON + PNG."),
+    "teacher": ("cli.teacher", "Look at what a teacher predicts, to check that its weights are sane."),
+    "pull": ("cli.pull", "Download weights into the Hugging Face cache; later runs work offline."),
+    "push": ("cli.push", "Upload a checkpoint to the Hugging Face Hub with a generated model card."),
+    "serve": ("cli.serve", "Serve a policy over websockets (observation -> action chunk)."),
+    "eval": ("cli.eval", "Evaluate a policy on a benchmark with the protocol pinned."),
+    "doctor": ("cli.doctor", "Check what works on this machine, and how to fix what does not."),
+    "data": ("cli.data", "Inspect a LeRobot dataset: format, features, statistics, task groups, key mapping."),
+}
+PLUGIN_PANEL = "Commands from plugins"
+HEAVY_MODULES = ("torch", "transformers")  # what a command module must not import when loaded
+
+
+class RocketGroup(TyperGroup):
+    """The root group: a built-in command's module is imported when the command is resolved, not before."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*BUILTIN_COMMANDS, *(name for name in super().list_commands(ctx) if name not in BUILTIN_COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in BUILTIN_COMMANDS and cmd_name not in self.commands:  # listing only: name and summary
+            return click.Command(cmd_name, help=BUILTIN_COMMANDS[cmd_name][1])
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in BUILTIN_COMMANDS and args[0] not in self.commands:
+            self._load(BUILTIN_COMMANDS[args[0]][0])
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and any(a in ctx.help_option_names for a in rest):
+            from cli.common import live_help
+
+            live_help(command)
+        return name, command, rest
+
+    def _load(self, module_name: str) -> None:
+        """Import one command module and add every command its `register(app)` declares."""
+        holder = typer.Typer(rich_markup_mode=app.rich_markup_mode)
+        importlib.import_module(module_name).register(holder)
+        for name, command in typer.main.get_group(holder).commands.items():
+            self.add_command(command, name)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rocket {rocket_core.__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="rocket",
+    cls=RocketGroup,
     help="Align a 2D vision-language-action model to a frozen 3D vision teacher (ROCKET).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 
-for module in (plugins_cmd, layers, align, cache, profile, teacher, pull, push, serve, eval_cmd, doctor, data):
-    module.register(app)
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print rocket's version and exit."),
+) -> None:
+    """Align a 2D vision-language-action model to a frozen 3D vision teacher (ROCKET)."""
+
+
+def _info_name(info: Any) -> str:
+    """The name typer will give a registered command (`CommandInfo`) or sub-app (`TyperInfo`)."""
+    def plain(value: Any) -> Any:
+        return value.value if isinstance(value, DefaultPlaceholder) else value
+
+    sub_app = getattr(info, "typer_instance", None)
+    name = plain(info.name) or (plain(sub_app.info.name) if sub_app is not None else info.callback.__name__)
+    return str(name or "").lower().replace("_", "-")
+
+
+def _heavy_loaded() -> set[str]:
+    return {name for name in HEAVY_MODULES if name in sys.modules}
+
+
+def load_plugin_commands(cli: typer.Typer) -> None:
+    """Run each `rocket.commands` module's `register_commands(cli)`, before typer parses the command line.
+
+    A module that fails to import, raises, declares a command typer cannot build, or takes a name already
+    in use adds nothing (what it did add is rolled back) and becomes a problem that `rocket plugins` lists.
+    """
+    pm = new_manager()
+    heavy = _heavy_loaded()
+    for ep, source, module in load_entry_points(COMMANDS_GROUP, COMMANDS.problems):
+        for _, hook in hook_functions(pm, module, COMMANDS_GROUP, source, COMMANDS.problems):
+            taken = set(BUILTIN_COMMANDS) | {_info_name(i) for i in [*cli.registered_commands, *cli.registered_groups]}
+            n_commands, n_groups = len(cli.registered_commands), len(cli.registered_groups)
+            try:
+                hook(cli=cli)
+                added = [*cli.registered_commands[n_commands:], *cli.registered_groups[n_groups:]]
+                clash = sorted({_info_name(i) for i in added} & taken)
+                if clash:
+                    raise RuntimeError(f"command name {', '.join(clash)} is already taken; rename it")
+                probe = typer.Typer()  # typer builds the commands only at dispatch: a bad one would stop every command
+                probe.registered_commands = cli.registered_commands[n_commands:]
+                probe.registered_groups = cli.registered_groups[n_groups:]
+                typer.main.get_group(probe)
+            except Exception as exc:  # a broken plugin must not break `rocket`
+                del cli.registered_commands[n_commands:], cli.registered_groups[n_groups:]
+                COMMANDS.problems.append(Problem(source, f"register_commands failed: {one_line(exc)}", ep.name))
+                continue
+            for info in added:
+                info.rich_help_panel = info.rich_help_panel or PLUGIN_PANEL
+            COMMANDS.modules.append(CommandModule(ep.name, source, first_line(getattr(module, "__doc__", ""))))
+        if _heavy_loaded() - heavy:  # it still works, but every `rocket` call now pays for it
+            COMMANDS.problems.append(Problem(
+                source, f"imports {', '.join(sorted(_heavy_loaded() - heavy))} when loaded, which slows every "
+                        "`rocket` call; import it inside the command function", ep.name))
+        heavy = _heavy_loaded()
+
+
+load_plugin_commands(app)
 
 
 def run() -> None:

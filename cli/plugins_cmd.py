@@ -1,58 +1,86 @@
-"""`rocket plugins`: what is installed, where it comes from, and what failed to load."""
+"""`rocket plugins`: what is installed, where it comes from, and what cannot be used (one line each)."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from cli.common import console, handle_errors
 from rocket_core.registry import PluginRecord, get_registry
-from rocket_core.specs import TeacherSpec, VLASpec
 
 
 def _shape(rec: PluginRecord) -> str:
-    """Layer count and width at the plugin's default configuration (no weights are loaded)."""
+    """Layer count x width at the plugin's default configuration, from `info()` alone (nothing is built)."""
+    from rocket_core.specs import TeacherSpec, VLASpec
+
     try:
         if rec.kind == "vla":
             info = rec.cls.info(VLASpec(name=rec.name))
-            return f"{info.num_blocks} blocks x {info.hidden_size}"
+            return f"{info.num_blocks} x {info.hidden_size}"
         if rec.kind == "teacher":
             info = rec.cls.info(TeacherSpec(name=rec.name))
-            return f"{info.num_layers} layers x {info.feature_dim}"
+            return f"{info.num_layers} x {info.feature_dim}"
     except Exception as exc:  # a plugin's info() must not break the listing
         return f"? ({type(exc).__name__})"
     return ""
+
+
+COLUMNS = ("kind", "name", "version", "source", "shape")  # shape: layers x width
+
+
+def _table(rows: list[dict[str, Any]], width: int) -> Table:
+    """One line per plugin in `width` columns: short columns stay whole, the description ends in an ellipsis."""
+    table = Table(title="rocket plugins", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    cells = [[r["kind"], r["name"], r["version"], r["source"].split(" (")[0], r["shape"]] for r in rows]
+    widths = [max([len(col), *(len(c[i]) for c in cells)])
+              for i, col in enumerate(COLUMNS)]
+    for col, w in zip(COLUMNS, widths):
+        table.add_column(col, no_wrap=True, min_width=w)
+    room = max(12, width - sum(widths) - 2 * len(widths))  # 2 = the padding between two columns
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=room)
+    for row, cell in zip(rows, cells):
+        table.add_row(*cell, _clip(row["description"], room))
+    return table
+
+
+def _clip(text: str, room: int) -> str:
+    """`text` in `room` characters, cut at a word boundary and ended with an ellipsis when it is longer."""
+    if len(text) <= room:
+        return text
+    cut = text[:room - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("plugins")
     @handle_errors
     def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-        """List VLA adapters, teachers and projector strategies (built-in and third-party)."""
+        """List installed VLAs, teachers, projectors, benchmarks and plugin commands, and their problems.
+
+        A package that fails to import, a hook that raises, an unknown hook name, a class of the wrong
+        kind and a name two packages claim each show as one problem line naming the package; the rest
+        of the installed plugins keep working.
+        """
         reg = get_registry()
         rows: list[dict[str, Any]] = [
-            {
-                "kind": r.kind,
-                "name": r.name,
-                "version": r.version,
-                "source": r.source,
-                "shape": _shape(r),
-                "description": r.description,
-            }
+            {"kind": r.kind, "name": r.name, "version": r.version, "source": r.source, "shape": _shape(r),
+             "description": r.description}
             for r in reg.records()
+        ] + [
+            {"kind": "command", "name": c.name, "version": "", "source": c.source, "shape": "",
+             "description": c.description}
+            for c in reg.commands
         ]
-        broken = [{"name": b.name, "source": b.source, "error": b.error} for b in reg.broken]
+        problems = [{"source": p.source, "message": p.message} for p in reg.problems]
         if as_json:
-            typer.echo(json.dumps({"plugins": rows, "broken": broken}, indent=2))
+            typer.echo(json.dumps({"plugins": rows, "problems": problems}, indent=2))
             return
-        table = Table(title="rocket plugins")
-        for col in ("kind", "name", "version", "source", "shape", "description"):
-            table.add_column(col, overflow="fold")
-        for row in rows:
-            table.add_row(row["kind"], row["name"], row["version"], row["source"].split(" (")[0], row["shape"],
-                          row["description"])
-        console.print(table)
-        for b in broken:
-            console.print(f"[yellow]skipped plugin '{b['name']}' from {b['source']}: {b['error']}[/]")
+        console.print(_table(rows, console.width))
+        for p in reg.problems:  # one line each, never wrapped, so it can be grepped and quoted
+            console.print(Text.assemble(("problem: ", "bold yellow"), p.line()), soft_wrap=True, highlight=False)

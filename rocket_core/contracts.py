@@ -10,11 +10,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, NotRequired, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
 
-import torch
-
 from rocket_core.errors import RocketError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only in annotations: listing plugins and `--help` must not import it
+    import torch
+
     from rocket_core.align.projector import ProjectorBank
     from rocket_core.specs import ProjectorSpec, TeacherSpec, TrainingSpec, VLASpec  # noqa: F401 (string generics)
 

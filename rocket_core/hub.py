@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from rocket_core.errors import RocketError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where tensors are loaded: `rocket pull` and `--help` stay torch-free
     import torch
 
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth", ".bin")

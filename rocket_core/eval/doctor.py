@@ -218,10 +218,9 @@ def check_plugins() -> list[Check]:
     counts = {}
     for rec in reg.records():
         counts.setdefault(rec.kind, []).append(rec.name)
-    out.append(Check("plugins", not reg.broken, "; ".join(f"{k}: {', '.join(v)}" for k, v in counts.items())))
-    for b in reg.broken:
-        out.append(Check(f"plugin {b.name}", False, f"failed to load from {b.source}: {b.error}",
-                         "reinstall or uninstall that package"))
+    out.append(Check("plugins", not reg.problems, "; ".join(f"{k}: {', '.join(v)}" for k, v in counts.items())))
+    for p in reg.problems:
+        out.append(Check(f"plugin package {p.source}", False, p.message, "fix, reinstall or uninstall that package"))
     return out
 
 

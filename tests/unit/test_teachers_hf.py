@@ -16,7 +16,7 @@ TEACHERS = [DINOv2Teacher, DepthAnythingTeacher]
 def test_teachers_are_registered_with_vggt() -> None:
     registry = load_registry()
     assert {"vggt", "dinov2", "depth-anything"} <= set(registry.plugins["teacher"])
-    assert not [b for b in registry.broken if b.name in ("vggt", "hf-teachers")]
+    assert not [p for p in registry.problems if p.name in ("vggt", "hf-teachers")]
 
 
 @pytest.mark.parametrize(

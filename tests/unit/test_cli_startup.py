@@ -1,0 +1,86 @@
+"""The CLI starts without torch: importing `cli.main`, `rocket --help` and `rocket X --help` (issue 15).
+
+Each probe runs in a fresh interpreter and reports which heavy packages ended up in `sys.modules`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.main import BUILTIN_COMMANDS
+from tests.fake_dist import fake_dist
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = """
+import contextlib, io, sys
+if sys.argv[1:]:
+    from cli.main import app
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            app(sys.argv[1:])
+        except SystemExit as exc:
+            assert not exc.code, f"exit {exc.code}"
+else:
+    import cli.main
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers"})))
+"""
+# Command modules whose `--help` still reaches torch through modules other engineers are making lazy (the
+# command module's own top-level imports, or plugin modules that `--vla`/`--projector` help lists). Strict:
+# once one is light its entry must go, so the list only shrinks.
+HEAVY_TODAY = {
+    "recipes": "cli/align.py imports the engine and trainer at module level",
+    "align": "cli/align.py imports the engine and trainer; the plugin modules its --vla help lists import torch",
+    "profile": "cli/profile.py imports rocket_core.analysis.profile; the plugin modules import torch",
+    "push": "rocket_core.publish imports safetensors.torch and the checkpoint module at module level",
+}
+
+
+def heavy_modules(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_importing_cli_main_imports_no_torch() -> None:
+    assert heavy_modules() == ""
+
+
+def test_rocket_help_imports_no_torch() -> None:
+    assert heavy_modules("--help") == ""
+
+
+def test_rocket_version_imports_no_torch() -> None:
+    assert heavy_modules("--version") == ""
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=HEAVY_TODAY[c])) if c in HEAVY_TODAY else c
+    for c in BUILTIN_COMMANDS
+])
+def test_command_help_imports_no_torch(command: str) -> None:
+    assert heavy_modules(command, "--help") == ""
+
+
+def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None:
+    """Command modules load on every call, `--help` included: importing torch there is a listed problem."""
+    fake_dist(tmp_path, "rocket-heavy", {"rocket.commands": {"heavy": "thirdparty_heavy"}}, {"thirdparty_heavy": """
+        import torch
+        from rocket_core import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            pass
+        """})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    probe = "import cli.main; from rocket_core.registry import COMMANDS; print([p.line() for p in COMMANDS.problems])"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([
+        "rocket-heavy (thirdparty_heavy): imports torch when loaded, which slows every `rocket` call; import it "
+        "inside the command function"])
