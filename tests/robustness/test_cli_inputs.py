@@ -168,3 +168,12 @@ def test_read_only_check_without_root(tmp_path: Path, monkeypatch: pytest.Monkey
     check(Case("ro-cache", "--teacher-cache 'ro' is read-only", (*ALIGN, "--teacher-cache", "ro")), tmp_path)
     check(Case("ro-output", "--output-dir 'ro/run' cannot be created: 'ro' is read-only", (*ALIGN, "-o", "ro/run")),
           tmp_path)
+
+
+def test_error_lines_keep_brackets() -> None:
+    """Messages quote shapes and user input verbatim: rich markup in them must not vanish."""
+    import cli.common as common
+
+    with common.err_console.capture() as captured:
+        common.fail("expected [height, width, 3] but got [bold]x[/bold]")
+    assert "expected [height, width, 3] but got [bold]x[/bold]" in captured.get()
