@@ -17,10 +17,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Probe torch/CUDA, rendering (EGL, OSMesa, Vulkan), benchmarks and assets, the HF cache, plugins."""
-        from rocket_core.eval.base import builtin_benchmarks, find_benchmark
+        from rocket_core.eval.base import find_benchmark, installed_benchmarks
         from rocket_core.eval.doctor import run_checks
 
-        benches = [find_benchmark(benchmark)[0]] if benchmark else list(builtin_benchmarks().values())
+        benches = [find_benchmark(benchmark)[0]] if benchmark else list(installed_benchmarks().values())
         checks = run_checks(benches, probe_benchmarks=not quick)
         if as_json:
             typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))

@@ -12,7 +12,7 @@ import ctypes.util
 import os
 from typing import Any
 
-from rocket_core.eval.base import Check
+from rocket_core.contracts import Check
 
 VK_CPU = 4
 _VK_TYPES = {0: "other", 1: "integrated GPU", 2: "discrete GPU", 3: "virtual GPU", 4: "CPU"}
