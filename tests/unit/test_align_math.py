@@ -8,7 +8,8 @@ from plugins.projectors.builtin import IndependentProjector, RocketProjector, Sh
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool, sincos_2d
-from rocket_core.align.tokens import downsample_padding_mask, pi0_align_mask
+from plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask
+from plugins.vla.paligemma.preprocess import downsample_padding_mask
 from rocket_core.specs import ProjectorSpec
 
 
