@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import (
+    DEFAULT_PLUGINS,
     ConfigOpt,
     DataOpt,
     LayersOpt,
@@ -53,7 +54,7 @@ def _spec_from_flags(config: Path | None, preset: str | None, **flags: Any) -> R
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return build_spec(config, out)
+    return build_spec(config, out, DEFAULT_PLUGINS)
 
 
 def _check_preset(spec: RunSpec, preset: str | None) -> None:

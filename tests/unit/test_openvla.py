@@ -159,7 +159,7 @@ def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
     (full / "dataset_statistics.json").write_text(json.dumps(stats))
     for part in ("action_head", "proprio_projector"):
         torch.save({"module." + k: v for k, v in getattr(tiny, part).state_dict().items()}, full / f"{part}--100_checkpoint.pt")
-    bank = RocketProjector.build(2, tiny.info.hidden_size, 24, ProjectorSpec(), 1)
+    bank = RocketProjector.build(2, tiny.info.hidden_size, 24, ProjectorSpec(name="rocket"), 1)
     torch.save({"module." + k: v for k, v in bank.state_dict().items()}, full / "align_projectors--100_checkpoint.pt")
     spec = VLASpec(name="openvla", checkpoint=str(full), options={"dtype": "float32"})
     assert OpenVLAAdapter.info(spec) == tiny.info
@@ -239,7 +239,7 @@ def test_forward_backward_through_lora_and_rocket_loss(tiny: OpenVLAPolicy) -> N
     assert set(out.vision_states) == set(layers)
     assert all(v.shape == (2, info.num_vision_tokens, info.hidden_size) for v in out.vision_states.values())
     s, grid, c = 2, (4, 4), 24  # teacher: 2 frames of a 4x4 patch grid, width 24
-    bank = RocketProjector.build(len(layers), info.hidden_size, c, ProjectorSpec(), 1)
+    bank = RocketProjector.build(len(layers), info.hidden_size, c, ProjectorSpec(name="rocket"), 1)
     head = AlignmentHead(bank, info.num_vision_tokens, grid, (56, 56))
     teacher = [torch.randn(2, s, grid[0] * grid[1], c) for _ in layers]
     align = head([out.vision_states[k] for k in layers], teacher, out.token_mask)

@@ -121,7 +121,7 @@ def test_forward_backward_through_rocket_loss(name: str) -> None:
     nearest = [j * size // grid[1] for j in range(grid[1])]  # source column of each token column
     cols = out.token_mask[0, :per_camera].view(grid).all(0)
     assert cols.tolist() == [left <= c < left + resized_w for c in nearest] and not cols.all()
-    bank = RocketProjector.build(len(layers), width, 16, ProjectorSpec(hidden_dim=24), 1)
+    bank = RocketProjector.build(len(layers), width, 16, ProjectorSpec(name="rocket", hidden_dim=24), 1)
     head = AlignmentHead(bank, v, (4, 4), (56, 56))
     teacher = [torch.randn(2, CAMERAS, 16, 16) for _ in layers]
     align = head([out.vision_states[i] for i in layers], teacher, token_mask=out.token_mask)
