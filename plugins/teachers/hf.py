@@ -21,7 +21,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from plugins.teachers.common import FrozenTeacher, check_options
+from plugins.teachers.common import FrozenTeacher
+from plugins.teachers.options import check_options
 from rocket_core import hookimpl
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
