@@ -8,10 +8,14 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rocket_core import hookimpl
-from rocket_core.align.projector import ProjectorBank
 from rocket_core.contracts import ProjectorStrategy
-from rocket_core.specs import ProjectorSpec
+
+if TYPE_CHECKING:
+    from rocket_core.specs import ProjectorSpec
+    from rocket_core.align.projector import ProjectorBank
 
 
 class RocketProjector(ProjectorStrategy):
@@ -24,6 +28,8 @@ class RocketProjector(ProjectorStrategy):
     def build(
         cls, num_pairs: int, in_dim: int, out_dim: int, spec: ProjectorSpec, ensemble_size: int
     ) -> ProjectorBank:
+        from rocket_core.align.projector import ProjectorBank
+
         use_matryoshka = cls.matryoshka if cls.shared else spec.reference_width_quirk
         return ProjectorBank.create(num_pairs, in_dim, out_dim, spec, ensemble_size, cls.shared, use_matryoshka)
 

@@ -13,9 +13,9 @@ from plugins.teachers.options import check_options
 from plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
-from rocket_core.specs import TeacherSpec
 
 if TYPE_CHECKING:
+    from rocket_core.specs import TeacherSpec
     from plugins.teachers.vggt.teacher import FrozenVGGT
 
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
 from rocket_core.contracts import VLAAdapter, VLAInfo
-from rocket_core.specs import VLASpec
 
 if TYPE_CHECKING:
+    from rocket_core.specs import VLASpec
     from plugins.vla.openvla.modeling import OpenVLAConfig
     from plugins.vla.openvla.policy import OpenVLAPolicy
 

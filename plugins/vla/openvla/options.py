@@ -4,12 +4,14 @@
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rocket_core.errors import RocketError
-from rocket_core.specs import VLASpec, format_validation_error
+
+if TYPE_CHECKING:
+    from rocket_core.specs import VLASpec
 
 DEFAULT_CHECKPOINT = "openvla/openvla-7b"
 LORA_DIR = "lora_adapter"
@@ -101,6 +103,8 @@ def parse_options(spec: VLASpec) -> OpenVLAOptions:
     try:
         opts = OpenVLAOptions.model_validate(spec.options)
     except ValidationError as exc:
+        from rocket_core.specs import format_validation_error
+
         raise RocketError(format_validation_error(exc, "openvla options")) from None
     if opts.head == "discrete" and opts.num_images != 1:
         raise RocketError("the discrete-token OpenVLA takes one image; set options.num_images=1 with head='discrete'")

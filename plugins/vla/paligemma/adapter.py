@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from plugins.vla.paligemma.config import PALIGEMMA_TOKENIZER, PolicyOptions, arch_for, vla_info
 from rocket_core.contracts import VLAAdapter, VLAInfo
-from rocket_core.specs import VLASpec
 
 if TYPE_CHECKING:
+    from rocket_core.specs import VLASpec
     from plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
 
 class PaliGemmaFlowAdapter(VLAAdapter):

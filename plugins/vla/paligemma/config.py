@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rocket_core.contracts import VLAInfo
 from rocket_core.errors import RocketError
-from rocket_core.specs import VLASpec, format_validation_error
 
 if TYPE_CHECKING:
+    from rocket_core.specs import VLASpec
     import torch
     from transformers import GemmaConfig, PaliGemmaConfig
 
@@ -178,6 +178,8 @@ class PolicyOptions(BaseModel):
         try:
             return cls.model_validate(spec.options)
         except ValidationError as exc:
+            from rocket_core.specs import format_validation_error
+
             raise RocketError(format_validation_error(exc, f"{spec.name} options")) from None
 
     def torch_dtype(self) -> torch.dtype:
