@@ -1,4 +1,4 @@
-"""A complete minimal plugin set: one toy VLA and one toy teacher (docs/plugins.md walks through it).
+"""A complete minimal plugin set for the tests: one toy VLA and one toy teacher (docs/plugins.md has the guide).
 
 Registered in tests with `Registry.register_module(tests.toy_plugins)`; a third-party package would
 instead declare `[project.entry-points.rocket] toy = "my_package.toy_plugins"`.
