@@ -120,6 +120,15 @@ def teacher_output_problems(teacher: str, feats: Any, layers: Sequence[int], bat
     return []
 
 
+def _raised(who: str, exc: BaseException) -> str:
+    """One line for an exception a plugin raised: the plugin, the function that raised, where, and what."""
+    import traceback
+
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return (f"{who} {frame.name} raised {type(exc).__name__}: {' '.join(str(exc).split())} "
+            f"({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})")
+
+
 def _fail(problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more; see `rocket plugins check`)" if len(problems) > 1 else ""
@@ -142,16 +151,23 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
     tokens, how = vinfo.num_vision_tokens, ""
     if plan.spec.alignment.pooling == "bilinear":
         tokens, how = pooled_token_count(vinfo, tinfo)
+    who = f"VLA '{plan.vla.name}'"
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        out = vla.forward_align(batch, layers)
-        problems = vla_output_problems(plan.vla.name, out, layers, b, tokens, vinfo.hidden_size, how)
-        if teacher is not None and not problems:
-            t_layers = sorted(set(plan.layers.teacher))
-            feats = teacher.extract(batch.get("teacher_images", batch["images"]), t_layers)
-            frames = batch.get("teacher_images", batch["images"]).shape[1]
-            problems = teacher_output_problems(plan.teacher.name, feats, t_layers, b, frames, tinfo)
-            if not problems:  # padding to the VLA's camera slots, as the trainer does
-                teacher_features(teacher, batch, t_layers, vinfo.num_images)
+        try:
+            out = vla.forward_align(batch, layers)
+            problems = vla_output_problems(plan.vla.name, out, layers, b, tokens, vinfo.hidden_size, how)
+            if teacher is not None and not problems:
+                who = f"teacher '{plan.teacher.name}'"
+                t_layers = sorted(set(plan.layers.teacher))
+                images = batch.get("teacher_images", batch["images"])
+                feats = teacher.extract(images, t_layers)
+                problems = teacher_output_problems(plan.teacher.name, feats, t_layers, b, images.shape[1], tinfo)
+                if not problems:  # padding to the VLA's camera slots, as the trainer does
+                    teacher_features(teacher, batch, t_layers, vinfo.num_images)
+        except RocketError:
+            raise
+        except Exception as exc:  # a plugin bug: one line, not a traceback mid-training
+            problems = [_raised(who, exc)]
     _fail(problems)
 
 
@@ -281,10 +297,6 @@ def check_plugin(kind: str, cls: type, preset: str | None = None) -> list[str]:
     except RocketError as exc:
         return [f"{kind} '{cls.name}': {exc}"]
     except Exception as exc:  # a plugin bug: report it as one line, never a traceback
-        import traceback
-
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        return [f"{kind} '{cls.name}' {frame.name} raised {type(exc).__name__}: {' '.join(str(exc).split())} "
-                f"({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"]
+        return [_raised(f"{kind} '{cls.name}'", exc)]
     raise RocketError(f"unknown plugin kind '{kind}'; use vla, teacher, projector or benchmark")
 

@@ -252,7 +252,8 @@ class Trainer:
 
     def train(self) -> TrainResult:
         t = self.plan.spec.training
-        check_run(self.plan, self.acc.unwrap_model(self.module).vla, self.teacher, self.dataset, self.acc.device)
+        if t.distributed != "fsdp":  # sharded parameters cannot run outside FSDP's wrapper; info() was checked
+            check_run(self.plan, self.acc.unwrap_model(self.module).vla, self.teacher, self.dataset, self.acc.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.acc.is_main_process:
             (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(self.plan.spec.model_dump(mode="json"),

@@ -179,6 +179,29 @@ def test_align_stops_a_wrong_vla_before_the_first_step(wrong_registry: Registry,
     assert not (tmp_path / "runs").exists(), list((tmp_path / "runs").rglob("*"))
 
 
+class Raising(_Broken):
+    def bend(self, out: VLAOutput) -> VLAOutput:
+        return out.vision_states[99]
+
+
+def test_align_reports_a_raising_vla_in_one_line(wrong_registry: Registry, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    class RaisingVLA(toy.ToyVLA):
+        name = "raising"
+
+        @classmethod
+        def build(cls, spec: VLASpec) -> Any:
+            return Raising(cls.info(spec))
+
+    wrong_registry._add("vla", RaisingVLA, "test")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["align", "--vla", "raising", "--teacher", "toy-teacher", "--max-steps", "1"])
+    errors = _errors(result.output)
+    assert result.exit_code == 2 and errors == ["error: VLA 'raising' bend raised KeyError: 99 (test_contracts.py:"
+                                                + errors[0].rsplit(":", 1)[-1]], result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_dry_run_checks_the_token_count_from_info(wrong_registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     class ThreeCameras(toy.ToyVLA):
         name = "three-cameras"
