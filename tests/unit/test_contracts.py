@@ -64,6 +64,8 @@ def test_builtin_plugin_modules_import_without_torch() -> None:
         "plugins.projectors.builtin", "plugins.benchmarks.plugin"})
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
+            "from rocket_core.registry import load_registry\n"
+            "assert len(load_registry().records()) >= 14\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
