@@ -72,7 +72,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     grid, image_hw = (args.grid, args.grid), (args.grid * 14, args.grid * 14)
 
-    spec = ProjectorSpec(hidden_dim=args.hidden)
+    spec = ProjectorSpec(name="rocket", hidden_dim=args.hidden)
     bank = RocketProjector.build(args.pairs, args.llm_dim, args.teacher_dim, spec, 1).to(dev)
     head = AlignmentHead(bank, args.tokens, grid, image_hw)
     states = [torch.randn(args.batch, args.tokens, args.llm_dim, device=dev, requires_grad=True)

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from cli.common import (
+    DEFAULT_PLUGINS,
     ConfigOpt,
     DataOpt,
     LayersOpt,
@@ -29,7 +30,7 @@ from rocket_core.errors import RocketError
 from rocket_core.hub import resolve_source
 from rocket_core.paths import check_output_dir
 from rocket_core.recipes import list_recipes, load_recipe
-from rocket_core.specs import build_spec
+from rocket_core.specs import build_spec, deep_merge
 from rocket_core.train.checkpoint import load_checkpoint
 from rocket_core.train.trainer import Trainer
 
@@ -171,7 +172,7 @@ def register(app: typer.Typer) -> None:
             base = load_checkpoint(resume).spec.model_dump(mode="json")  # the run's own spec; flags may extend it
         else:
             base = load_recipe(recipe).spec if recipe else None
-        spec = build_spec(config, overrides, base)
+        spec = build_spec(config, overrides, deep_merge(DEFAULT_PLUGINS, base or {}))
         plan = plan_run(spec)
         run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
         run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"

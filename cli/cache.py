@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, handle_errors
+from cli.common import DEFAULT_PLUGINS, console, handle_errors
 from rocket_core.progress import Bar
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_dir
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             from rocket_core.specs import build_spec
             from rocket_core.train.trainer import data_spec_for
 
-            plan = plan_run(build_spec(config))
+            plan = plan_run(build_spec(config, base=DEFAULT_PLUGINS))
             dataset = VLADataset(data_spec_for(plan), seed=plan.spec.training.seed)
             cache = TeacherCache.for_run(plan, dataset, root, dtype, on_augment)  # type: ignore[arg-type]
             adapter, spec = plan.teacher, plan.spec.teacher

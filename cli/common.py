@@ -48,6 +48,10 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The quickstart's plugins: the lowest layer of every run spec (a recipe, config file or flag overrides them).
+DEFAULT_PLUGINS: dict[str, dict[str, str]] = {"vla": {"name": "openvla"}, "teacher": {"name": "vggt"},
+                                              "projector": {"name": "rocket"}}
+
 # Help of the plugin-name options; `live_help` swaps in the registered names when help is shown.
 VLA_HELP = "VLA plugin name (see `rocket plugins`)."
 TEACHER_HELP = "Teacher plugin name (see `rocket plugins`)."
@@ -77,9 +81,10 @@ def live_help(command: click.Command) -> None:
 
 
 # Options several commands share, declared once (typer reads the help from the annotation).
-VlaOpt = Annotated[Optional[str], typer.Option(help=VLA_HELP)]
-TeacherOpt = Annotated[Optional[str], typer.Option(help=TEACHER_HELP)]
-ProjectorOpt = Annotated[Optional[str], typer.Option(help=PROJECTOR_HELP)]
+VlaOpt = Annotated[Optional[str], typer.Option(help=VLA_HELP, show_default=DEFAULT_PLUGINS["vla"]["name"])]
+TeacherOpt = Annotated[Optional[str], typer.Option(help=TEACHER_HELP, show_default=DEFAULT_PLUGINS["teacher"]["name"])]
+ProjectorOpt = Annotated[Optional[str], typer.Option(help=PROJECTOR_HELP,
+                                                     show_default=DEFAULT_PLUGINS["projector"]["name"])]
 LayersOpt = Annotated[Optional[str], typer.Option(help="'balanced:K', 'v1,v2:t1,t2', or a layer-map file.")]
 PresetOpt = Annotated[Optional[str], typer.Option(help="Preset for both models, e.g. tiny (random init, bundled data).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Spec file (YAML, TOML or JSON).")]

@@ -23,10 +23,10 @@ def register(app: typer.Typer) -> None:
         no_fail: bool = typer.Option(False, "--no-fail", help="Always exit 0 (report only)."),
     ) -> None:
         """Probe torch/CUDA, rendering (EGL, OSMesa, Vulkan), benchmarks and assets, the HF cache and Hub, plugins."""
-        from rocket_core.eval.base import builtin_benchmarks, find_benchmark
+        from rocket_core.eval.base import find_benchmark, installed_benchmarks
         from rocket_core.eval.doctor import run_doctor
 
-        benches = [find_benchmark(benchmark)[0]] if benchmark else list(builtin_benchmarks().values())
+        benches = [find_benchmark(benchmark)[0]] if benchmark else list(installed_benchmarks().values())
         found = run_doctor(benches, probe_benchmarks=not quick, requested=benchmark is not None)
         errors = sum(f.level == "error" for f in found)
         if as_json:

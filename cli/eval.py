@@ -152,13 +152,12 @@ def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trial
               episodes: list[int] | None, workers: int, videos: str, output_dir: Path | None,
               progress: bool) -> None:
     from rocket_core.eval.client import PolicyClient, wait_healthy
-    from rocket_core.eval.protocol import family_of
     from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 
     wait_healthy(url, timeout=30)
     with PolicyClient(url) as client:
         meta = client.metadata
-    family = family or family_of(str(meta.get("vla", "")))
+    family = family or str(meta.get("eval_family", "openvla-oft"))
     plans = []
     for s in suites:
         preset = bench.protocol(s, family)

@@ -7,9 +7,11 @@ from typing import Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
-from cli.common import console, handle_errors
+from cli.common import console, err_console, handle_errors
+from rocket_core.errors import RocketError
 from rocket_core.registry import PluginRecord, get_registry
 
 
@@ -57,16 +59,47 @@ def _clip(text: str, room: int) -> str:
     return cut.rstrip(" ,;:(") + "…"
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("plugins")
+def register_check(group: typer.Typer) -> None:
+    """`rocket plugins check KIND NAME`: one random batch through the plugin's contract."""
+
+    @group.command("check")
     @handle_errors
-    def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    def check(
+        kind: str = typer.Argument(..., help="vla, teacher, projector or benchmark."),
+        name: str = typer.Argument(..., help="Plugin name (see `rocket plugins`)."),
+        preset: str = typer.Option(None, help="Preset to build (default: the plugin's check_preset, e.g. tiny)."),
+    ) -> None:
+        """Build a plugin on its tiny preset and check one random batch against the contract (exit 2 on a breach)."""
+        from rocket_core.contract_check import check_plugin
+
+        cls = get_registry().get(kind, name) if kind in ("vla", "teacher", "projector", "benchmark") else None
+        if cls is None:
+            raise RocketError(f"unknown plugin kind '{kind}'; use vla, teacher, projector or benchmark")
+        problems = check_plugin(kind, cls, preset)
+        for line in problems:
+            err_console.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False)
+        if problems:
+            raise typer.Exit(code=2)
+        console.print(f"{kind} '{name}': contract ok", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="List plugins, or check one against its contract.")
+    register_check(group)
+    app.add_typer(group, name="plugins")
+
+    @group.callback(invoke_without_command=True)
+    @handle_errors
+    def plugins(ctx: typer.Context,
+                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
         """List installed VLAs, teachers, projectors, benchmarks and plugin commands, and their problems.
 
         A package that fails to import, a hook that raises, an unknown hook name, a class of the wrong
         kind and a name two packages claim each show as one problem line naming the package; the rest
         of the installed plugins keep working.
         """
+        if ctx.invoked_subcommand is not None:
+            return
         reg = get_registry()
         rows: list[dict[str, Any]] = [
             {"kind": r.kind, "name": r.name, "version": r.version, "source": r.source, "shape": _shape(r),

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import (
+    DEFAULT_PLUGINS,
     ConfigOpt,
     DataOpt,
     LayersOpt,
@@ -54,7 +55,7 @@ def _spec_from_flags(config: Path | None, preset: str | None, **flags: Any) -> R
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return build_spec(config, out)
+    return build_spec(config, out, DEFAULT_PLUGINS)
 
 
 def _check_preset(spec: RunSpec, preset: str | None) -> None:
@@ -177,7 +178,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def grad_conflict(
         checkpoint: Path = typer.Option(None, help="Trained run or checkpoint folder (else a fresh model from flags)."),
-        params: str = typer.Option("layers.0.", help="Monitored parameters: comma-separated name substrings."),
+        params: str = typer.Option(None, help="Monitored parameters: comma-separated name substrings "
+                                   "(default: the VLA plugin's `profile_params`)."),
         all_params: bool = typer.Option(False, "--all-params", help="Monitor matching non-LoRA parameters too."),
         vla: VlaOpt = None,
         teacher: TeacherOpt = None,
@@ -193,12 +195,15 @@ def register(app: typer.Typer) -> None:
         output_dir: Path = typer.Option(Path("profiles/grad-conflict"), "--output-dir", "-o"),
     ) -> None:
         """Cosine between the pairs' alignment-loss gradients on monitored parameters (L x L, batch mean)."""
-        patterns = [p.strip() for p in params.split(",") if p.strip()]
-        if not patterns:
+        patterns = [p.strip() for p in (params or "").split(",") if p.strip()]
+        if params is not None and not patterns:
             raise RocketError("--params needs at least one name substring, e.g. 'layers.0.'")
 
         def run(plan: AlignPlan, module: Any, teacher_model: Any, dataset: Any, indices: list[int], dev: Any,
                 advance: Any, source: dict[str, Any]) -> dict[str, Any]:
+            patterns[:] = patterns or plan.vla.profile_params
+            if not patterns:
+                raise RocketError(f"VLA '{plan.vla.name}' names no default parameters to monitor; pass --params")
             return prof.profile_grad_conflict(plan, module, teacher_model, dataset, indices, patterns, not all_params,
                                               batch_size, dev, advance, source)
 

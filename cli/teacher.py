@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 
 from cli.common import console, handle_errors
-from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_file
 from rocket_core.registry import get_registry
 from rocket_core.specs import TeacherSpec
@@ -29,17 +28,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write one picture with the inputs and the predicted depth and confidence."""
         check_output_file(output, "--output")
-        from plugins.teachers.preview import load_images, render
-
-        cls = get_registry().get("teacher", teacher)
-        if not getattr(cls, "has_depth_head", False):
-            raise RocketError(f"teacher '{teacher}' has no depth head to preview; use --teacher vggt")
         spec = TeacherSpec(name=teacher, checkpoint=checkpoint, revision=revision, preset=preset)
-        frames = load_images([*images, *(more_images or [])])
-        model = cls.build(spec, heads=True)
-        pred = model.predict(frames)
-        source = checkpoint or (f"preset {preset} (random weights)" if preset else cls.default_checkpoint)
-        render(pred["images"][0], pred["depth"][0, ..., 0], pred["depth_conf"][0], output, f"{teacher}: {source}")
+        get_registry().get("teacher", teacher).preview(spec, [*images, *(more_images or [])], output)
         console.print(f"wrote {output}", highlight=False)
 
     app.add_typer(group, name="teacher")

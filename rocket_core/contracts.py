@@ -1,22 +1,45 @@
-"""The three plugin contracts (VLA adapter, teacher adapter, projector strategy) and the records they exchange.
+"""The plugin contracts (VLA adapter, teacher adapter, projector strategy, benchmark) and the records they exchange.
 
 An adapter class is cheap to import and describe: `info(spec)` answers from configuration alone, so a
-spec can be validated (layer ranges, widths) before any weights are loaded. `build(spec)` does the
-heavy work and returns the model.
+spec can be validated (layer ranges, widths, token counts) before any weights are loaded. `build(spec)`
+does the heavy work and returns the model. This module imports no torch: listing plugins costs only
+their metadata (plugins import torch inside `build` and their model modules, never at the top).
 """
 from __future__ import annotations
 
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, NotRequired, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
+from pathlib import Path
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    Literal,
+    Mapping,
+    NotRequired,
+    Protocol,
+    Sequence,
+    TypedDict,
+    TypeVar,
+    runtime_checkable,
+)
 
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:  # torch only in annotations: listing plugins and `--help` must not import it
     import torch
+    from pydantic import BaseModel
 
     from rocket_core.align.projector import ProjectorBank
+    from rocket_core.eval.envs import IsolatedEnv
+    from rocket_core.eval.protocol import Protocol as EvalProtocol
     from rocket_core.specs import ProjectorSpec, TeacherSpec, TrainingSpec, VLASpec  # noqa: F401 (string generics)
+
+EvalFamily = Literal["openvla-oft", "openpi"]
 
 
 class Batch(TypedDict):
@@ -60,6 +83,13 @@ class VLAInfo:
     action_dim: int | None = None
     state_dim: int | None = None
     normalization: str = "quantile"  # "quantile" (OpenVLA-OFT q01/q99) or "mean_std" (pi0)
+    # Which benchmark protocol presets (`rocket eval`) this VLA was evaluated with in its own papers.
+    eval_family: EvalFamily = "openvla-oft"
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Vision tokens of one camera: `num_vision_tokens` is `num_images` of these, frame-major."""
+        return self.num_vision_tokens // max(self.num_images, 1)
 
 
 @dataclass(frozen=True)
@@ -74,7 +104,11 @@ class TeacherInfo:
 
 @dataclass
 class VLAOutput:
-    """One forward of a VLA: the action loss plus the vision-token states of the requested layers."""
+    """One forward of a VLA: the action loss plus the vision-token states of the requested layers.
+
+    `action_loss` is a scalar; `vision_states[k]` is (B, V, hidden_size) with V = `info.num_vision_tokens`
+    (camera 0's tokens, then camera 1's, ...); `token_mask` is None or (B, V) bool (False: token ignored).
+    """
 
     action_loss: torch.Tensor
     vision_states: dict[int, torch.Tensor]
@@ -97,6 +131,9 @@ class VLAModel(Protocol):
         parts that always train in full, such as an action head); the trainer optimises those.
         """
 
+    def predict_action(self, batch: Batch) -> torch.Tensor:
+        """(B, chunk, action_dim) normalised actions for a batch without `actions` (what `rocket serve` runs)."""
+
 
 @runtime_checkable
 class TeacherModel(Protocol):
@@ -109,11 +146,33 @@ class TeacherModel(Protocol):
 
 
 class _Plugin(ABC):
-    """Common plugin metadata shown by `rocket plugins`."""
+    """Common plugin metadata shown by `rocket plugins`, and the plugin's own typed options.
+
+    `options_model` (a pydantic model) validates the spec's `options` mapping; a plugin without one
+    takes no options. Validation errors are one line naming the plugin and every bad key.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     version: ClassVar[str] = "0.1.0"
+    options_model: ClassVar[type[BaseModel] | None] = None
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any]) -> BaseModel | None:
+        """The validated options (None when the plugin declares no `options_model` and none are given)."""
+        from pydantic import ValidationError
+
+        from rocket_core.specs import format_validation_error
+
+        if cls.options_model is None:
+            if options:
+                raise RocketError(f"plugin '{cls.name}' takes no options, got {', '.join(sorted(options))}; "
+                                  "remove them")
+            return None
+        try:
+            return cls.options_model.model_validate(dict(options))
+        except ValidationError as exc:
+            raise RocketError(format_validation_error(exc, f"{cls.name} options")) from None
 
 
 def _resolve_index(index: int, top: int, minus_one: int, what: str) -> int:
@@ -131,7 +190,13 @@ ModelT = TypeVar("ModelT")
 
 
 class _ModelAdapter(_Plugin, Generic[SpecT, InfoT, ModelT]):
-    """Factory and metadata for one model family: cheap `info`, heavy `build`."""
+    """Factory and metadata for one model family: cheap `info`, heavy `build`.
+
+    `check_preset` is the small random-weight configuration `rocket plugins check` builds (and what
+    `--preset tiny` should give: the real architecture, shrunk, seconds to build on a CPU).
+    """
+
+    check_preset: ClassVar[str | None] = "tiny"
 
     @classmethod
     @abstractmethod
@@ -145,7 +210,13 @@ class _ModelAdapter(_Plugin, Generic[SpecT, InfoT, ModelT]):
 
 
 class VLAAdapter(_ModelAdapter["VLASpec", VLAInfo, VLAModel]):
-    """A VLA family."""
+    """A VLA family.
+
+    `profile_params`: name substrings of the parameters `rocket profile grad-conflict` monitors by
+    default (typically the LoRA matrices of the first LLM layer).
+    """
+
+    profile_params: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def resolve_layer(cls, info: VLAInfo, index: int) -> int:
@@ -163,6 +234,11 @@ class TeacherAdapter(_ModelAdapter["TeacherSpec", TeacherInfo, TeacherModel]):
         top = info.num_layers - 1
         return _resolve_index(index, top, top, f"teacher '{cls.name}'")
 
+    @classmethod
+    def preview(cls, spec: TeacherSpec, images: Sequence[Path], output: Path) -> None:
+        """Write a PNG of what the teacher predicts for `images` (`rocket teacher preview`); optional."""
+        raise RocketError(f"teacher '{cls.name}' has no depth head to preview; use --teacher vggt")
+
 
 class ProjectorStrategy(_Plugin):
     """Builds the module mapping every pair's VLA states into teacher space."""
@@ -177,9 +253,80 @@ class ProjectorStrategy(_Plugin):
         """Return a bank whose state dict uses the reference names `{pair}.{ensemble}.fc1.weight`."""
 
 
-class BenchmarkAdapter(_Plugin):
-    """A simulator benchmark evaluated as a client of `rocket serve` (base: `rocket_core.eval.base.Benchmark`)."""
+@dataclass(frozen=True)
+class Check:
+    """One `rocket doctor` line."""
 
+    name: str
+    ok: bool | None  # None: not applicable / informational
+    detail: str
+    fix: str = ""
+
+
+class BenchmarkAdapter(_Plugin):
+    """A simulator benchmark evaluated as a client of `rocket serve`.
+
+    A benchmark names its suites, pins its protocol presets, says which Python runs its simulator (ours
+    when its dependencies fit, otherwise an isolated environment that `setup` creates and fills) and which
+    import-light module (`sim_module`, run by `rocket_core.eval.worker`) lists tasks and makes environments.
+    `doctor` returns real probes, one line each, with the fix.
+    """
+
+    suites: ClassVar[tuple[str, ...]] = ()
+    sim_module: ClassVar[str] = ""
+    env_name: ClassVar[str | None] = None  # isolated environment name; None: runs in this Python
+    setup_hint: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def protocol(cls, suite: str, family: EvalFamily) -> EvalProtocol:
+        """The pinned evaluation preset of `suite` for a VLA of `family` (`VLAInfo.eval_family`)."""
+
+    @classmethod
+    def check_suite(cls, suite: str) -> str:
+        if suite not in cls.suites:
+            raise RocketError(f"benchmark '{cls.name}' has no suite '{suite}'; suites: {', '.join(cls.suites)}")
+        return suite
+
+    @classmethod
+    def env(cls) -> IsolatedEnv | None:
+        from rocket_core.eval.envs import IsolatedEnv
+
+        return IsolatedEnv(cls.env_name) if cls.env_name else None
+
+    @classmethod
+    def python(cls) -> str:
+        env = cls.env()
+        if env is None:
+            return sys.executable
+        if not env.ready():
+            raise RocketError(f"benchmark '{cls.name}' is not set up (no environment at {env.path}); "
+                              f"run: rocket eval --setup {cls.name}")
+        return str(env.python)
+
+    @classmethod
+    def worker_env(cls) -> dict[str, str]:
+        """Environment variables of a worker process (PYTHONPATH reaches this repository's light modules)."""
+        path = os.environ.get("PYTHONPATH", "")
+        return {"PYTHONPATH": str(_REPO_ROOT) + (os.pathsep + path if path else "")}
+
+    @classmethod
+    def setup(cls, log: Callable[[str], None] = print, force: bool = False, assets: bool = False) -> dict[str, Any]:
+        """Create and fill what the benchmark needs; returns a summary. Default: nothing to do."""
+        return {"benchmark": cls.name, "environment": "this Python"}
+
+    @classmethod
+    def doctor(cls, quick: bool = False) -> list[Check]:
+        """Probes of this benchmark (`quick`: no simulator start)."""
+        return []
+
+    @classmethod
+    def group_of(cls, task: dict[str, Any]) -> str | None:
+        """The results table a task belongs to besides its suite (LIBERO-Plus: perturbation dimension)."""
+        return task.get("group")
+
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PLUGIN_BASES: dict[str, type[_Plugin]] = {
     "vla": VLAAdapter,

@@ -11,6 +11,7 @@ import torch
 
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.projector import ProjectorBank
+from rocket_core.contract_check import token_count_problems
 from rocket_core.contracts import ProjectorStrategy, TeacherAdapter, TeacherInfo, VLAAdapter, VLAInfo
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry, get_registry
@@ -72,6 +73,13 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
     teacher = reg.get("teacher", spec.teacher.name)
     projector = reg.get("projector", spec.projector.name)
     vinfo, tinfo = vla.info(spec.vla), teacher.info(spec.teacher)
+    for cls, options in ((vla, spec.vla.options), (teacher, spec.teacher.options), (projector, spec.projector.options)):
+        if cls.options_model is not None or cls is projector:
+            cls.parse_options(options)
+    if spec.alignment.coefficient > 0:
+        problems = token_count_problems(vla.name, vinfo, tinfo, spec.alignment.pooling)
+        if problems:
+            raise RocketError(problems[0])
 
     requested = _requested_layers(spec, vla, vinfo, tinfo)
     layers = LayerMap(

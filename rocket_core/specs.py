@@ -57,9 +57,9 @@ class _Spec(BaseModel):
 
 
 class VLASpec(_Spec):
-    """Which VLA to align and where its weights come from."""
+    """Which VLA to align and where its weights come from (the CLI supplies the quickstart's plugin names)."""
 
-    name: str = "openvla"
+    name: str = Field(description="VLA plugin name (see `rocket plugins`)")
     checkpoint: str | None = Field(None, description="Hub repo id or local path; None = the plugin's default")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin")
     preset: str | None = Field(None, description="named configuration, e.g. 'tiny' (random init, real architecture)")
@@ -75,13 +75,13 @@ class VLASpec(_Spec):
 class TeacherSpec(VLASpec):
     """Which frozen teacher provides the targets."""
 
-    name: str = "vggt"
+    name: str = Field(description="teacher plugin name (see `rocket plugins`)")
 
 
 class ProjectorSpec(_Spec):
     """Projector strategy and its shape. Defaults follow the reference `AlignProjector`."""
 
-    name: str = "rocket"
+    name: str = Field(description="projector strategy plugin name (see `rocket plugins`)")
     hidden_dim: int | None = Field(None, gt=0, description="fc1 width; None = the teacher feature width")
     use_vlm_norm: bool = True
     layer_norm_eps: float = Field(1e-5, gt=0)
@@ -91,6 +91,7 @@ class ProjectorSpec(_Spec):
     reference_width_quirk: bool = Field(
         False, description="independent/single: use 20 % of the hidden width per projector, as the reference does"
     )
+    options: dict[str, Any] = Field(default_factory=dict, description="strategy-specific settings")
 
     @field_validator("width_ratios")
     @classmethod
@@ -197,9 +198,9 @@ class TrainingSpec(_Spec):
 class RunSpec(_Spec):
     """Everything one `rocket align` run needs."""
 
-    vla: VLASpec = Field(default_factory=VLASpec)
-    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
-    projector: ProjectorSpec = Field(default_factory=ProjectorSpec)
+    vla: VLASpec
+    teacher: TeacherSpec
+    projector: ProjectorSpec
     layers: LayerMap | str | None = Field(
         None, description="explicit map, 'balanced:K', a layer-map file, or 'v1,v2:t1,t2'; None = the VLA's default"
     )

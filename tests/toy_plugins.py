@@ -1,4 +1,4 @@
-"""A complete minimal plugin set: one toy VLA and one toy teacher (docs/plugins.md walks through it).
+"""A complete minimal plugin set for the tests: one toy VLA and one toy teacher (docs/plugins.md has the guide).
 
 Registered in tests with `Registry.register_module(tests.toy_plugins)`; a third-party package would
 instead declare `[project.entry-points.rocket] toy = "my_package.toy_plugins"`.
@@ -66,13 +66,20 @@ class ToyVLAModel(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad = "lora_" in name or name.startswith("action_head")
 
-    def forward_align(self, batch: Batch, layers: Sequence[int]) -> VLAOutput:
+    def _forward(self, batch: Batch) -> tuple[list[torch.Tensor], torch.Tensor]:
         images = batch["images"]
         small = F.interpolate(images.flatten(0, 1), size=(32, 32), mode="bilinear", align_corners=False)
         states = self.body(small.reshape(*images.shape[:3], 32, 32))
-        pred = self.action_head(states[-1].mean(1))
+        return states, self.action_head(states[-1].mean(1))
+
+    def forward_align(self, batch: Batch, layers: Sequence[int]) -> VLAOutput:
+        states, pred = self._forward(batch)
         loss = F.l1_loss(pred, batch["actions"][:, 0])
         return VLAOutput(loss, {k: states[k] for k in layers}, None)
+
+    def predict_action(self, batch: Batch) -> torch.Tensor:
+        """One predicted action, repeated over the chunk."""
+        return self._forward(batch)[1][:, None].expand(-1, self.info.chunk_size or 1, -1)
 
 
 class ToyVLA(VLAAdapter):

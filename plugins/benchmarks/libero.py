@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from rocket_core.errors import RocketError
-from rocket_core.eval.base import Benchmark, Check
+from rocket_core.contracts import BenchmarkAdapter, Check
 from rocket_core.eval.envs import IsolatedEnv, apt_install, missing_debs
 from rocket_core.eval.protocol import LIBERO_MAX_STEPS, Protocol, libero_preset
 
@@ -32,7 +32,7 @@ def gl_backend() -> str:
     return os.environ.get("MUJOCO_GL", "egl")
 
 
-class LiberoBenchmark(Benchmark):
+class LiberoBenchmark(BenchmarkAdapter):
     name = "libero"
     description = "LIBERO spatial/object/goal/10/90 (MuJoCo, headless), OpenVLA-OFT and openpi protocols"
     suites: ClassVar[tuple[str, ...]] = tuple(LIBERO_MAX_STEPS)

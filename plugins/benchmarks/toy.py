@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rocket_core.eval.base import Benchmark, Check
+from rocket_core.contracts import BenchmarkAdapter, Check
 from rocket_core.eval.protocol import GripperMap, Protocol
 
 
-class ToyBenchmark(Benchmark):
+class ToyBenchmark(BenchmarkAdapter):
     name = "toy"
     description = "Simulator-free point reaching (tests, smoke checks of rocket serve); no physics"
     suites: ClassVar[tuple[str, ...]] = ("reach",)

@@ -7,29 +7,14 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Collection, Sequence
+from typing import Collection, Sequence
 
 import torch
 from torch import nn
 
 from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
-from rocket_core.vision import RESIZE_MODES, resize_for_teacher
-
-OPTIONS: dict[str, str] = {"resize": f"how images reach the teacher's input: {' or '.join(RESIZE_MODES)} (default crop)"}
-
-
-def check_options(name: str, options: dict[str, Any]) -> str:
-    """The resize mode from a spec's options; unknown options fail naming the valid ones."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        valid = "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
-        raise RocketError(f"unknown option(s) {', '.join(unknown)} for teacher '{name}'; valid options: {valid}")
-    mode = options.get("resize", "crop")
-    if mode not in RESIZE_MODES:
-        raise RocketError(f"teacher option resize='{mode}' is invalid; use one of: {', '.join(RESIZE_MODES)}")
-    return mode
-
+from rocket_core.vision import resize_for_teacher
 
 class FrozenTeacher(nn.Module, ABC):
     """A built teacher: always in eval mode, no gradients; bf16 autocast on CUDA only."""

@@ -77,9 +77,10 @@ def with_data(spec: RunSpec, dataset: str | None) -> RunSpec:
 
 
 def feature_plan(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
-    """A plan for feature extraction only: one harmless pair (0, 0) and the default projector, so any
-    spec resolves, whatever layer map or projector options it carries (CKA ignores both)."""
-    return plan_run(spec.model_copy(update={"layers": LayerMap(vla=[0], teacher=[0]), "projector": ProjectorSpec()}),
+    """A plan for feature extraction only: one harmless pair (0, 0) and the spec's projector with its
+    default settings, so any spec resolves, whatever layer map or projector settings it carries (CKA ignores both)."""
+    return plan_run(spec.model_copy(update={"layers": LayerMap(vla=[0], teacher=[0]),
+                                            "projector": ProjectorSpec(name=spec.projector.name)}),
                     registry)
 
 

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rocket_core.eval.base import Check
+from rocket_core.contracts import Check
 
 Level = Literal["ok", "info", "warning", "error"]
 HUB_PROBE_TIMEOUT_S = 3.0

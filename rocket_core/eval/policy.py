@@ -3,12 +3,10 @@
 Built from a `rocket align` checkpoint (its spec rebuilds the model, `trainable.safetensors` or
 `ema.safetensors` fills the trained parts, `state.json` gives the state/action normalisation and camera
 slots) or from a plugin preset (`--vla openvla --preset tiny`: random weights, no normalisation, for
-smoke tests). Every VLA plugin's `predict_action` is used: the batch form `predict_action(batch)`
-(pi0 family) or OpenVLA's `predict_action(images, task, proprio, unnormalize=False)`.
+smoke tests). Every VLA plugin answers through the contract's `predict_action(batch)`.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
@@ -45,7 +43,6 @@ class Policy:
         self.cameras = cameras or [f"camera{i}" for i in range(info.num_images)]
         self.seed = seed
         self.model.eval()
-        self._batch_api = "batch" in inspect.signature(model.predict_action).parameters
         self._device = next(model.parameters()).device
 
     # ---- construction -----------------------------------------------------------------------------
@@ -107,6 +104,7 @@ class Policy:
         i = self.info
         return {
             "vla": self.vla_name,
+            "eval_family": i.eval_family,
             "source": self.source,
             "cameras": list(self.cameras),
             "num_images": i.num_images,
@@ -156,17 +154,13 @@ class Policy:
     def infer(self, obs: Any) -> dict[str, Any]:
         images, state, task = self._check(obs)
         start = time.perf_counter()
-        if self._batch_api:
-            batch = {
-                "images": images[None].to(self._device),
-                "image_masks": torch.ones(1, images.shape[0], dtype=torch.bool, device=self._device),
-                "state": (state if state is not None else torch.zeros(self.info.state_dim or 1))[None].to(self._device),
-                "task": [task],
-            }
-            actions = self.model.predict_action(batch)[0].float().cpu()
-        else:
-            out = self.model.predict_action(images.to(self._device), task, state, unnormalize=False)
-            actions = torch.as_tensor(np.asarray(out), dtype=torch.float32)
+        batch = {
+            "images": images[None].to(self._device),
+            "image_masks": torch.ones(1, images.shape[0], dtype=torch.bool, device=self._device),
+            "state": (state if state is not None else torch.zeros(self.info.state_dim or 1))[None].to(self._device),
+            "task": [task],
+        }
+        actions = self.model.predict_action(batch)[0].float().cpu()
         if self.info.action_dim:
             actions = actions[..., : self.info.action_dim]
         if self.action_norm is not None:

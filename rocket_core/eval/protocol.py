@@ -77,7 +77,7 @@ def libero_preset(suite: str, family: str, benchmark: str = "libero") -> Protoco
     """LIBERO protocol of a policy family: `openvla` (OpenVLA-OFT) or `openpi` (pi0 / pi0.5)."""
     if suite not in LIBERO_MAX_STEPS:
         raise KeyError(f"unknown LIBERO suite '{suite}'; use one of {', '.join(LIBERO_MAX_STEPS)}")
-    if family == "openvla":
+    if family in ("openvla", "openvla-oft"):
         return Protocol(
             name="openvla-oft", benchmark=benchmark, suite=suite, max_steps=LIBERO_MAX_STEPS[suite],
             env_seed=0, open_loop_steps=8, resize_method="lanczos",
@@ -91,11 +91,6 @@ def libero_preset(suite: str, family: str, benchmark: str = "libero") -> Protoco
             notes="openpi examples/libero/main.py (replan_steps 5, resize_with_pad 224, raw gripper)",
         )
     raise KeyError(f"unknown policy family '{family}' for LIBERO; use openvla or openpi")
-
-
-def family_of(vla_name: str) -> str:
-    """The protocol family of a VLA plugin: pi0 / pi05 follow openpi, everything else OpenVLA-OFT."""
-    return "openpi" if vla_name.startswith("pi0") else "openvla"
 
 
 def process_gripper(action: Any, gripper: GripperMap) -> Any:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rocket_core.errors import RocketError
-from rocket_core.eval.base import Benchmark
+from rocket_core.contracts import BenchmarkAdapter as Benchmark
 from rocket_core.eval.protocol import Protocol
 from rocket_core.eval.worker import MARK
 

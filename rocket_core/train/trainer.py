@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.targets import teacher_features
+from rocket_core.contract_check import check_run
 from rocket_core.contracts import TeacherModel, VLAModel
 from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.data.dataset import TrainSampler
@@ -251,6 +252,8 @@ class Trainer:
 
     def train(self) -> TrainResult:
         t = self.plan.spec.training
+        if t.distributed != "fsdp":  # sharded parameters cannot run outside FSDP's wrapper; info() was checked
+            check_run(self.plan, self.acc.unwrap_model(self.module).vla, self.teacher, self.dataset, self.acc.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.acc.is_main_process:
             (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(self.plan.spec.model_dump(mode="json"),

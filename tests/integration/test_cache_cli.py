@@ -62,7 +62,7 @@ def test_builds_the_cache_a_run_of_the_same_spec_finds(app: typer.Typer, tmp_pat
     again = _build(app, root)
     assert "(0 to compute" in again.output and "done: 0 computed, 6 already cached" in again.output
 
-    spec = build_spec(None, {"vla": {"name": "toy-vla"}, "teacher": {"name": "toy-teacher"}})  # augmenting: grids
+    spec = build_spec(None, {"vla": {"name": "toy-vla"}, "teacher": {"name": "toy-teacher"}, "projector": {"name": "rocket"}})  # augmenting: grids
     plan = plan_run(spec)
     cache = TeacherCache.for_run(plan, VLADataset(data_spec_for(plan), seed=7), root, dtype="fp32")
     assert cache.layout.kind == "grid" and all(cache.store.exists(r) for r in range(6))

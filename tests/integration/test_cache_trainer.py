@@ -41,7 +41,7 @@ def _losses(run_dir: Path) -> list[tuple[float, float]]:
 
 
 def test_cached_training_matches_live_and_a_cached_rerun_never_calls_the_teacher(tmp_path: Path) -> None:
-    spec = build_spec(None, {"vla": {"name": "toy-vla"}, "teacher": {"name": "toy-teacher"},
+    spec = build_spec(None, {"vla": {"name": "toy-vla"}, "teacher": {"name": "toy-teacher"}, "projector": {"name": "rocket"},
                              "training": {"max_steps": 3, "batch_size": 2, "lora": {"rank": 4, "alpha": 4}},
                              "data": {"augment": {"enabled": False}}})
     plan = plan_run(spec, toy_registry())

@@ -49,7 +49,7 @@ def test_policy_from_checkpoint_loads_weights_and_normalisation(tiny_run: Path) 
     out = policy.infer(obs)["actions"]
     images = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in obs["images"]])
     state_n = Normalizer.from_dict(state["normalization"]["state"]).normalize(torch.from_numpy(obs["state"]))
-    raw = policy.model.predict_action(images, obs["task"], state_n, unnormalize=False)
+    raw = policy.model.predict_observation(images, obs["task"], state_n, unnormalize=False)
     expected = Normalizer.from_dict(state["normalization"]["action"]).unnormalize(torch.as_tensor(raw))
     assert out.shape == (8, 7) and np.allclose(out, expected.numpy(), atol=1e-5)
 

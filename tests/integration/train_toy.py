@@ -28,6 +28,7 @@ def toy_spec(max_steps: int, batch_size: int, save_every: int, **training: objec
     return build_spec(None, {
         "vla": {"name": "toy-vla"},
         "teacher": {"name": "toy-teacher"},
+        "projector": {"name": "rocket"},
         "training": {"max_steps": max_steps, "batch_size": batch_size, "save_every": save_every,
                      "lora": {"rank": 4, "alpha": 4}, **training},
     })

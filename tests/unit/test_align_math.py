@@ -8,7 +8,8 @@ from plugins.projectors.builtin import IndependentProjector, RocketProjector, Sh
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool, sincos_2d
-from rocket_core.align.tokens import downsample_padding_mask, pi0_align_mask
+from plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask
+from plugins.vla.paligemma.preprocess import downsample_padding_mask
 from rocket_core.specs import ProjectorSpec
 
 
@@ -38,7 +39,7 @@ def test_jax_cosine_eps_differs_only_near_zero() -> None:
 
 
 def test_tanh_gelu_and_eps_options_reach_the_projector() -> None:
-    spec = ProjectorSpec(activation="gelu_tanh", layer_norm_eps=1e-6)
+    spec = ProjectorSpec(name="rocket", activation="gelu_tanh", layer_norm_eps=1e-6)
     proj = RocketProjector.build(2, 6, 4, spec, 1)[0][0]
     assert proj.approximate == "tanh" and proj.vlm_norm.eps == 1e-6
     x = torch.randn(2, 3, 6)
@@ -47,7 +48,7 @@ def test_tanh_gelu_and_eps_options_reach_the_projector() -> None:
 
 
 def test_strategies_and_reference_state_dict_names() -> None:
-    spec = ProjectorSpec(hidden_dim=10)
+    spec = ProjectorSpec(name="rocket", hidden_dim=10)
     rocket = RocketProjector.build(3, 6, 4, spec, ensemble_size=2)
     assert rocket.pair_widths() == [2, 6, 10] and rocket.shared
     assert sorted(k for k in rocket.state_dict() if k.endswith("fc1.weight")) == ["0.0.fc1.weight", "0.1.fc1.weight"]
@@ -60,7 +61,7 @@ def test_strategies_and_reference_state_dict_names() -> None:
 
 
 def test_head_matches_a_plain_per_pair_computation() -> None:
-    bank = RocketProjector.build(3, 6, 4, ProjectorSpec(hidden_dim=8), ensemble_size=2)
+    bank = RocketProjector.build(3, 6, 4, ProjectorSpec(name="rocket", hidden_dim=8), ensemble_size=2)
     head = AlignmentHead(bank, num_vision_tokens=8, teacher_grid=(4, 4), teacher_image_hw=(56, 56))
     states = [torch.randn(2, 8, 6) for _ in range(3)]
     teacher = [torch.randn(2, 2, 16, 4) for _ in range(3)]

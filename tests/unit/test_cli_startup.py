@@ -35,7 +35,6 @@ HEAVY_TODAY = {
     "recipes": "cli/align.py imports the engine and trainer at module level",
     "align": "cli/align.py imports the engine and trainer; the plugin modules its --vla help lists import torch",
     "profile": "cli/profile.py imports rocket_core.analysis.profile; the plugin modules import torch",
-    "push": "rocket_core.publish imports safetensors.torch and the checkpoint module at module level",
 }
 
 

@@ -106,7 +106,7 @@ def test_hub_probe_of_a_closed_port_is_unreachable_quickly() -> None:
 
 def test_doctor_exit_codes_follow_what_was_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing benchmark check is an error when that benchmark is asked for, a warning otherwise."""
-    from rocket_core.eval.base import Check
+    from rocket_core.contracts import Check
 
     class Broken(ToyBenchmark):
         name = "broken"
@@ -118,7 +118,7 @@ def test_doctor_exit_codes_follow_what_was_asked(monkeypatch: pytest.MonkeyPatch
     import rocket_core.eval.base as base
 
     monkeypatch.setattr(base, "find_benchmark", lambda name: (Broken, None))
-    monkeypatch.setattr(base, "builtin_benchmarks", lambda: {"toy": ToyBenchmark, "broken": Broken})
+    monkeypatch.setattr(base, "installed_benchmarks", lambda: {"toy": ToyBenchmark, "broken": Broken})
     asked = CliRunner().invoke(_app(), ["doctor", "--quick", "--benchmark", "broken", "--json"])
     assert asked.exit_code == 1
     levels = {c["name"]: c["level"] for c in json.loads(asked.output)}
@@ -130,7 +130,7 @@ def test_doctor_exit_codes_follow_what_was_asked(monkeypatch: pytest.MonkeyPatch
 
 
 def test_doctor_fails_on_a_broken_core_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rocket_core.eval.base import Check
+    from rocket_core.contracts import Check
 
     monkeypatch.setattr(doctor_mod, "check_torch", lambda: [Check("torch", False, "not importable", "bash install.sh")])
     res = CliRunner().invoke(_app(), ["doctor", "--quick", "--benchmark", "toy"])

@@ -18,7 +18,7 @@ from rocket_core.errors import RocketError
 from rocket_core.eval.base import find_benchmark
 from rocket_core.eval.client import PolicyClient, PolicyError, health
 from rocket_core.eval.policy import Policy
-from rocket_core.eval.protocol import GripperMap, Protocol, family_of, libero_preset, process_gripper
+from rocket_core.eval.protocol import GripperMap, Protocol, libero_preset, process_gripper
 from rocket_core.eval.rollout import prepare_image, quat2axisangle, run_episode
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import PolicyServer, serve_callable
@@ -40,7 +40,7 @@ def test_openvla_oft_preset_pins_the_published_protocol() -> None:
         assert p.gripper == GripperMap(rescale_01_to_pm1=True, binarize=True, invert=True)
     pi = libero_preset("goal", "openpi")
     assert (pi.open_loop_steps, pi.resize_method, pi.gripper, pi.env_seed) == (5, "pad_bilinear", GripperMap(), 7)
-    assert family_of("pi05") == "openpi" and family_of("openvla") == "openvla"
+    assert libero_preset("goal", "openvla-oft") == libero_preset("goal", "openvla")  # VLAInfo.eval_family's name
     with pytest.raises(KeyError):
         libero_preset("long", "openvla")
 
@@ -187,7 +187,7 @@ def test_server_metadata_infer_health_and_errors() -> None:
 
 
 class BatchModel(torch.nn.Module):
-    """pi0-style `predict_action(batch)`: returns the normalised state in every action slot."""
+    """The contract's `predict_action(batch)`: returns the normalised state in every action slot."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -199,11 +199,12 @@ class BatchModel(torch.nn.Module):
         return batch["state"][:, None, :2].expand(1, 3, 2).clone()
 
 
-class OpenVLAStyle(BatchModel):
-    def predict_action(self, images: torch.Tensor, task: str, proprio: torch.Tensor | None = None,  # type: ignore[override]
-                       unnormalize: bool = True) -> np.ndarray:
-        assert images.shape == (2, 3, 5, 5) and not unnormalize
-        return np.full((8, 3), 0.5, np.float32)
+class WideModel(BatchModel):
+    """No state; a chunk of 8 actions wider than the policy's action_dim."""
+
+    def predict_action(self, batch: dict[str, Any]) -> torch.Tensor:
+        assert batch["images"].shape == (1, 2, 3, 5, 5)
+        return torch.full((1, 8, 3), 0.5)
 
 
 def _info(state_dim: int | None, action_dim: int) -> VLAInfo:
@@ -223,10 +224,11 @@ def test_policy_normalises_state_and_unnormalises_actions() -> None:
     assert np.allclose(out["actions"], [[5.0, 2.0]] * 3, atol=1e-5)  # normalise -> model -> unnormalise = identity
     meta = policy.metadata()
     assert meta["normalization"] == {"state": True, "action": True} and meta["state_dim"] == 2
+    assert meta["eval_family"] == "openvla-oft"  # what `rocket eval` picks the protocol preset by
 
 
-def test_policy_openvla_signature_and_malformed_observations() -> None:
-    policy = Policy(OpenVLAStyle(), "openvla", _info(None, 2), source="test")
+def test_policy_cuts_to_action_dim_and_rejects_malformed_observations() -> None:
+    policy = Policy(WideModel(), "openvla", _info(None, 2), source="test")
     good = {"images": [np.zeros((5, 5, 3), np.uint8)] * 2, "task": "t"}
     assert policy.infer(good)["actions"].shape == (8, 2)  # cut to action_dim
     bad = [
@@ -307,7 +309,7 @@ def test_runner_reports_policy_errors_without_recording(tmp_path: Path) -> None:
 
 
 def test_policy_server_serves_a_policy_object() -> None:
-    policy = Policy(OpenVLAStyle(), "openvla", _info(None, 3), source="test")
+    policy = Policy(WideModel(), "openvla", _info(None, 3), source="test")
     with PolicyServer(policy, port=0) as server, PolicyClient(server.url) as client:
         assert client.metadata["vla"] == "openvla"
         assert client.infer({"images": [np.zeros((5, 5, 3), np.uint8)] * 2, "task": "t"}).shape == (8, 3)

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import save_file
 
 from plugins.projectors.builtin import RocketProjector
-from plugins.vla.openvla import OpenVLAAdapter, OpenVLAPolicy
+from plugins.vla.openvla import OpenVLAAdapter
 from plugins.vla.openvla import processor as proc
-from plugins.vla.openvla.adapter import TINY_CONFIG, OpenVLAOptions
-from plugins.vla.openvla.modeling import OPENVLA_7B_CONFIG, OpenVLA, OpenVLAConfig
+from plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
+from plugins.vla.openvla.options import OPENVLA_7B_CONFIG, TINY_CONFIG, OpenVLAOptions
+from plugins.vla.openvla.policy import OpenVLAPolicy
 from plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
 from rocket_core.align.head import AlignmentHead
 from rocket_core.errors import RocketError
@@ -158,7 +159,7 @@ def test_build_from_local_folders(tmp_path: Path, tiny: OpenVLAPolicy) -> None:
     (full / "dataset_statistics.json").write_text(json.dumps(stats))
     for part in ("action_head", "proprio_projector"):
         torch.save({"module." + k: v for k, v in getattr(tiny, part).state_dict().items()}, full / f"{part}--100_checkpoint.pt")
-    bank = RocketProjector.build(2, tiny.info.hidden_size, 24, ProjectorSpec(), 1)
+    bank = RocketProjector.build(2, tiny.info.hidden_size, 24, ProjectorSpec(name="rocket"), 1)
     torch.save({"module." + k: v for k, v in bank.state_dict().items()}, full / "align_projectors--100_checkpoint.pt")
     spec = VLASpec(name="openvla", checkpoint=str(full), options={"dtype": "float32"})
     assert OpenVLAAdapter.info(spec) == tiny.info
@@ -238,7 +239,7 @@ def test_forward_backward_through_lora_and_rocket_loss(tiny: OpenVLAPolicy) -> N
     assert set(out.vision_states) == set(layers)
     assert all(v.shape == (2, info.num_vision_tokens, info.hidden_size) for v in out.vision_states.values())
     s, grid, c = 2, (4, 4), 24  # teacher: 2 frames of a 4x4 patch grid, width 24
-    bank = RocketProjector.build(len(layers), info.hidden_size, c, ProjectorSpec(), 1)
+    bank = RocketProjector.build(len(layers), info.hidden_size, c, ProjectorSpec(name="rocket"), 1)
     head = AlignmentHead(bank, info.num_vision_tokens, grid, (56, 56))
     teacher = [torch.randn(2, s, grid[0] * grid[1], c) for _ in layers]
     align = head([out.vision_states[k] for k in layers], teacher, out.token_mask)
@@ -346,9 +347,11 @@ def test_training_and_inference_read_the_same_action_positions(tiny: OpenVLAPoli
     batch = _batch(tiny)
     with torch.no_grad():
         _, chunk = tiny._chunk_forward(batch["images"], batch["task"], batch["state"], keep=False)
-        alone = tiny.predict_action(batch["images"][1], batch["task"][1], batch["state"][1], unnormalize=False)
+        alone = tiny.predict_observation(batch["images"][1], batch["task"][1], batch["state"][1], unnormalize=False)
+        both = tiny.predict_action({k: batch[k] for k in ("images", "image_masks", "state", "task")})
     assert alone.shape == (tiny.opts.chunk, tiny.opts.action_dim)
     np.testing.assert_allclose(alone, chunk[1].numpy(), atol=1e-5)  # padding of sample 0 does not leak in
+    torch.testing.assert_close(both, chunk)
     out = tiny.forward_align({**batch, "actions": chunk}, [1])
     assert out.action_loss.item() == pytest.approx(0.0, abs=1e-6)
     pad = {**batch, "actions": chunk.clone(), "action_is_pad": torch.zeros(2, tiny.opts.chunk, dtype=torch.bool)}
@@ -428,7 +431,9 @@ def test_discrete_predict_action_decodes_greedy_tokens() -> None:
     stats = {"q01": [-1.0] * 7, "q99": [3.0] * 7, "mask": [True] * 6 + [False]}
     model.config.norm_stats = {"bridge_orig": {"action": stats}}
     normalised = model.actions.decode(tokens).numpy()
-    actions = model.predict_action(image, "push the plate")
+    actions = model.predict_observation(image, "push the plate")
     assert actions.shape == (1, 7)
+    batch = {"images": image[None], "image_masks": torch.ones(1, 1, dtype=torch.bool), "task": ["push the plate"]}
+    torch.testing.assert_close(model.predict_action(batch), model.actions.decode(tokens)[None, None])
     np.testing.assert_allclose(actions[0, :6], 2 * (normalised[:6] + 1) - 1, atol=1e-5)
     np.testing.assert_allclose(actions[0, 6], normalised[6], atol=1e-6)

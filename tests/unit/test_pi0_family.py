@@ -7,14 +7,10 @@ import pytest
 import torch
 
 from plugins.projectors.builtin import RocketProjector
-from plugins.vla.paligemma_common import (
-    LORA_LEAVES,
-    TINY_ARCH,
-    PaliGemmaFlowPolicy,
-    load_tokenizer,
-    pad_last,
-    preprocess_images,
-)
+from plugins.vla.paligemma.config import LORA_LEAVES, TINY_ARCH
+from plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
+from plugins.vla.paligemma.preprocess import pad_last, preprocess_images
+from plugins.vla.paligemma.tokenizer import load_tokenizer
 from plugins.vla.pi0 import Pi0Adapter
 from plugins.vla.pi05 import Pi05Adapter
 from rocket_core.align.head import AlignmentHead
@@ -125,7 +121,7 @@ def test_forward_backward_through_rocket_loss(name: str) -> None:
     nearest = [j * size // grid[1] for j in range(grid[1])]  # source column of each token column
     cols = out.token_mask[0, :per_camera].view(grid).all(0)
     assert cols.tolist() == [left <= c < left + resized_w for c in nearest] and not cols.all()
-    bank = RocketProjector.build(len(layers), width, 16, ProjectorSpec(hidden_dim=24), 1)
+    bank = RocketProjector.build(len(layers), width, 16, ProjectorSpec(name="rocket", hidden_dim=24), 1)
     head = AlignmentHead(bank, v, (4, 4), (56, 56))
     teacher = [torch.randn(2, CAMERAS, 16, 16) for _ in layers]
     align = head([out.vision_states[i] for i in layers], teacher, token_mask=out.token_mask)
@@ -235,7 +231,7 @@ def test_lora_mode_trains_adapters_and_the_small_modules(name: str) -> None:
 
 def test_lerobot_config_gives_the_real_sizes() -> None:
     """A LeRobot config.json names variants (gemma_2b / gemma_300m); the policy fields come along."""
-    from plugins.vla.paligemma_common import GEMMA_2B, GEMMA_300M, arch_from_config
+    from plugins.vla.paligemma.config import GEMMA_2B, GEMMA_300M, arch_from_config
 
     data = {"type": "pi05", "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
             "chunk_size": 10, "max_state_dim": 16, "max_action_dim": 16, "num_inference_steps": 4}

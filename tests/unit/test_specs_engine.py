@@ -14,6 +14,7 @@ from rocket_core.registry import Registry
 from rocket_core.select.layermap import parse_layers, read_layer_map, write_layer_map
 from rocket_core.specs import LayerMap, RunSpec, build_spec
 
+NAMES = {"vla": {"name": "toy-vla"}, "teacher": {"name": "toy-teacher"}, "projector": {"name": "rocket"}}
 
 @pytest.fixture
 def registry() -> Registry:
@@ -24,7 +25,7 @@ def registry() -> Registry:
 
 
 def _spec(**overrides: object) -> RunSpec:
-    return build_spec(None, {"vla": {"name": "toy-vla"}, "teacher": {"name": "toy-teacher"}, **overrides})
+    return build_spec(None, overrides, NAMES)
 
 
 @pytest.mark.parametrize("suffix,text", [
@@ -35,7 +36,7 @@ def _spec(**overrides: object) -> RunSpec:
 def test_config_files_and_flag_overrides(tmp_path: Path, suffix: str, text: str) -> None:
     path = tmp_path / f"run{suffix}"
     path.write_text(text)
-    spec = build_spec(path, {"projector": {"name": "independent"}})
+    spec = build_spec(path, {"projector": {"name": "independent"}}, NAMES)
     assert spec.alignment.coefficient == 0.25  # from the file
     assert spec.projector.name == "independent"  # the flag wins
     assert spec.alignment.ensemble_size == 1  # default kept
@@ -53,6 +54,13 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, message: str) -
     with pytest.raises(RocketError) as err:
         build_spec(path)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_specs_name_no_plugin() -> None:
+    """The quickstart's plugin names are CLI defaults (shown in --help), not spec defaults."""
+    with pytest.raises(RocketError) as err:
+        build_spec(None, {})
+    assert all(f"{kind}: Field required" in str(err.value) for kind in ("vla", "teacher", "projector"))
 
 
 def test_missing_config_file() -> None:

@@ -1,12 +1,15 @@
-"""VGGT teacher plugin (entry point `vggt`): our own plain-torch VGGT, key-for-key with facebook/VGGT-1B."""
+"""VGGT teacher plugin (entry point `vggt`): our own plain-torch VGGT, key-for-key with facebook/VGGT-1B.
+
+Import-light: registering loads only `adapter`; `teacher` and `model` hold the torch code.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
-from plugins.teachers.vggt.teacher import FrozenVGGT, VGGTTeacher
+from plugins.teachers.vggt.adapter import VGGTTeacher
 from rocket_core import hookimpl
 
-__all__ = ["FrozenVGGT", "VGGTTeacher", "register_teachers"]
+__all__ = ["VGGTTeacher", "register_teachers"]
 
 
 @hookimpl

@@ -1,40 +1,23 @@
-"""VGGT behind the teacher contract: config resolution, strict checkpoint loading, frozen extraction.
+"""The built VGGT teacher: strict checkpoint loading and frozen extraction (the adapter is in `adapter`).
 
 Layer index i is the i-th frame/global block pair; its tokens are cat(frame out, global out), so the
 feature width is 2 * embed_dim. `-1` is the last layer (ordinary Python indexing, as in ROCKET).
 """
 from __future__ import annotations
 
-import json
-from typing import Any, ClassVar, Collection, Sequence
+from typing import Any, Collection, Sequence
 
 import torch
 
-from plugins.teachers.common import FrozenTeacher, check_options
-from plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
+from plugins.teachers.common import FrozenTeacher
+from plugins.teachers.vggt.adapter import resolve_config
 from plugins.teachers.vggt.model import VGGT
-from rocket_core.contracts import TeacherAdapter, TeacherInfo
+from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
-from rocket_core.hub import check_keys, find_weights_file, load_state_dict, local_path, resolve_weights
+from rocket_core.hub import check_keys, find_weights_file, load_state_dict, resolve_weights
 from rocket_core.specs import TeacherSpec
 
 HEAD_PREFIXES: tuple[str, ...] = ("camera_head.", "depth_head.", "point_head.", "track_head.")
-
-
-def resolve_config(spec: TeacherSpec) -> VGGTConfig:
-    """Sizes without touching weights: a local folder's reference config.json, else the preset, else VGGT-1B."""
-    if spec.preset is not None and spec.preset not in PRESETS:
-        raise RocketError(f"unknown VGGT preset '{spec.preset}'; available presets: {', '.join(PRESETS)}")
-    path = local_path(spec.checkpoint) if spec.checkpoint else None
-    config_file = (path if path.is_dir() else path.parent) / "config.json" if path is not None else None
-    if config_file is not None and config_file.is_file():
-        try:
-            data = json.loads(config_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise RocketError(f"'{config_file}' is not valid JSON: {exc}") from None
-        if isinstance(data, dict) and "aggregator" in data:
-            return config_from_reference(data)
-    return PRESETS[spec.preset] if spec.preset else VGGT_1B
 
 
 def load_checkpoint(model: VGGT, state: dict[str, torch.Tensor], source: str) -> None:
@@ -86,32 +69,3 @@ class FrozenVGGT(FrozenTeacher):
         with self.autocast(x.device):
             out = self.model(x)
         return {"images": x, **out}
-
-
-class VGGTTeacher(TeacherAdapter):
-    """VGGT-1B (Wang et al., CVPR 2025): the ROCKET 3D teacher."""
-
-    name: ClassVar[str] = "vggt"
-    description: ClassVar[str] = "VGGT 3D geometry transformer (frame+global tokens, own implementation)"
-    version: ClassVar[str] = "0.1.0"
-    default_checkpoint: ClassVar[str] = "facebook/VGGT-1B"
-    weight_patterns: ClassVar[tuple[str, ...]] = ("model.safetensors", "config.json")
-    has_depth_head: ClassVar[bool] = True  # `build(spec, heads=True).predict(images)` gives depth (previews)
-
-    @classmethod
-    def info(cls, spec: TeacherSpec) -> TeacherInfo:
-        config = resolve_config(spec)
-        check_options(cls.name, spec.options)
-        return TeacherInfo(
-            num_layers=config.depth,
-            feature_dim=config.feature_dim,
-            patch_grid=(config.grid, config.grid),
-            image_size=(config.img_size, config.img_size),
-        )
-
-    @classmethod
-    def build(cls, spec: TeacherSpec, heads: bool = False) -> FrozenVGGT:
-        """Feature-only by default (the heads' weights are then never read); `heads=True` for previews."""
-        resize = check_options(cls.name, spec.options)
-        model = build_model(spec, heads, cls.default_checkpoint, cls.weight_patterns)
-        return FrozenVGGT(model, cls.info(spec), resize)

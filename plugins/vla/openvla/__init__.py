@@ -1,12 +1,15 @@
-"""OpenVLA-7B, native: our Prismatic code on stock transformers (no remote code, no fork)."""
+"""OpenVLA-7B, native: our Prismatic code on stock transformers (no remote code, no fork).
+
+Import-light: registering the plugin loads only `adapter` (no torch); `policy` holds the model.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
-from plugins.vla.openvla.adapter import OpenVLAAdapter, OpenVLAPolicy
+from plugins.vla.openvla.adapter import OpenVLAAdapter
 from rocket_core import hookimpl
 
-__all__ = ["OpenVLAAdapter", "OpenVLAPolicy"]
+__all__ = ["OpenVLAAdapter"]
 
 
 @hookimpl

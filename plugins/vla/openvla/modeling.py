@@ -22,20 +22,6 @@ from rocket_core.errors import RocketError
 
 IGNORE_INDEX = -100
 
-# The public openvla/openvla-7b config.json without its norm_stats; everything else about the 7B model
-# follows from it (the Llama sizes are LlamaConfig's defaults, which are Llama-2-7B's).
-OPENVLA_7B_CONFIG: dict[str, Any] = {
-    "arch_specifier": "no-align+fused-gelu-mlp",
-    "use_fused_vision_backbone": True,
-    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-    "timm_override_act_layers": [None, None],
-    "image_sizes": [224, 224],
-    "image_resize_strategy": "resize-naive",
-    "n_action_bins": 256,
-    "pad_to_multiple_of": 64,
-    "pad_token_id": 32000,
-    "text_config": {"model_type": "llama", "pad_token_id": 32000, "vocab_size": 32064},
-}
 _TEXT_CONFIG_IGNORED = ("model_type", "torch_dtype", "dtype")
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
 from rocket_core.errors import RocketError
 
 # Per fused ViT (DINOv2 first, then SigLIP): the normalisation its timm data config uses.
@@ -61,8 +62,8 @@ class ByteTokenizer:
     stay below 0xF5, i.e. ids below 248).
     """
 
-    base_vocab = 512
-    pad_token_id = 512
+    base_vocab = BYTE_BASE_VOCAB
+    pad_token_id = BYTE_PAD_ID
     bos_token_id = 1
     empty_token_id = 3 + ord(" ")
 

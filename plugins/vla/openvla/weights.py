@@ -23,7 +23,6 @@ from rocket_core.hub import load_state_dict
 
 OPTIONAL_KEYS = re.compile(r"language_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 HEAD_PARTS = ("action_head", "proprio_projector")
-LORA_DIR = "lora_adapter"
 ADAPTER_PREFIX = "base_model.model."
 
 
