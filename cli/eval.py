@@ -51,8 +51,9 @@ def print_results(results: dict[str, Any]) -> None:
         console.print(f"[bold]{suite}[/] protocol {s['preset']}: {p['trials_per_task']} trials/task, seed {p['seed']}, "
                       f"max {p['max_steps']} steps after {p['wait_steps']} wait steps, {p['render_size']} px, "
                       f"{p['open_loop_steps']} actions open-loop, gripper {p['gripper']}", highlight=False)
-        if s["deviations"]:
-            console.print(f"  deviations from the preset: {json.dumps(s['deviations'])}", highlight=False)
+        for name, dev in s["deviations"].items():
+            console.print(f"  deviation {name}: preset {json.dumps(dev['preset'])} -> {json.dumps(dev['used'])}"
+                          + (f" ({dev['reason']})" if dev.get("reason") else ""), highlight=False)
         for g in (s.get("groups") or {}).values():
             for reason, fetch in g["skip_reasons"].items():
                 console.print(f"  skipped: {reason}" + (f" (fetch: {fetch})" if fetch else ""), highlight=False)
@@ -73,7 +74,8 @@ def register(app: typer.Typer) -> None:
         setup: str = typer.Option(None, help="Create/refresh the isolated environment of a benchmark and exit."),
         force: bool = typer.Option(False, help="With --setup: rebuild from scratch."),
         assets: bool = typer.Option(False, help="With --setup: also fetch Hub-only assets (RoboTwin, LIBERO-Plus)."),
-        protocol: str = typer.Option(None, help="Protocol family: openvla (OFT) or openpi (default: from the policy)."),
+        protocol: str = typer.Option(None, help="Protocol family: openvla-oft or openpi (default: the VLA's eval_family)."),
+        unnorm_key: str = typer.Option(None, help="The checkpoint's normalisation group to use (default: the suite's)."),
         trials: int = typer.Option(None, help="Trials per task (deviation from the preset)."),
         max_steps: int = typer.Option(None, help="Policy steps per episode (deviation)."),
         seed: int = typer.Option(None, help="Seed (deviation)."),
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
         try:
             url, server = _policy_url(policy, vla, preset)
             _evaluate(bench, suites, url, protocol, trials, max_steps, seed, open_loop_steps, task_sel, ep_sel,
-                      workers, videos, output_dir, progress)
+                      workers, videos, output_dir, progress, unnorm_key)
         finally:
             if server is not None:
                 server.stop()
@@ -135,24 +137,30 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
 def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trials: int | None,
               max_steps: int | None, seed: int | None, open_loop: int | None, tasks: list[int] | None,
               episodes: list[int] | None, workers: int, videos: str, output_dir: Path | None,
-              progress: bool) -> None:
+              progress: bool, unnorm_key: str | None = None) -> None:
     from rocket_core.eval.client import PolicyClient, wait_healthy
-    from rocket_core.eval.protocol import family_of
+    from rocket_core.eval.protocol import apply_conventions
     from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 
     wait_healthy(url, timeout=30)
     with PolicyClient(url) as client:
         meta = client.metadata
-    family = family or family_of(str(meta.get("vla", "")))
+    family = family or meta.get("eval_family") or "openvla-oft"
     plans = []
     for s in suites:
-        preset = bench.protocol(s, family)
+        try:
+            preset = bench.protocol(s, family)
+            proto, reasons = apply_conventions(preset, meta.get("conventions"), unnorm_key)
+        except KeyError as exc:
+            raise RocketError(str(exc.args[0])) from None
         changes = {k: v for k, v in (("trials_per_task", trials), ("max_steps", max_steps), ("seed", seed),
                                      ("open_loop_steps", open_loop)) if v is not None}
-        proto = preset.replace(**changes)
+        reasons.update({k: "command-line option" for k in changes if changes[k] != getattr(preset, k)})
+        proto = proto.replace(**changes)
         if meta.get("num_images") and meta["num_images"] < len(proto.cameras):
             proto = proto.replace(cameras=proto.cameras[: meta["num_images"]])
-        plans.append(SuitePlan(s, proto, preset, list_tasks(bench, s, proto)))
+            reasons["cameras"] = f"the policy takes {meta['num_images']} camera(s)"
+        plans.append(SuitePlan(s, proto, preset, list_tasks(bench, s, proto), reasons))
     out = output_dir or Path("eval") / f"{bench.name}-{meta.get('vla', 'policy')}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = EvalConfig(benchmark=bench, suites=plans, url=url, out=out, workers=workers, tasks=tasks,
                      episodes=episodes, videos=videos, policy={**meta, "url": url})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import align, cache, doctor, layers, plugins_cmd, profile, pull, push, serve, teacher
+from cli import align, cache, doctor, export, layers, plugins_cmd, profile, pull, push, serve, teacher
 from cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for module in (plugins_cmd, layers, align, cache, profile, teacher, pull, push, serve, eval_cmd, doctor):
+for module in (plugins_cmd, layers, align, cache, profile, teacher, pull, push, serve, eval_cmd, export, doctor):
     module.register(app)
 
 

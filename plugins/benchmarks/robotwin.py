@@ -71,8 +71,8 @@ class RoboTwinBenchmark(Benchmark):
             name=f"robotwin2-{family}", benchmark=cls.name, suite=suite, trials_per_task=100, seed=0, env_seed=100000,
             max_steps=0,  # 0: the task's own limit from the runtime's _eval_step_limit.yml
             wait_steps=0, wait_action=(), render_size=0, cameras=("head_camera", "left_camera", "right_camera"),
-            rotate_180=False, resize_size=224, resize_method="lanczos" if family == "openvla" else "pad_bilinear",
-            proprio="joint_action.vector (14: per arm 6 joints + gripper)", open_loop_steps=8 if family == "openvla" else 50,
+            rotate_180=False, resize_size=224, resize_method="lanczos" if family.startswith("openvla") else "pad_bilinear",
+            proprio="joint_action.vector (14: per arm 6 joints + gripper)", open_loop_steps=8 if family.startswith("openvla") else 50,
             action_dim=14, gripper=GripperMap(),
             notes="RoboTwin 2.0 eval: 100 episodes/task from seed 100000, demo_clean / demo_randomized task config, "
                   "qpos actions (take_action(..., 'qpos')), D435 cameras; step limit per task",

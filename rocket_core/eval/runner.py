@@ -36,6 +36,7 @@ class SuitePlan:
     protocol: Protocol
     preset: Protocol
     tasks: list[dict[str, Any]] = field(default_factory=list)  # from the simulator's list_tasks
+    reasons: dict[str, str] = field(default_factory=dict)  # why a field differs from the preset
 
 
 @dataclass
@@ -320,7 +321,8 @@ def aggregate(cfg: EvalConfig) -> dict[str, Any]:
         suites[sp.suite] = {
             "protocol": sp.protocol.to_dict(),
             "preset": sp.preset.name,
-            "deviations": sp.protocol.deviations(sp.preset),
+            "deviations": {k: {**v, **({"reason": sp.reasons[k]} if k in sp.reasons else {})}
+                           for k, v in sp.protocol.deviations(sp.preset).items()},
             "episodes": s_n, "successes": s_succ, "success_rate": _rate(s_succ, s_n),
             "tasks": tasks_out,
             **({"groups": groups} if groups else {}),

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.targets import teacher_features
 from rocket_core.contracts import TeacherModel, VLAModel
+from rocket_core.conventions import FILENAME
+from rocket_core.conventions import from_dataset as conventions_from_dataset
 from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.data.dataset import TrainSampler
 from rocket_core.engine import AlignPlan
@@ -245,6 +247,7 @@ class Trainer:
                                       "action": self.dataset.action_norm.to_dict()},
                     "cameras": list(self.dataset.slots),
                 },
+                files={FILENAME: conventions_from_dataset(self.dataset, self.dataset.spec).to_json()},
             ))
         self.acc.wait_for_everyone()
         return path
