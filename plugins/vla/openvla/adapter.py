@@ -107,6 +107,7 @@ class OpenVLAOptions(BaseModel):
     shift_vision_tokens: bool = Field(True, description="reference gain_feat_1move: read each patch's next position")
     bidirectional: bool = Field(True, description="OFT fork attention (every token sees every non-pad token)")
     lora_scope: Literal["llm", "all-linear"] = Field("llm", description="all-linear = the reference (ViTs + projector too)")
+    proprio_fp32: bool = Field(False, description="keep the proprio projector in float32 (the reference) in a bf16 model")
     train_vision_backbone: bool = False
     dtype: Literal["float32", "bfloat16"] | None = Field(None, description="None: float32 for presets, bfloat16 for weights")
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
@@ -199,7 +200,8 @@ class OpenVLAPolicy(OpenVLA):
         like = self.language_model.get_input_embeddings().weight
         d = self.config.hidden_size
         if self.opts.uses_proprio:
-            self.proprio_projector = ProprioProjector(d, self.opts.proprio_dim).to(like.device, like.dtype)
+            dtype = torch.float32 if self.opts.proprio_fp32 else like.dtype
+            self.proprio_projector = ProprioProjector(d, self.opts.proprio_dim).to(like.device, dtype)
         if self.opts.head == "l1":
             self.action_head = L1RegressionActionHead(d, self.opts.action_dim).to(like.device, like.dtype)
 
@@ -507,6 +509,8 @@ class OpenVLAAdapter(VLAAdapter):
             model = OpenVLAPolicy(model_config(spec, opts), opts, proc.ByteTokenizer())
             model.add_oft_parts()
             model = model.to(_dtype(opts, preset=True))
+            if model.proprio_projector is not None and opts.proprio_fp32:
+                model.proprio_projector.float()
         else:
             model = _load_from(spec, opts)
         return model
