@@ -92,15 +92,20 @@ def export_run(checkpoint: Path, out: Path, ema: bool = False) -> Path:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v for k, v in state.items() if not k.startswith(parts)}, str(tmp / "model.safetensors"))
-    for part in parts:
-        sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
-        if sub:
-            torch.save(sub, tmp / f"{part}--{_step(ckpt)}_checkpoint.pt")
-    (tmp / "config.json").write_text(json.dumps({**_hf_config(spec, tmp), OPTIONS_KEY: spec.vla.options}, indent=1))
-    (tmp / "dataset_statistics.json").write_text(json.dumps(oft_statistics(conv), indent=1))
-    conv.save(tmp)
-    write_manifest(tmp)
+    try:
+        save_file({k: v for k, v in state.items() if not k.startswith(parts)}, str(tmp / "model.safetensors"))
+        for part in parts:
+            sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+            if sub:
+                torch.save(sub, tmp / f"{part}--{_step(ckpt)}_checkpoint.pt")
+        config = {**_hf_config(spec, tmp), OPTIONS_KEY: spec.vla.options}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        (tmp / "dataset_statistics.json").write_text(json.dumps(oft_statistics(conv), indent=1))
+        conv.save(tmp)
+        write_manifest(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
+        raise
     if out.exists():
         out.rmdir()
     tmp.replace(out)

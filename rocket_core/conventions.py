@@ -232,13 +232,14 @@ def oft_folder(stats: Mapping[str, Any], num_images: int = 2, chunk: int = 8,
             if not len(low) == len(high) == len(mask):
                 raise RocketError(f"dataset_statistics.json: '{key}' {feat} q01/q99/mask lengths differ")
             feats["state" if feat == "proprio" else "action"] = FeatureNorm(mode="quantile", low=low, high=high, mask=mask)
-        groups[key] = GroupNorm(**feats)
+        if "action" in feats:
+            groups[key] = GroupNorm(**feats)
     if not groups:
         raise RocketError("dataset_statistics.json holds no dataset with action q01/q99; is this an OpenVLA-OFT folder?")
     first = next(iter(groups.values()))
-    action_dim = len(first.action.low) if first.action else None
-    state_dim = len(first.state.low) if first.state else None
-    gripper_normalized = bool(first.action.mask[-1]) if first.action else False
+    assert first.action is not None
+    action_dim, state_dim = len(first.action.low), len(first.state.low) if first.state else None
+    gripper_normalized = bool(first.action.mask[-1])
     return Conventions(
         source="openvla-oft", state="eef_pos+axis_angle+gripper_qpos" if state_dim == 8 else None,
         state_dim=state_dim, action_dim=action_dim, chunk=chunk,
