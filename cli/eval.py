@@ -68,7 +68,10 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         benchmark: str = typer.Option(None, help="libero_spatial|object|goal|10|90, libero, libero_plus, robotwin, toy."),
         suite: str = typer.Option(None, help="Suites, comma-separated (default: the one in --benchmark, else all)."),
-        policy: str = typer.Option(None, help="ws://HOST:PORT of `rocket serve`, or a checkpoint/run folder."),
+        policy: str = typer.Option(None, help="ws://HOST:PORT of `rocket serve`, a checkpoint/run folder, or "
+                                   "replay:DIR (play back a --record dataset's actions)."),
+        record: Path = typer.Option(None, help="Write the rollouts as a LeRobot v3 dataset here "
+                                    "(physical-intelligence/libero keys)."),
         vla: str = typer.Option(None, help="Serve this VLA plugin's --preset in-process instead (smoke tests)."),
         preset: str = typer.Option("tiny", help="Preset with --vla."),
         setup: str = typer.Option(None, help="Create/refresh the isolated environment of a benchmark and exit."),
@@ -111,7 +114,7 @@ def register(app: typer.Typer) -> None:
         try:
             url, server = _policy_url(policy, vla, preset)
             _evaluate(bench, suites, url, protocol, trials, max_steps, seed, open_loop_steps, task_sel, ep_sel,
-                      workers, videos, output_dir, progress, unnorm_key)
+                      workers, videos, output_dir, progress, unnorm_key, record)
         finally:
             if server is not None:
                 server.stop()
@@ -125,6 +128,12 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
     from cli.serve import load_policy
     from rocket_core.eval.server import PolicyServer
 
+    if policy and policy.startswith("replay:"):
+        from rocket_core.eval.record import ReplayPolicy
+
+        server = PolicyServer(ReplayPolicy(Path(policy[len("replay:"):])), port=0).start()
+        console.print(f"replaying {policy[len('replay:'):]} in-process on {server.url}", highlight=False)
+        return server.url, server
     if policy is None and vla is None:
         raise RocketError("no policy: give --policy ws://HOST:PORT (rocket serve), --policy CHECKPOINT_DIR, "
                           "or --vla NAME --preset tiny")
@@ -137,7 +146,7 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
 def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trials: int | None,
               max_steps: int | None, seed: int | None, open_loop: int | None, tasks: list[int] | None,
               episodes: list[int] | None, workers: int, videos: str, output_dir: Path | None,
-              progress: bool, unnorm_key: str | None = None) -> None:
+              progress: bool, unnorm_key: str | None = None, record: Path | None = None) -> None:
     from rocket_core.eval.client import PolicyClient, wait_healthy
     from rocket_core.eval.protocol import apply_conventions
     from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
@@ -163,7 +172,7 @@ def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trial
         plans.append(SuitePlan(s, proto, preset, list_tasks(bench, s, proto), reasons))
     out = output_dir or Path("eval") / f"{bench.name}-{meta.get('vla', 'policy')}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = EvalConfig(benchmark=bench, suites=plans, url=url, out=out, workers=workers, tasks=tasks,
-                     episodes=episodes, videos=videos, policy={**meta, "url": url})
+                     episodes=episodes, videos=videos, policy={**meta, "url": url}, record=record)
     env = bench.env()
     if env is not None and env.info():
         cfg.extra_versions = {f"{bench.name}:{k}": v for k, v in (env.info() or {}).get("versions", {}).items()}

@@ -24,6 +24,7 @@ class SimEnv(_Proto):
     def step(self, action: np.ndarray) -> tuple[Any, bool]: ...  # (observation, success)
     def policy_observation(self, obs: Any) -> dict[str, Any]: ...  # {"images": [...], "state": ...}
     def frame(self, obs: Any) -> np.ndarray: ...  # uint8 (H, W, 3) for the video
+    # optional: `recording(obs) -> {"images": [...], "state": ...}` for `--record` (default: policy_observation)
     def close(self) -> None: ...
 
 
@@ -91,9 +92,10 @@ def postprocess(chunk: np.ndarray, protocol: Protocol) -> np.ndarray:
 
 def run_episode(
     env: SimEnv, infer: Callable[[dict[str, Any]], np.ndarray], protocol: Protocol, episode_index: int,
-    record: bool = False,
+    record: bool = False, trace: bool = False,
 ) -> dict[str, Any]:
-    """Roll out one episode; returns success, steps, queries, timings (and `frames` when `record`)."""
+    """Roll out one episode; returns success, steps, queries, timings, `frames` when `record` (video) and
+    `trace` when `trace` (per policy step: the observation's images and state, and the command executed)."""
     start = time.perf_counter()
     obs = env.reset(episode_index)
     reset_s = time.perf_counter() - start
@@ -101,6 +103,8 @@ def run_episode(
     wait = np.asarray(protocol.wait_action, dtype=np.float64)
     success, policy_steps, env_steps, queries, infer_s = False, 0, 0, 0, 0.0
     queue: list[np.ndarray] = []
+    steps: list[dict[str, Any]] = []
+    observe = getattr(env, "recording", env.policy_observation)
     for t in range(protocol.wait_steps + protocol.max_steps):
         if record:
             frames.append(env.frame(obs))
@@ -118,7 +122,10 @@ def run_episode(
                 infer_s += time.perf_counter() - q0
                 queries += 1
                 queue = list(postprocess(chunk, protocol)[: max(1, protocol.open_loop_steps)])
-            obs, success = env.step(queue.pop(0))
+            command = queue.pop(0)
+            if trace:
+                steps.append({**observe(obs), "action": command})
+            obs, success = env.step(command)
             policy_steps += 1
             env_steps += 1
         if success:
@@ -137,4 +144,6 @@ def run_episode(
     }
     if record:
         out["frames"] = frames
+    if trace:
+        out["trace"] = steps
     return out

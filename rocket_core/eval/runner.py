@@ -52,6 +52,7 @@ class EvalConfig:
     fps: int = 20
     policy: dict[str, Any] = field(default_factory=dict)
     extra_versions: dict[str, str] = field(default_factory=dict)
+    record: Path | None = None  # write the rollouts as a LeRobot v3 dataset here (rocket_core.eval.record)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -168,8 +169,11 @@ def plan_jobs(cfg: EvalConfig) -> tuple[list[dict[str, Any]], int]:
                 video = None
                 if _want_video(cfg.videos, ep):
                     video = str(cfg.out / "videos" / sp.suite / f"task-{ti:03d}-ep-{ep:03d}.mp4")
+                record = None
+                if cfg.record is not None:
+                    record = str(cfg.record / "episodes" / sp.suite / f"task-{ti:03d}" / f"ep-{ep:03d}.npz")
                 jobs.append({"id": len(jobs), "suite": sp.suite, "task": ti, "episode": ep,
-                             "protocol": sp.protocol.to_dict(), "video": video, "fps": cfg.fps})
+                             "protocol": sp.protocol.to_dict(), "video": video, "fps": cfg.fps, "record": record})
     return jobs, done
 
 
@@ -185,6 +189,11 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
         _run_jobs(cfg, jobs, errors, progress)
     results = aggregate(cfg)
     _atomic_json(cfg.out / "results.json", results)
+    if cfg.record is not None and not errors:
+        from rocket_core.eval.record import write_dataset
+
+        write_dataset(cfg.record)
+        log(f"recording: {cfg.record} (LeRobot v3, physical-intelligence/libero keys)")
     if errors:
         raise RocketError(f"{len(errors)} episode(s) failed and were not recorded (rerun to retry them): "
                           f"{errors[0]}")
