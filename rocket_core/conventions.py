@@ -195,7 +195,8 @@ def from_dataset(dataset: Any, data_spec: Any, info: Any = None) -> Conventions:
         groups["all"] = GroupNorm(state=FeatureNorm(**dataset.state_norm.to_dict()),
                                   action=FeatureNorm(**dataset.action_norm.to_dict()))
     actions = np.asarray(dataset.reader.column(data_spec.action_key))
-    grip = actions.reshape(len(actions), -1)[:, -1] if len(actions) else np.zeros(1)
+    actions = actions.reshape(len(actions), -1)
+    grip = actions[:, -1] if len(actions) and actions.shape[1] == 7 else np.zeros(1)  # single-arm (LIBERO) only
     normalized = bool(dataset.action_norm.mask[-1])
     augment = data_spec.augment
     crop = tuple(augment.crop_scale) if augment.enabled and min(augment.crop_scale) < 1 else None
@@ -204,7 +205,7 @@ def from_dataset(dataset: Any, data_spec: Any, info: Any = None) -> Conventions:
     return Conventions(
         source="rocket-align", dataset=name, state_key=data_spec.state_key, action_key=data_spec.action_key,
         state="eef_pos+axis_angle+gripper_qpos" if _is_libero(name) and state_dim == 8 else None,
-        state_dim=state_dim, action_dim=int(actions.reshape(len(actions), -1).shape[-1]),
+        state_dim=state_dim, action_dim=int(actions.shape[-1]),
         chunk=data_spec.chunk_size,
         normalization=Normalization(mode=mode, groups=groups, default=next(iter(groups))),
         gripper=detect_gripper(float(grip.min()), float(grip.max()), normalized=normalized),

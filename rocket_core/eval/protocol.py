@@ -117,7 +117,8 @@ def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None,
     conv = Conventions.from_dict(conventions, "the policy's conventions")
     changes: dict[str, Any] = {}
     reasons: dict[str, str] = {}
-    if conv.gripper.kind != "none":
+    libero = preset.benchmark.startswith("libero")  # the env whose gripper command is -1 open / +1 close
+    if libero and conv.gripper.kind != "none":
         grip = GripperMap(binarize=preset.gripper.binarize, **gripper_map(conv.gripper))
         changes["gripper"] = grip
         reasons["gripper"] = f"checkpoint conventions: gripper {conv.gripper.describe()}"
@@ -125,7 +126,7 @@ def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None,
     changes["center_crop"] = crop
     reasons["center_crop"] = (f"checkpoint conventions: trained with {conv.images.train_crop_scale} random crops"
                               if crop < 1 else "checkpoint conventions: trained without random crops")
-    if conv.images.orientation != "unknown":
+    if libero and conv.images.orientation != "unknown":
         changes["rotate_180"] = conv.images.orientation == "rotated_180"
         reasons["rotate_180"] = f"checkpoint conventions: images stored {conv.images.orientation}"
     key = unnorm_key or conv.group_for(preset.suite, preset.benchmark.split("_")[0])
