@@ -166,6 +166,7 @@ class Trainer:
 
         self.dataset = VLADataset(data_spec_for(plan), seed=t.seed)
         _check_dataset(self.dataset, plan)
+        self.conventions = conventions_from_dataset(self.dataset, self.dataset.spec)  # conventions.json (fails early)
         per_step = t.batch_size * self.acc.num_processes * t.grad_accum
         sampler = ShardSampler(len(self.dataset), t.seed, t.batch_size, self.acc.process_index,
                                self.acc.num_processes, start=self.step * per_step)
@@ -247,7 +248,7 @@ class Trainer:
                                       "action": self.dataset.action_norm.to_dict()},
                     "cameras": list(self.dataset.slots),
                 },
-                files={FILENAME: conventions_from_dataset(self.dataset, self.dataset.spec).to_json()},
+                files={FILENAME: self.conventions.to_json()},
             ))
         self.acc.wait_for_everyone()
         return path
