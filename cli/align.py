@@ -99,6 +99,10 @@ def print_plan(plan: AlignPlan) -> None:
         f"{t.learning_rate:g} betas {tuple(t.betas)}, {schedule}, warmup {t.warmup_steps}, clip {t.clip_grad_norm}, "
         f"EMA {t.ema_decay}; {tuning}; data {s.data.dataset or 'bundled'}"
     )
+    aug = s.data.augment
+    console.print(f"[bold]VLA options[/] {s.vla.options}; action chunk {vi.chunk_size}, state dims {vi.state_dim}; "
+                  f"weight decay {t.weight_decay:g}; augment crop {tuple(aug.crop_scale) if aug.enabled else 'off'}, "
+                  f"teacher view {aug.teacher_view}", highlight=False)
     table = Table(title=f"{len(plan.layers.vla)} layer pairs")
     for col in ("pair", "VLA hidden state", "teacher layer", "projector width"):
         table.add_column(col, justify="right")

@@ -52,8 +52,9 @@ def print_results(results: dict[str, Any]) -> None:
         console.print(f"[bold]{suite}[/] protocol {s['preset']}: {p['trials_per_task']} trials/task, seed {p['seed']}, "
                       f"max {p['max_steps']} steps after {p['wait_steps']} wait steps, {p['render_size']} px, "
                       f"{p['open_loop_steps']} actions open-loop, gripper {p['gripper']}", highlight=False)
-        if s["deviations"]:
-            console.print(f"  deviations from the preset: {json.dumps(s['deviations'])}", highlight=False)
+        for name, dev in s["deviations"].items():
+            console.print(f"  deviation {name}: preset {json.dumps(dev['preset'])} -> {json.dumps(dev['used'])}"
+                          + (f" ({dev['reason']})" if dev.get("reason") else ""), highlight=False)
         for g in (s.get("groups") or {}).values():
             for reason, fetch in g["skip_reasons"].items():
                 console.print(f"  skipped: {reason}" + (f" (fetch: {fetch})" if fetch else ""), highlight=False)
@@ -68,7 +69,10 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         benchmark: str = typer.Option(None, help="libero_spatial|object|goal|10|90, libero, libero_plus, robotwin, toy."),
         suite: str = typer.Option(None, help="Suites, comma-separated (default: the one in --benchmark, else all)."),
-        policy: str = typer.Option(None, help="ws://HOST:PORT of `rocket serve`, or a checkpoint/run folder."),
+        policy: str = typer.Option(None, help="ws://HOST:PORT of `rocket serve`, a checkpoint/run folder, or "
+                                   "replay:DIR (play back a --record dataset's actions)."),
+        record: Path = typer.Option(None, help="Write the rollouts as a LeRobot v3 dataset here "
+                                    "(physical-intelligence/libero keys)."),
         vla: str = typer.Option(None, help="Serve this VLA plugin's --preset in-process instead (smoke tests)."),
         preset: str = typer.Option("tiny", help="Preset with --vla."),
         setup: str = typer.Option(None, help="Create/refresh the isolated environment of a benchmark and exit."),
@@ -76,7 +80,8 @@ def register(app: typer.Typer) -> None:
         assets: bool = typer.Option(False, help="With --setup: also fetch Hub-only assets (RoboTwin, LIBERO-Plus)."),
         yes: bool = typer.Option(False, "--yes", "-y", help="With --setup: install the system packages it needs "
                                  "(apt-get/dnf) without asking; otherwise the command is printed."),
-        protocol: str = typer.Option(None, help="Protocol family: openvla (OFT) or openpi (default: from the policy)."),
+        protocol: str = typer.Option(None, help="Protocol family: openvla-oft or openpi (default: the VLA's eval_family)."),
+        unnorm_key: str = typer.Option(None, help="The checkpoint's normalisation group to use (default: the suite's)."),
         trials: int = typer.Option(None, help="Trials per task (deviation from the preset)."),
         max_steps: int = typer.Option(None, help="Policy steps per episode (deviation)."),
         seed: int = typer.Option(None, help="Seed (deviation)."),
@@ -121,7 +126,7 @@ def register(app: typer.Typer) -> None:
         try:
             url, server = _policy_url(policy, vla, preset)
             _evaluate(bench, suites, url, protocol, trials, max_steps, seed, open_loop_steps, task_sel, ep_sel,
-                      workers, videos, output_dir, progress)
+                      workers, videos, output_dir, progress, unnorm_key, record)
         finally:
             if server is not None:
                 server.stop()
@@ -138,6 +143,12 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
     from cli.serve import load_policy
     from rocket_core.eval.server import PolicyServer
 
+    if policy and policy.startswith("replay:"):
+        from rocket_core.eval.record import ReplayPolicy
+
+        server = PolicyServer(ReplayPolicy(Path(policy[len("replay:"):])), port=0).start()
+        console.print(f"replaying {policy[len('replay:'):]} in-process on {server.url}", highlight=False)
+        return server.url, server
     if policy is None and vla is None:
         raise RocketError("no policy: give --policy ws://HOST:PORT (rocket serve), --policy CHECKPOINT_DIR, "
                           "or --vla NAME --preset tiny")
@@ -150,26 +161,33 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
 def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trials: int | None,
               max_steps: int | None, seed: int | None, open_loop: int | None, tasks: list[int] | None,
               episodes: list[int] | None, workers: int, videos: str, output_dir: Path | None,
-              progress: bool) -> None:
+              progress: bool, unnorm_key: str | None = None, record: Path | None = None) -> None:
     from rocket_core.eval.client import PolicyClient, wait_healthy
+    from rocket_core.eval.protocol import apply_conventions
     from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 
     wait_healthy(url, timeout=30)
     with PolicyClient(url) as client:
         meta = client.metadata
-    family = family or str(meta.get("eval_family", "openvla-oft"))
+    family = family or meta.get("eval_family") or "openvla-oft"
     plans = []
     for s in suites:
-        preset = bench.protocol(s, family)
+        try:
+            preset = bench.protocol(s, family)
+            proto, reasons = apply_conventions(preset, meta.get("conventions"), unnorm_key)
+        except KeyError as exc:
+            raise RocketError(str(exc.args[0])) from None
         changes = {k: v for k, v in (("trials_per_task", trials), ("max_steps", max_steps), ("seed", seed),
                                      ("open_loop_steps", open_loop)) if v is not None}
-        proto = preset.replace(**changes)
+        reasons.update({k: "command-line option" for k in changes if changes[k] != getattr(preset, k)})
+        proto = proto.replace(**changes)
         if meta.get("num_images") and meta["num_images"] < len(proto.cameras):
             proto = proto.replace(cameras=proto.cameras[: meta["num_images"]])
-        plans.append(SuitePlan(s, proto, preset, list_tasks(bench, s, proto)))
+            reasons["cameras"] = f"the policy takes {meta['num_images']} camera(s)"
+        plans.append(SuitePlan(s, proto, preset, list_tasks(bench, s, proto), reasons))
     out = output_dir or Path("eval") / f"{bench.name}-{meta.get('vla', 'policy')}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = EvalConfig(benchmark=bench, suites=plans, url=url, out=out, workers=workers, tasks=tasks,
-                     episodes=episodes, videos=videos, policy={**meta, "url": url})
+                     episodes=episodes, videos=videos, policy={**meta, "url": url}, record=record)
     env = bench.env()
     if env is not None and env.info():
         cfg.extra_versions = {f"{bench.name}:{k}": v for k, v in (env.info() or {}).get("versions", {}).items()}

@@ -43,6 +43,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("cli.eval", "Evaluate a policy on a benchmark with the protocol pinned."),
     "doctor": ("cli.doctor", "Check what works on this machine, and how to fix what does not."),
     "data": ("cli.data", "Inspect a LeRobot dataset: format, features, statistics, task groups, key mapping."),
+    "export": ("cli.export", "Write a checkpoint as an OpenVLA-OFT folder (merged LoRA) with its conventions."),
 }
 PLUGIN_PANEL = "Commands from plugins"
 HEAVY_MODULES = ("torch", "transformers")  # what a command module must not import when loaded

@@ -86,9 +86,18 @@ class LiberoEnv:
 
     def policy_observation(self, obs: dict[str, Any]) -> dict[str, Any]:
         images = [prepare_image(obs[f"{cam}_image"], self.protocol) for cam in self.protocol.cameras]
-        state = np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]),
-                                obs["robot0_gripper_qpos"]]).astype(np.float32)
-        return {"images": images, "state": state}
+        return {"images": images, "state": self.state(obs)}
+
+    def recording(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """`--record`: physical-intelligence/libero's view (render size, rotated 180 degrees)."""
+        images = [np.ascontiguousarray(obs[f"{cam}_image"][::-1, ::-1]) for cam in self.protocol.cameras]
+        return {"images": images, "state": self.state(obs)}
+
+    @staticmethod
+    def state(obs: dict[str, Any]) -> np.ndarray:
+        """eef pos (3) + axis-angle of the eef quaternion (3) + gripper qpos (2)."""
+        return np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]),
+                               obs["robot0_gripper_qpos"]]).astype(np.float32)
 
     def frame(self, obs: dict[str, Any]) -> np.ndarray:
         return np.ascontiguousarray(obs[f"{self.protocol.cameras[0]}_image"][::-1, ::-1])

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from rocket_core.contracts import VLAInfo
+from rocket_core.conventions import Conventions
 from rocket_core.data.normalize import Normalizer
 from rocket_core.errors import RocketError
 
@@ -37,9 +38,11 @@ class Policy:
 
     def __init__(self, model: Any, vla_name: str, info: VLAInfo, *, source: str,
                  state_norm: Normalizer | None = None, action_norm: Normalizer | None = None,
-                 cameras: list[str] | None = None, seed: int = 7) -> None:
+                 cameras: list[str] | None = None, seed: int = 7, conventions: Conventions | None = None) -> None:
         self.model, self.vla_name, self.info, self.source = model, vla_name, info, source
         self.state_norm, self.action_norm = state_norm, action_norm
+        self.conventions = conventions
+        self.group_norms = _group_norms(conventions)  # per-suite normalisation, chosen by obs["unnorm_key"]
         self.cameras = cameras or [f"camera{i}" for i in range(info.num_images)]
         self.seed = seed
         self.model.eval()
@@ -54,6 +57,10 @@ class Policy:
         from rocket_core.specs import RunSpec
         from rocket_core.train.checkpoint import find_checkpoint
 
+        from rocket_core.eval.oft import is_oft_folder, load_oft_folder
+
+        if is_oft_folder(Path(path)):
+            return load_oft_folder(Path(path), device=device)
         ckpt = find_checkpoint(Path(path))
         try:
             state = json.loads((ckpt / "state.json").read_text())
@@ -83,7 +90,7 @@ class Policy:
         return cls(model, spec.vla.name, adapter.info(spec.vla), source=str(ckpt),
                    state_norm=Normalizer.from_dict(norm["state"]) if norm.get("state") else None,
                    action_norm=Normalizer.from_dict(norm["action"]) if norm.get("action") else None,
-                   cameras=state.get("cameras"), seed=spec.training.seed)
+                   cameras=state.get("cameras"), seed=spec.training.seed, conventions=Conventions.load(ckpt))
 
     @classmethod
     def from_preset(cls, vla: str, preset: str | None = "tiny", options: Mapping[str, Any] | None = None,
@@ -112,11 +119,24 @@ class Policy:
             "action_dim": i.action_dim,
             "chunk_size": i.chunk_size,
             "normalization": {"state": self.state_norm is not None, "action": self.action_norm is not None},
+            "eval_family": getattr(i, "eval_family", None),
+            "conventions": self.conventions.model_dump(mode="json") if self.conventions is not None else None,
         }
 
-    def _check(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    def norms_for(self, obs: Mapping[str, Any]) -> tuple[Normalizer | None, Normalizer | None]:
+        """(state, action) normalisers of the observation's `unnorm_key` (its suite), else the default ones."""
+        key = obs.get("unnorm_key")
+        if key is None:
+            return self.state_norm, self.action_norm
+        if key not in self.group_norms:
+            raise ObservationError(f"unnorm_key '{key}' is not in this checkpoint; use one of: "
+                                   f"{', '.join(self.group_norms) or 'none (it has one set of statistics)'}")
+        return self.group_norms[key]
+
+    def _check(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor | None, str, Normalizer | None]:
         if not isinstance(obs, Mapping):
             raise ObservationError(f"the observation must be a map with images, state and task, got {type(obs).__name__}")
+        state_norm, action_norm = self.norms_for(obs)
         missing = [k for k in ("images", "task") if k not in obs]
         if missing:
             raise ObservationError(f"the observation lacks {', '.join(missing)} (keys: images, state, task)")
@@ -146,13 +166,13 @@ class Policy:
             if raw.shape[0] != self.info.state_dim or not np.all(np.isfinite(raw)):
                 raise ObservationError(f"'state' must hold {self.info.state_dim} finite numbers, got {raw.shape[0]}")
             state = torch.from_numpy(raw)
-            if self.state_norm is not None:
-                state = self.state_norm.normalize(state)
-        return torch.stack(frames), state, task
+            if state_norm is not None:
+                state = state_norm.normalize(state)
+        return torch.stack(frames), state, task, action_norm
 
     @torch.no_grad()
     def infer(self, obs: Any) -> dict[str, Any]:
-        images, state, task = self._check(obs)
+        images, state, task, action_norm = self._check(obs)
         start = time.perf_counter()
         batch = {
             "images": images[None].to(self._device),
@@ -163,7 +183,15 @@ class Policy:
         actions = self.model.predict_action(batch)[0].float().cpu()
         if self.info.action_dim:
             actions = actions[..., : self.info.action_dim]
-        if self.action_norm is not None:
-            actions = self.action_norm.unnormalize(actions)
+        if action_norm is not None:
+            actions = action_norm.unnormalize(actions)
         return {"kind": "actions", "actions": actions.numpy().astype(np.float32),
                 "timing": {"infer_ms": (time.perf_counter() - start) * 1000.0}}
+
+
+def _group_norms(conv: Conventions | None) -> dict[str, tuple[Normalizer | None, Normalizer | None]]:
+    if conv is None:
+        return {}
+    return {name: (Normalizer.from_dict(g.state.model_dump()) if g.state else None,
+                   Normalizer.from_dict(g.action.model_dump()) if g.action else None)
+            for name, g in conv.normalization.groups.items()}

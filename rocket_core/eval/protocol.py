@@ -2,8 +2,11 @@
 
 A protocol is everything that changes a success rate besides the policy: trials per task, seeds, step
 limits, the wait steps before the policy acts, camera rendering and preprocessing, the proprio vector,
-how many actions of a chunk run open-loop, and how the gripper output is post-processed. A run starts
-from a preset; every field changed afterwards is listed under `deviations` in the results.
+how many actions of a chunk run open-loop, how the gripper output is post-processed, the centre crop and
+the normalisation key. A preset holds what belongs to the benchmark and what its policy family assumes of
+the data (OFT: RLDS gripper, 90 %-area crops); `apply_conventions` replaces those assumptions with what
+the checkpoint's `conventions.json` says. Every field that then differs from the preset is listed under
+`deviations` in the results, with its reason.
 
 Import-light (stdlib only): simulator workers import it inside their own environments.
 """
@@ -49,6 +52,8 @@ class Protocol:
     open_loop_steps: int = 8  # actions of each chunk executed before re-querying the policy
     action_dim: int = 7
     gripper: GripperMap = field(default_factory=GripperMap)
+    center_crop: float = 1.0  # area fraction of the centred crop, resized back (1.0: none; OFT: 0.9)
+    unnorm_key: str | None = None  # the checkpoint's normalisation group of this suite (None: its only one)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,16 +78,20 @@ class Protocol:
         return {k: {"preset": theirs[k], "used": mine[k]} for k in mine if k not in skip and mine[k] != theirs[k]}
 
 
+FAMILIES = ("openvla-oft", "openpi")
+
+
 def libero_preset(suite: str, family: str, benchmark: str = "libero") -> Protocol:
-    """LIBERO protocol of a policy family: `openvla` (OpenVLA-OFT) or `openpi` (pi0 / pi0.5)."""
+    """LIBERO protocol of a policy family (`VLAInfo.eval_family`): `openvla-oft` or `openpi` (pi0 / pi0.5)."""
     if suite not in LIBERO_MAX_STEPS:
         raise KeyError(f"unknown LIBERO suite '{suite}'; use one of {', '.join(LIBERO_MAX_STEPS)}")
-    if family in ("openvla", "openvla-oft"):
+    if family in ("openvla-oft", "openvla"):
         return Protocol(
             name="openvla-oft", benchmark=benchmark, suite=suite, max_steps=LIBERO_MAX_STEPS[suite],
-            env_seed=0, open_loop_steps=8, resize_method="lanczos",
+            env_seed=0, open_loop_steps=8, resize_method="lanczos", center_crop=0.9,
             gripper=GripperMap(rescale_01_to_pm1=True, binarize=True, invert=True),
-            notes="OpenVLA-OFT experiments/robot/libero/run_libero_eval.py (NUM_ACTIONS_CHUNK 8, center crop off)",
+            notes="OpenVLA-OFT experiments/robot/libero/run_libero_eval.py (NUM_ACTIONS_CHUNK 8, center_crop=True "
+                  "at 90 % area, RLDS gripper 1 = open)",
         )
     if family == "openpi":
         return Protocol(
@@ -90,7 +99,45 @@ def libero_preset(suite: str, family: str, benchmark: str = "libero") -> Protoco
             env_seed=7, open_loop_steps=5, resize_method="pad_bilinear", gripper=GripperMap(),
             notes="openpi examples/libero/main.py (replan_steps 5, resize_with_pad 224, raw gripper)",
         )
-    raise KeyError(f"unknown policy family '{family}' for LIBERO; use openvla or openpi")
+    raise KeyError(f"unknown policy family '{family}' for LIBERO; use {' or '.join(FAMILIES)}")
+
+
+def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None,
+                      unnorm_key: str | None = None) -> tuple[Protocol, dict[str, str]]:
+    """`preset` with its data assumptions replaced by a checkpoint's conventions (a `Conventions` dump).
+
+    Returns the protocol and, per changed field, why: the gripper mapping follows the data's gripper
+    convention (binarising stays the preset's), the centre crop the training crop, `rotate_180` the stored
+    images' orientation, and `unnorm_key` the suite's normalisation group. Without conventions (a plain
+    server) the preset stands."""
+    from rocket_core.conventions import Conventions, gripper_map
+
+    if not conventions:
+        return preset, {}
+    conv = Conventions.from_dict(conventions, "the policy's conventions")
+    changes: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    libero = preset.benchmark.startswith("libero")  # the env whose gripper command is -1 open / +1 close
+    if libero and conv.gripper.kind != "none":
+        grip = GripperMap(binarize=preset.gripper.binarize, **gripper_map(conv.gripper))
+        changes["gripper"] = grip
+        reasons["gripper"] = f"checkpoint conventions: gripper {conv.gripper.describe()}"
+    crop = conv.images.eval_center_crop
+    changes["center_crop"] = crop
+    reasons["center_crop"] = (f"checkpoint conventions: trained with {conv.images.train_crop_scale} random crops"
+                              if crop < 1 else "checkpoint conventions: trained without random crops")
+    if libero and conv.images.orientation != "unknown":
+        changes["rotate_180"] = conv.images.orientation == "rotated_180"
+        reasons["rotate_180"] = f"checkpoint conventions: images stored {conv.images.orientation}"
+    key = unnorm_key or conv.group_for(preset.suite, preset.benchmark.split("_")[0])
+    if unnorm_key is not None and unnorm_key not in conv.normalization.groups:
+        raise KeyError(f"--unnorm-key '{unnorm_key}' is not in the checkpoint; groups: "
+                       f"{', '.join(conv.normalization.groups)}")
+    if len(conv.normalization.groups) > 1:
+        changes["unnorm_key"] = key
+        reasons["unnorm_key"] = "the suite's normalisation group" if unnorm_key is None else "--unnorm-key"
+    proto = preset.replace(**changes)
+    return proto, {k: v for k, v in reasons.items() if getattr(proto, k) != getattr(preset, k)}
 
 
 def process_gripper(action: Any, gripper: GripperMap) -> Any:

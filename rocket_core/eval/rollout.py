@@ -24,6 +24,7 @@ class SimEnv(_Proto):
     def step(self, action: np.ndarray) -> tuple[Any, bool]: ...  # (observation, success)
     def policy_observation(self, obs: Any) -> dict[str, Any]: ...  # {"images": [...], "state": ...}
     def frame(self, obs: Any) -> np.ndarray: ...  # uint8 (H, W, 3) for the video
+    # optional: `recording(obs) -> {"images": [...], "state": ...}` for `--record` (default: policy_observation)
     def close(self) -> None: ...
 
 
@@ -37,19 +38,38 @@ def quat2axisangle(quat: np.ndarray) -> np.ndarray:
     return quat[:3] * 2.0 * math.acos(w) / den
 
 
+def center_crop_box(height: int, width: int, scale: float) -> tuple[int, int, int, int]:
+    """`(top, left, crop_h, crop_w)` of the centred crop of `scale` x area (each side by sqrt(scale)), the
+    box training's `rocket_core.data.augment.center_crop_box` takes, so train and eval crops agree."""
+    crop_h, crop_w = max(1, round(height * math.sqrt(scale))), max(1, round(width * math.sqrt(scale)))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
 def prepare_image(img: np.ndarray, protocol: Protocol) -> np.ndarray:
-    """A rendered camera frame -> what the policy gets: rotated 180 degrees, resized (uint8 HWC)."""
+    """A rendered camera frame -> what the policy gets: rotated 180 degrees, resized, then (when the
+    checkpoint trained on random crops) centre-cropped to the same area and resized back, as OFT does."""
     img = np.asarray(img)
     if protocol.rotate_180:
         img = img[::-1, ::-1]
     img = np.ascontiguousarray(img, dtype=np.uint8)
     size = protocol.resize_size
-    if not size or img.shape[:2] == (size, size):
-        return img
+    if size and img.shape[:2] != (size, size):
+        img = _resize(img, size, protocol.resize_method)
+    if protocol.center_crop < 1.0:
+        from PIL import Image
+
+        h, w = img.shape[:2]
+        top, left, ch, cw = center_crop_box(h, w, protocol.center_crop)
+        crop = Image.fromarray(img[top : top + ch, left : left + cw])
+        img = np.asarray(crop.resize((w, h), resample=Image.Resampling.BILINEAR))
+    return img
+
+
+def _resize(img: np.ndarray, size: int, method: str) -> np.ndarray:
     from PIL import Image
 
     pil = Image.fromarray(img)
-    if protocol.resize_method == "pad_bilinear":  # openpi image_tools.resize_with_pad
+    if method == "pad_bilinear":  # openpi image_tools.resize_with_pad
         h, w = img.shape[:2]
         ratio = max(w / size, h / size)
         nh, nw = int(h / ratio), int(w / ratio)
@@ -60,11 +80,22 @@ def prepare_image(img: np.ndarray, protocol: Protocol) -> np.ndarray:
     return np.asarray(pil.resize((size, size), resample=Image.Resampling.LANCZOS))
 
 
+def postprocess(chunk: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """A policy's (chunk, dim) actions in dataset units -> the commands the environment gets (gripper mapped)."""
+    chunk = np.asarray(chunk, dtype=np.float64)
+    if chunk.ndim == 1:
+        chunk = chunk[None]
+    if chunk.shape[-1] < protocol.action_dim:
+        raise ValueError(f"the policy returned {chunk.shape[-1]}-dim actions; {protocol.benchmark} needs {protocol.action_dim}")
+    return process_gripper(chunk[:, : protocol.action_dim], protocol.gripper)
+
+
 def run_episode(
     env: SimEnv, infer: Callable[[dict[str, Any]], np.ndarray], protocol: Protocol, episode_index: int,
-    record: bool = False,
+    record: bool = False, trace: bool = False,
 ) -> dict[str, Any]:
-    """Roll out one episode; returns success, steps, queries, timings (and `frames` when `record`)."""
+    """Roll out one episode; returns success, steps, queries, timings, `frames` when `record` (video) and
+    `trace` when `trace` (per policy step: the observation's images and state, and the command executed)."""
     start = time.perf_counter()
     obs = env.reset(episode_index)
     reset_s = time.perf_counter() - start
@@ -72,6 +103,8 @@ def run_episode(
     wait = np.asarray(protocol.wait_action, dtype=np.float64)
     success, policy_steps, env_steps, queries, infer_s = False, 0, 0, 0, 0.0
     queue: list[np.ndarray] = []
+    steps: list[dict[str, Any]] = []
+    observe = getattr(env, "recording", env.policy_observation)
     for t in range(protocol.wait_steps + protocol.max_steps):
         if record:
             frames.append(env.frame(obs))
@@ -83,17 +116,16 @@ def run_episode(
                 q0 = time.perf_counter()
                 request = env.policy_observation(obs)
                 request["task"] = env.instruction
+                if protocol.unnorm_key is not None:
+                    request["unnorm_key"] = protocol.unnorm_key
                 chunk = np.asarray(infer(request), dtype=np.float64)
                 infer_s += time.perf_counter() - q0
                 queries += 1
-                if chunk.ndim == 1:
-                    chunk = chunk[None]
-                if chunk.shape[-1] < protocol.action_dim:
-                    raise ValueError(f"the policy returned {chunk.shape[-1]}-dim actions; "
-                                     f"{protocol.benchmark} needs {protocol.action_dim}")
-                chunk = process_gripper(chunk[:, : protocol.action_dim], protocol.gripper)
-                queue = list(chunk[: max(1, protocol.open_loop_steps)])
-            obs, success = env.step(queue.pop(0))
+                queue = list(postprocess(chunk, protocol)[: max(1, protocol.open_loop_steps)])
+            command = queue.pop(0)
+            if trace:
+                steps.append({**observe(obs), "action": command})
+            obs, success = env.step(command)
             policy_steps += 1
             env_steps += 1
         if success:
@@ -112,4 +144,6 @@ def run_episode(
     }
     if record:
         out["frames"] = frames
+    if trace:
+        out["trace"] = steps
     return out

@@ -36,6 +36,7 @@ class SuitePlan:
     protocol: Protocol
     preset: Protocol
     tasks: list[dict[str, Any]] = field(default_factory=list)  # from the simulator's list_tasks
+    reasons: dict[str, str] = field(default_factory=dict)  # why a field differs from the preset
 
 
 @dataclass
@@ -51,6 +52,7 @@ class EvalConfig:
     fps: int = 20
     policy: dict[str, Any] = field(default_factory=dict)
     extra_versions: dict[str, str] = field(default_factory=dict)
+    record: Path | None = None  # write the rollouts as a LeRobot v3 dataset here (rocket_core.eval.record)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -167,8 +169,11 @@ def plan_jobs(cfg: EvalConfig) -> tuple[list[dict[str, Any]], int]:
                 video = None
                 if _want_video(cfg.videos, ep):
                     video = str(cfg.out / "videos" / sp.suite / f"task-{ti:03d}-ep-{ep:03d}.mp4")
+                record = None
+                if cfg.record is not None:
+                    record = str(cfg.record / "episodes" / sp.suite / f"task-{ti:03d}" / f"ep-{ep:03d}.npz")
                 jobs.append({"id": len(jobs), "suite": sp.suite, "task": ti, "episode": ep,
-                             "protocol": sp.protocol.to_dict(), "video": video, "fps": cfg.fps})
+                             "protocol": sp.protocol.to_dict(), "video": video, "fps": cfg.fps, "record": record})
     return jobs, done
 
 
@@ -184,6 +189,11 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
         _run_jobs(cfg, jobs, errors, progress)
     results = aggregate(cfg)
     _atomic_json(cfg.out / "results.json", results)
+    if cfg.record is not None and not errors:
+        from rocket_core.eval.record import write_dataset
+
+        write_dataset(cfg.record)
+        log(f"recording: {cfg.record} (LeRobot v3, physical-intelligence/libero keys)")
     if errors:
         raise RocketError(f"{len(errors)} episode(s) failed and were not recorded (rerun to retry them): "
                           f"{errors[0]}")
@@ -320,7 +330,8 @@ def aggregate(cfg: EvalConfig) -> dict[str, Any]:
         suites[sp.suite] = {
             "protocol": sp.protocol.to_dict(),
             "preset": sp.preset.name,
-            "deviations": sp.protocol.deviations(sp.preset),
+            "deviations": {k: {**v, **({"reason": sp.reasons[k]} if k in sp.reasons else {})}
+                           for k, v in sp.protocol.deviations(sp.preset).items()},
             "episodes": s_n, "successes": s_succ, "success_rate": _rate(s_succ, s_n),
             "tasks": tasks_out,
             **({"groups": groups} if groups else {}),

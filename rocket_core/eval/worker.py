@@ -3,7 +3,8 @@
     python -m rocket_core.eval.worker --sim plugins.benchmarks.libero.sim --url ws://127.0.0.1:8000
     python -m rocket_core.eval.worker --sim ... --list SUITE --protocol '{...}'
 
-Reads one JSON job per stdin line (`{"suite", "task", "episode", "protocol", "video": path|null}`) and
+Reads one JSON job per stdin line (`{"suite", "task", "episode", "protocol", "video": path|null,
+"record": path|null}`) and
 answers each with one stdout line `@@rocket {json}` (anything else on stdout is simulator chatter). The
 environment of a task is kept while consecutive jobs share the task. Import-light: numpy, msgpack,
 websockets and the simulator.
@@ -64,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 env = sim.make_env(job["suite"], job["task"], proto)
                 made, env_key = time.perf_counter() - t0, key
-            result = run_episode(env, client.infer, proto, job["episode"], record=bool(job.get("video")))
+            result = run_episode(env, client.infer, proto, job["episode"], record=bool(job.get("video")),
+                                 trace=bool(job.get("record")))
+            trace = result.pop("trace", None)
+            if job.get("record"):
+                from rocket_core.eval.record import save_episode
+
+                save_episode(job["record"], trace or [], env.instruction)
             frames = result.pop("frames", None)
             if frames and job.get("video"):
                 write_mp4(job["video"], frames, fps=job.get("fps", 20))

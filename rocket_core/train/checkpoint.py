@@ -9,6 +9,7 @@ Layout of `checkpoints/step-000123/`:
   state.json             step, samples seen, world size, package versions, last metrics, the dataset's
                          state/action normalisation and camera slots (what inference needs)
   spec.yaml / layers.yaml  the resolved run spec and layer map
+  conventions.json       the training data's conventions (rocket_core.conventions): what eval derives from
 A checkpoint is written to a temporary folder and renamed into place, so a killed run never leaves a
 half-written one; `latest` names the newest complete checkpoint.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class CheckpointData:
     rng: dict[str, torch.Tensor]
     spec: RunSpec
     extra: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)  # more text files, e.g. conventions.json
 
 
 def save_checkpoint(run_dir: Path, data: CheckpointData) -> Path:
@@ -81,6 +83,8 @@ def save_checkpoint(run_dir: Path, data: CheckpointData) -> Path:
     (tmp / "layers.yaml").write_text(yaml.safe_dump(spec_doc["layers"], sort_keys=False))
     state = {"step": data.step, "samples_seen": data.samples_seen, "versions": package_versions(), **data.extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    for name, text in data.files.items():
+        (tmp / name).write_text(text)
     if final.exists():
         shutil.rmtree(final)
     tmp.replace(final)

@@ -25,6 +25,8 @@ from rocket_core.align.head import AlignmentHead
 from rocket_core.align.targets import teacher_features
 from rocket_core.contract_check import check_run
 from rocket_core.contracts import TeacherModel, VLAModel
+from rocket_core.conventions import FILENAME
+from rocket_core.conventions import from_dataset as conventions_from_dataset
 from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.data.dataset import TrainSampler
 from rocket_core.engine import AlignPlan
@@ -165,6 +167,7 @@ class Trainer:
 
         self.dataset = VLADataset(data_spec_for(plan), seed=t.seed)
         _check_dataset(self.dataset, plan)
+        self.conventions = conventions_from_dataset(self.dataset, self.dataset.spec)  # conventions.json (fails early)
         per_step = t.batch_size * self.acc.num_processes * t.grad_accum
         sampler = ShardSampler(len(self.dataset), t.seed, t.batch_size, self.acc.process_index,
                                self.acc.num_processes, start=self.step * per_step)
@@ -246,6 +249,7 @@ class Trainer:
                                       "action": self.dataset.action_norm.to_dict()},
                     "cameras": list(self.dataset.slots),
                 },
+                files={FILENAME: self.conventions.to_json()},
             ))
         self.acc.wait_for_everyone()
         return path

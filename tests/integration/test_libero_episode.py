@@ -69,7 +69,7 @@ def test_one_headless_libero_episode(libero_env: None, tmp_path: Path) -> None:
     suite = results["suites"]["spatial"]
     assert results["overall"]["episodes"] == 1
     assert suite["preset"] == "openvla-oft" and suite["protocol"]["max_steps"] == STEPS
-    assert suite["deviations"] == {"max_steps": {"preset": 220, "used": STEPS}}
+    assert suite["deviations"] == {"max_steps": {"preset": 220, "used": STEPS, "reason": "command-line option"}}
     assert suite["protocol"]["wait_steps"] == 10 and suite["protocol"]["render_size"] == 256
     assert "libero:rlinf-libero" in results["versions"]
     task = suite["tasks"][0]

@@ -32,15 +32,18 @@ from plugins.benchmarks.toy_sim import TASKS
 def test_openvla_oft_preset_pins_the_published_protocol() -> None:
     steps = {"spatial": 220, "object": 280, "goal": 300, "10": 520, "90": 400}
     for suite, n in steps.items():
-        p = libero_preset(suite, "openvla")
+        p = libero_preset(suite, "openvla-oft")
+        assert p == libero_preset(suite, "openvla")  # the short name stays accepted
         assert (p.trials_per_task, p.seed, p.max_steps, p.wait_steps) == (50, 7, n, 10)
         assert p.wait_action == (0, 0, 0, 0, 0, 0, -1)
         assert (p.render_size, p.rotate_180, p.open_loop_steps, p.action_dim) == (256, True, 8, 7)
         assert p.proprio == "eef_pos+axis_angle+gripper_qpos"
         assert p.gripper == GripperMap(rescale_01_to_pm1=True, binarize=True, invert=True)
+        assert p.center_crop == 0.9 and p.unnorm_key is None  # OFT center_crop=True for image_aug checkpoints
     pi = libero_preset("goal", "openpi")
     assert (pi.open_loop_steps, pi.resize_method, pi.gripper, pi.env_seed) == (5, "pad_bilinear", GripperMap(), 7)
     assert libero_preset("goal", "openvla-oft") == libero_preset("goal", "openvla")  # VLAInfo.eval_family's name
+    assert pi.center_crop == 1.0
     with pytest.raises(KeyError):
         libero_preset("long", "openvla")
 

@@ -126,4 +126,7 @@ def build(spec: VLASpec, opts: OpenVLAOptions) -> OpenVLAPolicy:
         return _load_from(spec, opts)
     model = OpenVLAPolicy(model_config(spec, opts), opts, proc.ByteTokenizer())
     model.add_oft_parts()
-    return model.to(_dtype(opts, preset=True))
+    model = model.to(_dtype(opts, preset=True))
+    if model.proprio_projector is not None and opts.proprio_fp32:
+        model.proprio_projector.float()
+    return model

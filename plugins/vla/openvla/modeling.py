@@ -228,7 +228,8 @@ class OpenVLA(nn.Module):
         if proprio is not None:
             if self.proprio_projector is None:
                 raise RocketError("this OpenVLA has no proprio projector; set options.use_proprio=true")
-            prefix = torch.cat([patches, self.proprio_projector(proprio.to(embeds.dtype))[:, None]], dim=1)
+            own = self.proprio_projector.fc1.weight.dtype  # float32 when kept so (the reference), else the LLM's
+            prefix = torch.cat([patches, self.proprio_projector(proprio.to(own)).to(embeds.dtype)[:, None]], dim=1)
         b, n = prefix.shape[:2]
         seq = torch.cat([embeds[:, :1], prefix, embeds[:, 1:]], dim=1)
         mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(b, n), attention_mask[:, 1:]], dim=1)

@@ -86,6 +86,7 @@ class OpenVLAOptions(BaseModel):
     shift_vision_tokens: bool = Field(True, description="reference gain_feat_1move: read each patch's next position")
     bidirectional: bool = Field(True, description="OFT fork attention (every token sees every non-pad token)")
     lora_scope: Literal["llm", "all-linear"] = Field("llm", description="all-linear = the reference (ViTs + projector too)")
+    proprio_fp32: bool = Field(False, description="keep the proprio projector in float32 (the reference) in a bf16 model")
     train_vision_backbone: bool = False
     dtype: Literal["float32", "bfloat16"] | None = Field(None, description="None: float32 for presets, bfloat16 for weights")
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"

@@ -77,7 +77,8 @@ class OpenVLAPolicy(OpenVLA):
         like = self.language_model.get_input_embeddings().weight
         d = self.config.hidden_size
         if self.opts.uses_proprio:
-            self.proprio_projector = ProprioProjector(d, self.opts.proprio_dim).to(like.device, like.dtype)
+            dtype = torch.float32 if self.opts.proprio_fp32 else like.dtype
+            self.proprio_projector = ProprioProjector(d, self.opts.proprio_dim).to(like.device, dtype)
         if self.opts.head == "l1":
             self.action_head = L1RegressionActionHead(d, self.opts.action_dim).to(like.device, like.dtype)
 

@@ -168,6 +168,8 @@ class PolicyOptions(BaseModel):
     tokenizer: str | None = None
     max_token_len: int | None = Field(None, ge=1)
     lora_rank_expert: int = Field(32, ge=1, description="LoRA rank (= alpha) of the action expert")
+    discrete_state_input: bool = Field(True, description="pi0.5: the discretised state in the prompt "
+                                       "(openpi pi05_libero: False, no state input)")
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @classmethod

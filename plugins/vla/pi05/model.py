@@ -112,6 +112,8 @@ class Pi05Policy(PaliGemmaFlowPolicy):
         return self.action_in_proj(x_t), starts, cond
 
     def prompts(self, batch: Batch) -> list[str]:
+        if not self.opts.discrete_state_input:  # openpi's format without state: the task, then a newline
+            return [task.replace("_", " ").replace("\n", " ").strip() + "\n" for task in batch["task"]]
         bins = discretize_state(batch["state"])
         return [pi05_prompt(task, row.tolist()) for task, row in zip(batch["task"], bins)]
 
