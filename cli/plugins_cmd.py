@@ -37,10 +37,11 @@ COLUMNS = ("kind", "name", "version", "source", "shape")  # shape: layers x widt
 def _table(rows: list[dict[str, Any]], width: int) -> Table:
     """One line per plugin in `width` columns: short columns stay whole, the description ends in an ellipsis."""
     table = Table(title="rocket plugins", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    cells = [[r["kind"], r["name"], r["version"], r["source"].split(" (")[0], r["shape"]] for r in rows]
+    columns = [c for c in COLUMNS if c != "shape" or any(r["shape"] for r in rows)]  # shapes: only with --shapes
+    cells = [[r["source"].split(" (")[0] if c == "source" else r[c] for c in columns] for r in rows]
     widths = [max([len(col), *(len(c[i]) for c in cells)])
-              for i, col in enumerate(COLUMNS)]
-    for col, w in zip(COLUMNS, widths):
+              for i, col in enumerate(columns)]
+    for col, w in zip(columns, widths):
         table.add_column(col, no_wrap=True, min_width=w)
     room = max(12, width - sum(widths) - 2 * len(widths))  # 2 = the padding between two columns
     table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=room)
@@ -91,19 +92,22 @@ def register(app: typer.Typer) -> None:
     @group.callback(invoke_without_command=True)
     @handle_errors
     def plugins(ctx: typer.Context,
-                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+                shapes: bool = typer.Option(False, "--shapes", help="Also show each model's layers x width at "
+                                            "its default configuration (imports the plugins' model code).")) -> None:
         """List installed VLAs, teachers, projectors, benchmarks and plugin commands, and their problems.
 
         A package that fails to import, a hook that raises, an unknown hook name, a class of the wrong
         kind and a name two packages claim each show as one problem line naming the package; the rest
-        of the installed plugins keep working.
+        of the installed plugins keep working. The listing reads only metadata (it stays fast); `--shapes`
+        asks each VLA and teacher for its size, which loads their model code.
         """
         if ctx.invoked_subcommand is not None:
             return
         reg = get_registry()
         rows: list[dict[str, Any]] = [
-            {"kind": r.kind, "name": r.name, "version": r.version, "source": r.source, "shape": _shape(r),
-             "description": r.description}
+            {"kind": r.kind, "name": r.name, "version": r.version, "source": r.source,
+             "shape": _shape(r) if shapes else "", "description": r.description}
             for r in reg.records()
         ] + [
             {"kind": "command", "name": c.name, "version": "", "source": c.source, "shape": "",

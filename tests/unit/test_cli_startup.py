@@ -83,3 +83,9 @@ def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None
     assert result.stdout.strip() == str([
         "rocket-heavy (thirdparty_heavy): imports torch when loaded, which slows every `rocket` call; import it "
         "inside the command function"])
+
+
+def test_plugins_listing_reads_only_metadata() -> None:
+    """`rocket plugins` lists every built-in without importing torch; `--shapes` is what loads model code."""
+    assert heavy_modules("plugins") == ""
+    assert "torch" in heavy_modules("plugins", "--shapes")
