@@ -1,7 +1,9 @@
 """`rocket align`: fine-tune a VLA with ROCKET alignment (`--dry-run` resolves and prints the plan)."""
 from __future__ import annotations
 
+import difflib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -28,8 +30,16 @@ from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
 from rocket_core.hub import snapshot
 from rocket_core.recipes import list_recipes, load_recipe
-from rocket_core.specs import build_spec
-from rocket_core.train.checkpoint import load_checkpoint
+from rocket_core.specs import RunSpec, build_spec
+from rocket_core.train.checkpoint import (
+    CheckpointData,
+    check_resume,
+    find_checkpoint,
+    has_checkpoint,
+    load_checkpoint,
+    load_spec,
+    resume_conflicts,
+)
 from rocket_core.train.trainer import Trainer
 
 
@@ -114,6 +124,87 @@ def _relaunch(num_processes: int) -> None:
     raise typer.Exit(subprocess.call(cmd))
 
 
+def _holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("checkpoints", "spec.yaml", "metrics.jsonl"))
+
+
+def _missing(path: Path) -> RocketError:
+    """A local path that does not exist, with the nearest existing run folders."""
+    parent = path.parent if path.parent.is_dir() else Path(".")
+    near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir() if p.is_dir()], n=3)
+    hint = f"; nearest: {', '.join(str(parent / n) for n in near)}" if near else ""
+    hub = f"; a Hub repo is written hf://{path}" if len(path.parts) == 2 and not path.is_absolute() else ""
+    return RocketError(f"'{path}' does not exist{hint}{hub}")
+
+
+def _resume_source(value: str) -> Path:
+    """--resume: a local run or checkpoint folder, or `hf://ORG/NAME` (a pushed run, from the HF cache)."""
+    if value.startswith("hf://"):
+        repo = value.removeprefix("hf://")
+        return snapshot(repo, None, None, pull_name=repo)
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise _missing(path)
+    return path
+
+
+def _run_of(source: Path) -> Path | None:
+    """The run folder a resume source belongs to (None: a pulled checkpoint, continue in a new folder)."""
+    if source.parent.name == "checkpoints":
+        return source.parent.parent
+    return source if _holds_run(source) and _checkpoint_or_none(source) != source else None
+
+
+def _checkpoint_or_none(path: Path) -> Path | None:
+    try:
+        return find_checkpoint(path)
+    except RocketError:
+        return None
+
+
+def _check_output(run_dir: Path, resumed_run: Path | None) -> None:
+    """-o must be a folder we may write and, unless it is the run being resumed, hold no run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RocketError(f"--output-dir '{run_dir}' is a file; give a folder")
+    if resumed_run is not None and run_dir.resolve() == resumed_run.resolve():
+        return
+    if run_dir.is_dir() and _holds_run(run_dir):
+        raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --output-dir")
+    ancestor = run_dir.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RocketError(f"cannot create '{run_dir}': '{ancestor}' is not a writable folder; "
+                          "choose another --output-dir")
+
+
+def _summary(result, plan: AlignPlan, num_processes: int) -> None:  # noqa: ANN001 - TrainResult
+    """What happened: steps, time, speed, losses, and where everything is."""
+    t = plan.spec.training
+    last = result.history[-1] if result.history else {}
+    rate = result.steps_run / result.wall_s if result.wall_s > 0 else 0.0
+    losses = (f"action loss {last['action_loss']:.4f}, align loss {last['align_loss']:.4f}" if last
+              else "no step run")
+    head = "interrupted" if result.interrupted else "done"
+    console.print(f"{head}: step {result.steps} of {t.max_steps} in {time.strftime('%H:%M:%S', time.gmtime(result.wall_s))}"
+                  f" ({rate:.2f} steps/s); {losses}", highlight=False)
+    console.print(f"run folder {result.run_dir}\nmetrics    {result.run_dir / 'metrics.jsonl'}\n"
+                  f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)
+    if result.interrupted:
+        extra = f" --num-processes {num_processes}" if num_processes > 1 else ""
+        console.print(f"continue with: rocket align --resume {shlex.quote(str(result.run_dir))}{extra}",
+                      highlight=False, soft_wrap=True)
+
+
+def _resume_base(source: Path) -> tuple[CheckpointData | None, RunSpec]:
+    """(verified checkpoint, its spec) or, for a run folder whose first save never completed, (None, its spec)."""
+    if (source / "spec.yaml").is_file() and not has_checkpoint(source) and _checkpoint_or_none(source) is None:
+        return None, load_spec(source / "spec.yaml")
+    ckpt = load_checkpoint(source)  # one line when it is neither
+    return ckpt, ckpt.spec
+
+
 def register(app: typer.Typer) -> None:
     @app.command("recipes")
     @handle_errors
@@ -148,8 +239,11 @@ def register(app: typer.Typer) -> None:
         save_every: int = typer.Option(None, help="Checkpoint every N steps (0: only at the end)."),
         teacher_cache: str = typer.Option(None, help="Teacher-feature cache folder (filled on the fly, see docs/cache.md)."),
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>-<time>)."),
-        resume: Path = typer.Option(
-            None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed Hub repo ORG/NAME."
+        resume: str = typer.Option(
+            None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed run hf://ORG/NAME."
+        ),
+        checkpoint_minutes: float = typer.Option(
+            10.0, min=0, help="Also write a checkpoint every N minutes of wall time (0: off); Ctrl-C always writes one."
         ),
         num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
@@ -163,25 +257,46 @@ def register(app: typer.Typer) -> None:
             teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
             save_every=save_every, teacher_cache=teacher_cache,
         )
+        ckpt, saved, resumed_run = None, None, None
         if resume is not None:
-            resume = resume if resume.exists() else snapshot(str(resume), None, None, pull_name=str(resume))
-            base = load_checkpoint(resume).spec.model_dump(mode="json")  # the run's own spec; flags may extend it
+            source = _resume_source(resume)
+            ckpt, saved = _resume_base(source)
+            resumed_run = _run_of(source)
+            base = saved.model_dump(mode="json")  # the run's own spec; flags may only extend it
         else:
             base = load_recipe(recipe).spec if recipe else None
         spec = build_spec(config, overrides, base)
         plan = plan_run(spec)
-        run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
+        world = int(os.environ.get("WORLD_SIZE", num_processes))
+        if ckpt is not None:
+            check_resume(ckpt, plan.spec, world)
+        elif saved is not None and (changes := resume_conflicts(saved, plan.spec)):
+            raise RocketError(f"--resume continues the same run, but {'; '.join(changes)} differ from its spec.yaml; "
+                              "drop those flags, or start a new run without --resume (a new -o folder)")
+        if ckpt is not None and ckpt.step == plan.spec.training.max_steps:
+            console.print(f"nothing to do: the run is at step {ckpt.step} of {ckpt.step} ({ckpt.path}); "
+                          "give a larger --max-steps to train on", highlight=False, soft_wrap=True)
+            return
+        run_dir = output_dir or resumed_run
         run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if resume is None and not dry_run and (run_dir / "checkpoints").is_dir():
-            raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
-                              "or choose another --output-dir")
+        if not dry_run:
+            _check_output(run_dir, resumed_run)
         main = os.environ.get("RANK", "0") == "0"
         if main:
             print_plan(plan)
         if dry_run:
             return
-        result = Trainer(plan, run_dir, resume=resume).train()
+        if main and saved is not None and ckpt is None:
+            console.print(f"no checkpoint in '{run_dir}' yet (its first save never completed): "
+                          "restarting the run from step 0", highlight=False, soft_wrap=True)
+        trainer = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes)
+        try:
+            result = trainer.train()
+        except KeyboardInterrupt:
+            console.print(f"aborted at step {trainer.step}; the last checkpoint is kept: continue with "
+                          f"rocket align --resume {shlex.quote(str(run_dir))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         if main:
-            last = result.history[-1] if result.history else {}
-            console.print(f"done: {result.steps} steps, action loss {last.get('action_loss', float('nan')):.4f}, "
-                          f"align loss {last.get('align_loss', float('nan')):.4f}; checkpoint {result.checkpoint}")
+            _summary(result, plan, world)
+        if result.interrupted:
+            raise typer.Exit(130)
