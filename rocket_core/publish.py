@@ -14,10 +14,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from rocket_core.errors import RocketError
-from rocket_core.train.checkpoint import find_checkpoint, load_checkpoint
-
-CHECKPOINT_FILES = ("trainable.safetensors", "projector.safetensors", "ema.safetensors", "optimizer.pt",
-                    "rng.safetensors", "state.json", "spec.yaml", "layers.yaml")
+from rocket_core.train.checkpoint import find_checkpoint, listed_files, load_checkpoint
 
 
 def split_trainable(trainable: dict) -> tuple[dict, dict]:
@@ -85,9 +82,8 @@ def build_push_folder(checkpoint: Path, out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in CHECKPOINT_FILES:
-        if (ckpt / name).is_file():
-            shutil.copy2(ckpt / name, tmp / name)
+    for name in listed_files(ckpt):  # verified: a corrupt checkpoint is never published
+        shutil.copy2(ckpt / name, tmp / name)
     lora, heads = split_trainable(load_file(str(ckpt / "trainable.safetensors")))
     if lora:
         save_file(lora, str(tmp / "lora_adapter.safetensors"))

@@ -174,6 +174,11 @@ def find_checkpoint(path: Path) -> Path:
     raise RocketError(f"no checkpoint found at '{path}': pass a run folder or a checkpoint folder (with {MANIFEST})")
 
 
+def listed_files(ckpt: Path) -> list[str]:
+    """Every file of a checkpoint folder, manifest included (what a copy of it must carry)."""
+    return [*verify_folder(ckpt)["files"], MANIFEST]
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return latest_name(run_dir) is not None
 

@@ -67,6 +67,6 @@ def test_pulled_push_resumes(run_dir: Path, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(registry_module, "_CACHED", toy_registry())
     out = tmp_path / "continued"
-    result = runner.invoke(app, ["align", "--resume", "org/toy-rocket", "--max-steps", "4", "-o", str(out)])
+    result = runner.invoke(app, ["align", "--resume", "hf://org/toy-rocket", "--max-steps", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [4]
