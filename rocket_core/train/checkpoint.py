@@ -285,14 +285,18 @@ def resume_conflicts(saved: RunSpec, new: RunSpec) -> list[str]:
             if k not in RESUMABLE and a.get(k) != b.get(k)]
 
 
+def same_run_error(changes: list[str], where: object) -> str:
+    return (f"--resume continues the same run, but these settings differ from '{where}': {'; '.join(changes)}; "
+            "drop those flags to continue it, or start a new run without --resume (a new -o folder)")
+
+
 def check_resume(ckpt: CheckpointData, spec: RunSpec, world_size: int) -> None:
     """A resume continues the same run or does nothing: refuse any change to the model, optimiser state or
     data stream, a step budget below the checkpoint, and another number of processes (another batch)."""
     where = ckpt.path or "the checkpoint"
     changes = resume_conflicts(ckpt.spec, spec)
     if changes:
-        raise RocketError(f"--resume continues the same run, but {'; '.join(changes)} differ from '{where}'; "
-                          "drop those flags to continue it, or start a new run without --resume (a new -o folder)")
+        raise RocketError(same_run_error(changes, where))
     if spec.training.max_steps < ckpt.step:
         raise RocketError(f"--max-steps {spec.training.max_steps} is below the checkpoint's step {ckpt.step} "
                           f"('{where}'); give --max-steps {ckpt.step} or more")
