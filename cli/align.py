@@ -39,6 +39,7 @@ from rocket_core.train.checkpoint import (
     load_checkpoint,
     load_spec,
     resume_conflicts,
+    same_run_error,
 )
 from rocket_core.train.trainer import Trainer
 
@@ -271,8 +272,7 @@ def register(app: typer.Typer) -> None:
         if ckpt is not None:
             check_resume(ckpt, plan.spec, world)
         elif saved is not None and (changes := resume_conflicts(saved, plan.spec)):
-            raise RocketError(f"--resume continues the same run, but {'; '.join(changes)} differ from its spec.yaml; "
-                              "drop those flags, or start a new run without --resume (a new -o folder)")
+            raise RocketError(same_run_error(changes, source / "spec.yaml"))
         if ckpt is not None and ckpt.step == plan.spec.training.max_steps:
             console.print(f"nothing to do: the run is at step {ckpt.step} of {ckpt.step} ({ckpt.path}); "
                           "give a larger --max-steps to train on", highlight=False, soft_wrap=True)
