@@ -225,9 +225,7 @@ class Trainer:
                                  num_workers=t.num_workers,
                                  pin_memory=self.cache is not None and torch.cuda.is_available())
         self.samples_per_step = per_step
-        self.data = iter(self.loader)  # draws the loader's base seed from the global RNG: before restoring it
-        if ckpt is not None:
-            _set_rng_state(ckpt.rng)  # last: building and loading above consumed random numbers
+        self.resume_rng = ckpt.rng if ckpt is not None else None  # restored in train(), see there
 
     def _restore(self, module: AlignModule, ckpt: CheckpointData) -> None:
         apply_checkpoint(module, ckpt)
@@ -337,6 +335,9 @@ class Trainer:
         history: list[dict[str, Any]] = []
         labels = [f"pair{i}_v{v}_t{tt}" for i, (v, tt) in enumerate(self.plan.layers.pairs)]
         checkpoint, interrupted = None, False
+        data = iter(self.loader)  # draws the loader's base seed from the global RNG, so restore it after
+        if self.resume_rng is not None:
+            _set_rng_state(self.resume_rng)  # building, loading and the loader consumed random numbers
         try:
             if main:
                 self._start_files()
@@ -347,7 +348,7 @@ class Trainer:
                 bar = stack.enter_context(Bar("align", t.max_steps, self.progress and main, self.step))
                 last_save = time.monotonic()
                 while self.step < t.max_steps:
-                    record = self._one_step(self.data, labels)
+                    record = self._one_step(data, labels)
                     history.append(record)
                     if log is not None and (self.step % t.log_every == 0 or self.step == t.max_steps):
                         log.write(json.dumps(record) + "\n")
