@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -26,22 +26,14 @@ from cli.common import (
     console,
     handle_errors,
 )
-from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
-from rocket_core.hub import snapshot
 from rocket_core.recipes import list_recipes, load_recipe
-from rocket_core.specs import RunSpec, build_spec
-from rocket_core.train.checkpoint import (
-    CheckpointData,
-    check_resume,
-    find_checkpoint,
-    has_checkpoint,
-    load_checkpoint,
-    load_spec,
-    resume_conflicts,
-    same_run_error,
-)
-from rocket_core.train.trainer import Trainer
+
+if TYPE_CHECKING:  # torch-importing modules load inside the command, so `rocket --help` stays light
+    from rocket_core.engine import AlignPlan
+    from rocket_core.specs import RunSpec
+    from rocket_core.train.checkpoint import CheckpointData
+    from rocket_core.train.trainer import TrainResult
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -141,6 +133,8 @@ def _missing(path: Path) -> RocketError:
 def _resume_source(value: str) -> Path:
     """--resume: a local run or checkpoint folder, or `hf://ORG/NAME` (a pushed run, from the HF cache)."""
     if value.startswith("hf://"):
+        from rocket_core.hub import snapshot
+
         repo = value.removeprefix("hf://")
         return snapshot(repo, None, None, pull_name=repo)
     path = Path(value).expanduser()
@@ -157,6 +151,8 @@ def _run_of(source: Path) -> Path | None:
 
 
 def _checkpoint_or_none(path: Path) -> Path | None:
+    from rocket_core.train.checkpoint import find_checkpoint
+
     try:
         return find_checkpoint(path)
     except RocketError:
@@ -180,7 +176,7 @@ def _check_output(run_dir: Path, resumed_run: Path | None) -> None:
                           "choose another --output-dir")
 
 
-def _summary(result, plan: AlignPlan, num_processes: int) -> None:  # noqa: ANN001 - TrainResult
+def _summary(result: TrainResult, plan: AlignPlan, num_processes: int) -> None:
     """What happened: steps, time, speed, losses, and where everything is."""
     t = plan.spec.training
     last = result.history[-1] if result.history else {}
@@ -200,6 +196,8 @@ def _summary(result, plan: AlignPlan, num_processes: int) -> None:  # noqa: ANN0
 
 def _resume_base(source: Path) -> tuple[CheckpointData | None, RunSpec]:
     """(verified checkpoint, its spec) or, for a run folder whose first save never completed, (None, its spec)."""
+    from rocket_core.train.checkpoint import has_checkpoint, load_checkpoint, load_spec
+
     if (source / "spec.yaml").is_file() and not has_checkpoint(source) and _checkpoint_or_none(source) is None:
         return None, load_spec(source / "spec.yaml")
     ckpt = load_checkpoint(source)  # one line when it is neither
@@ -250,6 +248,11 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
+        from rocket_core.engine import plan_run
+        from rocket_core.specs import build_spec
+        from rocket_core.train.checkpoint import check_resume, resume_conflicts, same_run_error
+        from rocket_core.train.trainer import Trainer
+
         if num_processes > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
             _relaunch(num_processes)
         overrides = _overrides(
