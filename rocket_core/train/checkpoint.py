@@ -91,7 +91,10 @@ def clean_stale(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     stale = sorted(root.glob(".tmp-*")) + sorted(root.glob(".latest-*")) if root.is_dir() else []
     for path in stale:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     return stale
 
 
