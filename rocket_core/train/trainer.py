@@ -346,7 +346,7 @@ class Trainer:
                 log = stack.enter_context(open(self.run_dir / "metrics.jsonl", "a")) if main else None
                 stop = stack.enter_context(_Interrupt(announce=main))
                 bar = stack.enter_context(Bar("align", t.max_steps, self.progress and main, self.step))
-                last_save = time.monotonic()
+                last_save, saved_at = time.monotonic(), -1
                 while self.step < t.max_steps:
                     record = self._one_step(data, labels)
                     history.append(record)
@@ -356,12 +356,13 @@ class Trainer:
                     self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.step)
                     bar.update(completed=record["step"],
                                text=f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}")
-                    save, interrupted = self._due(stop.requested, last_save)
+                    save, halt = self._due(stop.requested, last_save)
                     if save:
-                        checkpoint, last_save = self._save(history), time.monotonic()
-                    if interrupted:
+                        checkpoint, saved_at, last_save = self._save(history), self.step, time.monotonic()
+                    if halt:
+                        interrupted = self.step < t.max_steps
                         break
-                if not interrupted:
+                if saved_at != self.step:  # the same on every process, so all of them save
                     checkpoint = self._save(history)
         except BaseException:
             if created and main and self.step == start_step and self.run_dir.is_dir():
