@@ -1,7 +1,7 @@
 """Hostile checkpoints and resumes (issue 14): every row is one error line naming the file (and key), exit 2.
 
 One tiny real run (OpenVLA + VGGT presets, 2 steps) is copied into each row's folder and damaged there;
-each damage is tried on `rocket serve` and on `rocket align --resume`. Rows marked "manifest rewritten"
+each damage is tried on `rocket serve` and on `rocket align --resume` (two on `rocket profile`). Rows marked "manifest rewritten"
 recompute the manifest after the damage, as an attacker (or a careless script) would, so the checks
 behind the checksums (keys, shapes, finite normalisation, step) are exercised too.
 """
@@ -134,6 +134,8 @@ def _damaged(damage: Callable[[Path], None], rewrite: bool, command: str) -> Cal
             _rewrite_manifest(ckpt)
         if command == "serve":
             return ("serve", "--checkpoint", str(run), "--port", "0")
+        if command == "profile":
+            return ("profile", "grad-conflict", "--checkpoint", str(run), "--samples", "2", "-o", str(tmp / "out"))
         return ("align", "--resume", str(run), "--max-steps", str(STEPS + 1))
     return setup
 
@@ -159,6 +161,8 @@ CASES = [
     *(Case(f"{command}-{name}", fragment, setup=_damaged(damage, rewrite, command))
       for name, damage, rewrite, fragment, on_serve in DAMAGE
       for command in (("serve", "resume") if on_serve else ("resume",))),
+    *(Case(f"profile-{name}", fragment, setup=_damaged(damage, rewrite, "profile"))
+      for name, damage, rewrite, fragment, _ in DAMAGE if name in ("byte-flipped", "broadcastable-shape-manifest-rewritten")),
     Case("resume-layers-changed", "layers.vla: [", setup=_resume("--layers", "1:0")),
     Case("resume-projector-changed", "projector.name: 'rocket' -> 'shared'", setup=_resume("--projector", "shared")),
     Case("resume-pooling-changed", "alignment.pooling: 'bilinear' -> 'random'", setup=_resume("--pooling", "random")),
