@@ -32,8 +32,8 @@ from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.progress import Bar
 from rocket_core.specs import DataSpec
-from rocket_core.train.cache import TeacherCache
 from rocket_core.train.build import AlignModule, apply_checkpoint, build_module, build_teacher
+from rocket_core.train.cache import TeacherCache
 from rocket_core.train.checkpoint import (
     CheckpointData,
     check_resume,
@@ -43,6 +43,7 @@ from rocket_core.train.checkpoint import (
     point_latest,
     save_checkpoint,
 )
+from rocket_core.train.manifest import mismatch
 from rocket_core.train.optim import build_optimizer
 
 
@@ -243,8 +244,14 @@ class Trainer:
                                       f"{self.names[i]} has {list(self.params[i].shape)}")
         if self.ema is not None and ckpt.ema is not None:
             self.ema = {n: ckpt.ema[n].to(p.device, p.dtype).clone() for n, p in zip(self.names, self.params)}
-        if "pooling" in ckpt.rng:
-            self.pool_rng.set_state(ckpt.rng["pooling"])
+        rng = {"cpu": torch.get_rng_state(), "pooling": self.pool_rng.get_state()}
+        where = (ckpt.path or self.run_dir) / "rng.safetensors"
+        mismatch(where, {k: list(v.shape) for k, v in rng.items()}, {k: list(v.shape) for k, v in ckpt.rng.items()},
+                 exact=False)
+        wrong = [k for k, v in ckpt.rng.items() if v.dtype != torch.uint8]
+        if wrong:
+            raise RocketError(f"'{where}' tensor '{wrong[0]}' is {ckpt.rng[wrong[0]].dtype}, an RNG state is uint8")
+        self.pool_rng.set_state(ckpt.rng["pooling"])
         self.step = ckpt.step
 
     def _targets(self, batch: dict[str, Any]) -> torch.Tensor | None:

@@ -102,6 +102,19 @@ def _corrupt_header(ckpt: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _rng_without_pooling(ckpt: Path) -> None:
+    rng = load_file(str(ckpt / "rng.safetensors"))
+    del rng["pooling"]
+    save_file(rng, str(ckpt / "rng.safetensors"))
+
+
+def _optimizer_state_reshaped(ckpt: Path) -> None:
+    opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    state = opt["optimizer"]["state"][0]
+    state["exp_avg"] = state["exp_avg"].reshape(-1)[:1].clone()
+    torch.save(opt, ckpt / "optimizer.pt")
+
+
 def _unlisted_ema(ckpt: Path) -> None:
     shutil.copy(ckpt / "trainable.safetensors", ckpt / "ema.safetensors")
 
@@ -121,6 +134,9 @@ DAMAGE = [
      False),  # serving never reads the optimizer
     ("header-corrupt", _corrupt_header, False, "rng.safetensors", True),
     ("step-negative-manifest-rewritten", lambda c: _state(c, step=-5), True, "does not match the manifest's step", True),
+    ("rng-without-pooling-manifest-rewritten", _rng_without_pooling, True, "lacks tensor 'pooling'", False),
+    ("optimizer-state-reshaped-manifest-rewritten", _optimizer_state_reshaped, True, "state.0.exp_avg has shape [1]",
+     False),
     ("no-manifest", lambda c: (c / "manifest.json").unlink(), False, "has no manifest.json", True),
     ("unlisted-ema", _unlisted_ema, False, "not in the checkpoint's manifest.json", True),
 ]
