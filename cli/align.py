@@ -292,12 +292,15 @@ def register(app: typer.Typer) -> None:
         if main and saved is not None and ckpt is None:
             console.print(f"no checkpoint in '{run_dir}' yet (its first save never completed): "
                           "restarting the run from step 0", highlight=False, soft_wrap=True)
-        trainer = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes)
         try:
-            result = trainer.train()
+            result = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes).train()
         except KeyboardInterrupt:
-            console.print(f"aborted at step {trainer.step}; the last checkpoint is kept: continue with "
-                          f"rocket align --resume {shlex.quote(str(run_dir))}", highlight=False, soft_wrap=True)
+            from rocket_core.train.checkpoint import latest_name
+
+            kept = latest_name(run_dir) if run_dir.is_dir() else None
+            console.print(f"aborted; the last checkpoint ({kept}) is kept: continue with rocket align --resume "
+                          f"{shlex.quote(str(run_dir))}" if kept else "aborted before the first checkpoint",
+                          highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         if main:
             _summary(result, plan, world)
