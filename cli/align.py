@@ -176,16 +176,20 @@ def _check_output(run_dir: Path, resumed_run: Path | None) -> None:
                           "choose another --output-dir")
 
 
-def _summary(result: TrainResult, plan: AlignPlan, num_processes: int) -> None:
-    """What happened: steps, time, speed, losses, and where everything is."""
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
+def _summary(result: TrainResult, plan: AlignPlan, num_processes: int, wall_s: float) -> None:
+    """What happened: steps, time (the whole command, loading included), speed, losses, where things are."""
     t = plan.spec.training
     last = result.history[-1] if result.history else {}
     rate = result.steps_run / result.wall_s if result.wall_s > 0 else 0.0
     losses = (f"action loss {last['action_loss']:.4f}, align loss {last['align_loss']:.4f}" if last
               else "no step run")
     head = "interrupted" if result.interrupted else "done"
-    console.print(f"{head}: step {result.steps} of {t.max_steps} in {time.strftime('%H:%M:%S', time.gmtime(result.wall_s))}"
-                  f" ({rate:.2f} steps/s); {losses}", highlight=False)
+    console.print(f"{head}: step {result.steps} of {t.max_steps} in {_duration(wall_s)} ({rate:.2f} steps/s while "
+                  f"training); {losses}", highlight=False, soft_wrap=True)
     console.print(f"run folder {result.run_dir}\nmetrics    {result.run_dir / 'metrics.jsonl'}\n"
                   f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)
     if result.interrupted:
@@ -248,6 +252,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
+        started = time.monotonic()
         from rocket_core.engine import plan_run
         from rocket_core.specs import build_spec
         from rocket_core.train.checkpoint import check_resume, resume_conflicts, same_run_error
@@ -303,6 +308,6 @@ def register(app: typer.Typer) -> None:
                           highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         if main:
-            _summary(result, plan, world)
+            _summary(result, plan, world, time.monotonic() - started)
         if result.interrupted:
             raise typer.Exit(130)
