@@ -134,9 +134,13 @@ def save_checkpoint(run_dir: Path, data: CheckpointData) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    torch_files = _write_files(tmp, data)
-    write_manifest(tmp, data.step, torch_files)
-    _verify(tmp)  # what is on disk, not what we meant to write
+    try:
+        torch_files = _write_files(tmp, data)
+        write_manifest(tmp, data.step, torch_files)
+        _verify(tmp)  # what is on disk, not what we meant to write
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # ours, never published: `latest` still names the previous one
+        raise
     if final.exists():  # left by a save killed before `latest` moved: never latest, safe to replace
         shutil.rmtree(final)
     tmp.replace(final)
@@ -186,7 +190,7 @@ def has_checkpoint(run_dir: Path) -> bool:
     return latest_name(run_dir) is not None
 
 
-def _finite_norm(norm: Any, path: Path) -> None:
+def check_normalization(norm: Any, path: Path | str) -> None:
     """Normalisation stats must be finite numbers of one length: NaN here means NaN actions when serving."""
     if norm is None:
         return
@@ -204,8 +208,8 @@ def _finite_norm(norm: Any, path: Path) -> None:
         if bad:
             which = "low" if bad[0] < len(low) else "high"
             i = bad[0] if bad[0] < len(low) else bad[0] - len(low)
-            raise RocketError(f"'{path}': normalization.{feature}.{which}[{i}] is not finite; "
-                              "the checkpoint would produce non-finite actions, use another one")
+            raise RocketError(f"'{path}': normalization.{feature}.{which}[{i}] is not finite (it would make every "
+                              "action NaN); use another checkpoint, or fix the dataset's statistics")
         if not ok_len:
             raise RocketError(f"'{path}': normalization.{feature} has low, high and mask of different lengths")
 
@@ -227,7 +231,7 @@ def _verify(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                           f"the manifest's step {doc['step']}; resume from another checkpoint")
     if type(state.get("samples_seen")) is not int or state["samples_seen"] < 0:
         raise RocketError(f"'{path}': samples_seen must be an integer >= 0")
-    _finite_norm(state.get("normalization"), path)
+    check_normalization(state.get("normalization"), path)
     return doc, state
 
 

@@ -36,6 +36,7 @@ from rocket_core.train.build import AlignModule, apply_checkpoint, build_module,
 from rocket_core.train.cache import TeacherCache
 from rocket_core.train.checkpoint import (
     CheckpointData,
+    check_normalization,
     check_resume,
     clean_stale,
     latest_name,
@@ -214,6 +215,8 @@ class Trainer:
 
         self.dataset = VLADataset(data_spec_for(plan), seed=t.seed)
         _check_dataset(self.dataset, plan)
+        self.normalization = {"state": self.dataset.state_norm.to_dict(), "action": self.dataset.action_norm.to_dict()}
+        check_normalization(self.normalization, "the dataset's meta/stats.json")  # before training, not at the save
         per_step = t.batch_size * self.acc.num_processes * t.grad_accum
         sampler = ShardSampler(len(self.dataset), t.seed, t.batch_size, self.acc.process_index,
                                self.acc.num_processes, start=self.step * per_step)
@@ -301,8 +304,7 @@ class Trainer:
                     "world_size": self.acc.num_processes,
                     "metrics": history[-1] if history else {},
                     # inference needs these to map actions back to robot units, without the dataset
-                    "normalization": {"state": self.dataset.state_norm.to_dict(),
-                                      "action": self.dataset.action_norm.to_dict()},
+                    "normalization": self.normalization,
                     "cameras": list(self.dataset.slots),
                 },
                 files=self.files,
