@@ -118,7 +118,8 @@ def with_data(spec: RunSpec, dataset: str | None) -> RunSpec:
 
 def load_trained(path: str | Path, *, dataset: str | None = None, registry: Registry | None = None,
                  ema: bool | None = False, teacher: bool = True, frozen: bool = False) -> TrainedRun:
-    """Rebuild a checkpoint's frozen `AlignModule` (and teacher): verified files, exact names and shapes.
+    """Rebuild a checkpoint's `AlignModule` with its trained weights (and its teacher): verified files, exact
+    tensor names and shapes.
 
     `ema`: True loads the EMA weights (refused when there are none), None loads them when present, False
     the trained ones. `dataset` replaces the spec's dataset (analysis on other data). `frozen`: no
