@@ -171,7 +171,6 @@ class Trainer:
     def __init__(self, plan: AlignPlan, run_dir: Path, resume: Path | CheckpointData | None = None,
                  progress: bool = True, checkpoint_minutes: float = 10.0, files: dict[str, str] | None = None) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
 
         self.plan, self.run_dir, self.progress = plan, Path(run_dir), progress
         self.checkpoint_minutes, self.files = checkpoint_minutes, dict(files or {})
@@ -192,9 +191,8 @@ class Trainer:
         ckpt = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
         if ckpt is not None:
             check_resume(ckpt, plan.spec, self.acc.num_processes)
-        set_seed(t.seed)
         self.coefficient = spec.alignment.coefficient
-        module = build_module(plan)
+        module = build_module(plan)  # seeds first
         head = module.head
         self.teacher: TeacherModel | None = build_teacher(plan) if head is not None else None
         if self.teacher is not None:
@@ -245,7 +243,10 @@ class Trainer:
                 if value.ndim and value.shape != self.params[i].shape:
                     raise RocketError(f"'{where}' state.{i}.{key} has shape {list(value.shape)}, the parameter "
                                       f"{self.names[i]} has {list(self.params[i].shape)}")
-        if self.ema is not None and ckpt.ema is not None:
+        if self.ema is not None:
+            if ckpt.ema is None:
+                raise RocketError(f"checkpoint '{ckpt.path}' lacks ema.safetensors, which its spec's "
+                                  "training.ema_decay needs; resume from another checkpoint")
             self.ema = {n: ckpt.ema[n].to(p.device, p.dtype).clone() for n, p in zip(self.names, self.params)}
         rng = {"cpu": torch.get_rng_state(), "pooling": self.pool_rng.get_state()}
         where = (ckpt.path or self.run_dir) / "rng.safetensors"
