@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -114,7 +115,13 @@ def _relaunch(num_processes: int) -> None:
     del args[i : i + 2]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
            "-m", "cli", *args]
-    raise typer.Exit(subprocess.call(cmd))
+    proc = subprocess.Popen(cmd)
+    # Ctrl-C reaches torchrun too (same process group), which passes one SIGINT to its workers (their own
+    # session): they finish the step and checkpoint. This process must not kill torchrun meanwhile.
+    interrupted: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    code = proc.wait()
+    raise typer.Exit(130 if interrupted else code)
 
 
 def _holds_run(folder: Path) -> bool:
