@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -25,14 +27,14 @@ from cli.common import (
     console,
     handle_errors,
 )
-from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
-from rocket_core.hub import resolve_source
-from rocket_core.paths import check_output_dir
 from rocket_core.recipes import list_recipes, load_recipe
-from rocket_core.specs import build_spec, deep_merge
-from rocket_core.train.checkpoint import load_checkpoint
-from rocket_core.train.trainer import Trainer
+
+if TYPE_CHECKING:  # torch-importing modules load inside the command, so `rocket --help` stays light
+    from rocket_core.engine import AlignPlan
+    from rocket_core.specs import RunSpec
+    from rocket_core.train.checkpoint import CheckpointData
+    from rocket_core.train.trainer import TrainResult
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -118,7 +120,81 @@ def _relaunch(num_processes: int) -> None:
     del args[i : i + 2]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
            "-m", "cli", *args]
-    raise typer.Exit(subprocess.call(cmd))
+    proc = subprocess.Popen(cmd)
+    # Ctrl-C reaches torchrun too (same process group), which passes one SIGINT to its workers (their own
+    # session): they finish the step and checkpoint. This process must not kill torchrun meanwhile.
+    interrupted: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    code = proc.wait()
+    raise typer.Exit(130 if interrupted else code)
+
+
+def _holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("checkpoints", "spec.yaml", "metrics.jsonl"))
+
+
+def _resume_source(value: str) -> Path:
+    """--resume: a local run or checkpoint folder, or `hf://ORG/NAME` (a pushed run, from the HF cache)."""
+    from rocket_core.hub import resolve_source
+
+    return resolve_source(value, "--resume", local_only=True)  # a missing path names the nearest run folders
+
+
+def _run_of(source: Path) -> Path | None:
+    """The run folder a resume source belongs to (None: a pulled checkpoint, continue in a new folder)."""
+    if source.parent.name == "checkpoints":
+        return source.parent.parent
+    return source if _holds_run(source) and _checkpoint_or_none(source) != source else None
+
+
+def _checkpoint_or_none(path: Path) -> Path | None:
+    from rocket_core.train.checkpoint import find_checkpoint
+
+    try:
+        return find_checkpoint(path)
+    except RocketError:
+        return None
+
+
+def _check_output(run_dir: Path, resumed_run: Path | None) -> None:
+    """-o, unless it is the run being resumed, must hold no run (paths.check_output_dir checked the rest)."""
+    if resumed_run is not None and run_dir.resolve() == resumed_run.resolve():
+        return
+    if run_dir.is_dir() and _holds_run(run_dir):
+        raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --output-dir")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
+def _summary(result: TrainResult, plan: AlignPlan, num_processes: int, wall_s: float) -> None:
+    """What happened: steps, time (the whole command, loading included), speed, losses, where things are."""
+    t = plan.spec.training
+    last = result.history[-1] if result.history else {}
+    rate = result.steps_run / result.wall_s if result.wall_s > 0 else 0.0
+    losses = (f"action loss {last['action_loss']:.4f}, align loss {last['align_loss']:.4f}" if last
+              else "no step run")
+    head = "interrupted" if result.interrupted else "done"
+    console.print(f"{head}: step {result.steps} of {t.max_steps} in {_duration(wall_s)} ({rate:.2f} steps/s while "
+                  f"training); {losses}", highlight=False, soft_wrap=True)
+    console.print(f"run folder {result.run_dir}\nmetrics    {result.run_dir / 'metrics.jsonl'}\n"
+                  f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)
+    if result.interrupted:
+        extra = f" --num-processes {num_processes}" if num_processes > 1 else ""
+        console.print(f"continue with: rocket align --resume {shlex.quote(str(result.run_dir))}{extra}",
+                      highlight=False, soft_wrap=True)
+
+
+def _resume_base(source: Path) -> tuple[CheckpointData | None, RunSpec]:
+    """(verified checkpoint, its spec) or, for a run folder whose first save never completed, (None, its spec)."""
+    from rocket_core.train.checkpoint import has_checkpoint, load_checkpoint, load_spec
+
+    if (source / "spec.yaml").is_file() and not has_checkpoint(source) and _checkpoint_or_none(source) is None:
+        return None, load_spec(source / "spec.yaml")
+    ckpt = load_checkpoint(source)  # one line when it is neither
+    return ckpt, ckpt.spec
 
 
 def register(app: typer.Typer) -> None:
@@ -155,14 +231,24 @@ def register(app: typer.Typer) -> None:
         save_every: int = typer.Option(None, help="Checkpoint every N steps (0: only at the end)."),
         teacher_cache: str = typer.Option(None, help="Teacher-feature cache folder (filled on the fly, see docs/cache.md)."),
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<vla>-<teacher>-<time>)."),
-        resume: Path = typer.Option(
-            None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed Hub repo ORG/NAME."
+        resume: str = typer.Option(
+            None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed run hf://ORG/NAME."
+        ),
+        checkpoint_minutes: float = typer.Option(
+            10.0, min=0, help="Also write a checkpoint every N minutes of wall time (0: off); Ctrl-C always writes one."
         ),
         num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
         allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Train on NaN/inf states or actions."),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
+        started = time.monotonic()
+        from rocket_core.engine import plan_run
+        from rocket_core.paths import check_output_dir
+        from rocket_core.specs import build_spec, deep_merge
+        from rocket_core.train.checkpoint import check_resume, resume_conflicts, same_run_error
+        from rocket_core.train.trainer import Trainer
+
         if num_processes > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
             _relaunch(num_processes)
         overrides = _overrides(
@@ -171,28 +257,51 @@ def register(app: typer.Typer) -> None:
             teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
             save_every=save_every, teacher_cache=teacher_cache, allow_nonfinite=allow_nonfinite or None,
         )
+        ckpt, saved, resumed_run = None, None, None
         if resume is not None:
-            resume = resolve_source(resume, "--resume", local_only=True)  # a local path unless hf://ORG/NAME
-            base = load_checkpoint(resume).spec.model_dump(mode="json")  # the run's own spec; flags may extend it
+            source = _resume_source(resume)
+            ckpt, saved = _resume_base(source)
+            resumed_run = _run_of(source)
+            base = saved.model_dump(mode="json")  # the run's own spec; flags may only extend it
         else:
             base = load_recipe(recipe).spec if recipe else None
         spec = build_spec(config, overrides, deep_merge(DEFAULT_PLUGINS, base or {}))
         plan = plan_run(spec)
-        run_dir = output_dir or (resume if resume is not None and (resume / "checkpoints").is_dir() else None)
+        world = int(os.environ.get("WORLD_SIZE", num_processes))
+        if ckpt is not None:
+            check_resume(ckpt, plan.spec, world)
+        elif saved is not None and (changes := resume_conflicts(saved, plan.spec)):
+            raise RocketError(same_run_error(changes, source / "spec.yaml"))
+        if ckpt is not None and ckpt.step == plan.spec.training.max_steps:
+            console.print(f"nothing to do: the run is at step {ckpt.step} of {ckpt.step} ({ckpt.path}); "
+                          "give a larger --max-steps to train on", highlight=False, soft_wrap=True)
+            return
+        run_dir = output_dir or resumed_run
         run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_output_dir(run_dir, "--output-dir")
+        if not dry_run:
+            _check_output(run_dir, resumed_run)
         if spec.training.teacher_cache:
             check_output_dir(spec.training.teacher_cache, "--teacher-cache")
-        if resume is None and not dry_run and (run_dir / "checkpoints").is_dir():
-            raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
-                              "or choose another --output-dir")
         main = os.environ.get("RANK", "0") == "0"
         if main:
             print_plan(plan)
         if dry_run:
             return
-        result = Trainer(plan, run_dir, resume=resume).train()
+        if main and saved is not None and ckpt is None:
+            console.print(f"no checkpoint in '{run_dir}' yet (its first save never completed): "
+                          "restarting the run from step 0", highlight=False, soft_wrap=True)
+        try:
+            result = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes).train()
+        except KeyboardInterrupt:
+            from rocket_core.train.checkpoint import latest_name
+
+            kept = latest_name(run_dir) if run_dir.is_dir() else None
+            console.print(f"aborted; the last checkpoint ({kept}) is kept: continue with rocket align --resume "
+                          f"{shlex.quote(str(run_dir))}" if kept else "aborted before the first checkpoint",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         if main:
-            last = result.history[-1] if result.history else {}
-            console.print(f"done: {result.steps} steps, action loss {last.get('action_loss', float('nan')):.4f}, "
-                          f"align loss {last.get('align_loss', float('nan')):.4f}; checkpoint {result.checkpoint}")
+            _summary(result, plan, world, time.monotonic() - started)
+        if result.interrupted:
+            raise typer.Exit(130)

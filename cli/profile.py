@@ -83,7 +83,7 @@ def _run_models(checkpoint: Path | None, spec_flags: dict[str, Any], preset: str
         if given or config is not None:
             raise RocketError(f"{', '.join(given or ['--config'])} cannot be combined with --checkpoint: "
                               "the checkpoint's own spec is used (only --data may replace its dataset)")
-        run = prof.load_trained(checkpoint, data)
+        run = prof.load_trained(checkpoint, dataset=data)
         _check_preset(run.plan.spec, preset)
         return run.plan, run.module, run.teacher, {"checkpoint": str(run.path), "step": run.checkpoint.step}
     spec = _spec_from_flags(config, preset, data=data, **spec_flags)

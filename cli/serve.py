@@ -11,7 +11,7 @@ from rocket_core.errors import RocketError
 
 
 def load_policy(checkpoint: Path | None, vla: str | None, preset: str | None, options: str | None,
-                ema: bool = False, device: str | None = None):  # noqa: ANN201 - Policy (torch import deferred)
+                ema: bool | None = None, device: str | None = None):  # noqa: ANN201 - Policy (torch import deferred)
     from rocket_core.eval.policy import Policy
 
     if checkpoint is not None and vla is not None:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         options: str = typer.Option(None, help="VLA options as JSON with --vla."),
         host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: all)."),
         port: int = typer.Option(8000, help="Port (0: any free port, printed)."),
-        ema: bool = typer.Option(False, help="Use the checkpoint's EMA weights."),
+        ema: bool | None = typer.Option(None, "--ema/--no-ema", help="Serve the EMA weights (default: when the checkpoint has them)."),
         device: str = typer.Option(None, help="torch device (default: where the plugin builds, CPU here)."),
     ) -> None:
         """Serve a policy over websocket + msgpack-numpy; GET /healthz for the health check."""

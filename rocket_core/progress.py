@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class Bar:
-    """A rich bar with count, ETA and an optional live text; a no-op when disabled (other ranks, tests)."""
+    """A rich bar with count, elapsed time, time left and an optional live text; a no-op when disabled
+    (other ranks, tests). Elapsed stays meaningful at the end, when the time left reads 0:00:00."""
 
     def __init__(self, label: str, total: int, enabled: bool = True, completed: int = 0,
                  console: Console | None = None) -> None:
         self.progress: Progress | None = None
         if enabled:
-            self.progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.fields[text]}"), console=console)
+            self.progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
+                                     console=console)
             self.task = self.progress.add_task(label, total=total, completed=completed, text="")
 
     def __enter__(self) -> Bar:

@@ -16,10 +16,7 @@ from safetensors.torch import save_file
 
 from rocket_core.errors import RocketError
 from rocket_core.hub import load_state_dict
-from rocket_core.train.checkpoint import find_checkpoint, load_checkpoint
-
-CHECKPOINT_FILES = ("trainable.safetensors", "projector.safetensors", "ema.safetensors", "optimizer.pt",
-                    "rng.safetensors", "state.json", "spec.yaml", "layers.yaml")
+from rocket_core.train.checkpoint import find_checkpoint, listed_files, load_checkpoint
 
 
 def split_trainable(trainable: dict) -> tuple[dict, dict]:
@@ -89,9 +86,8 @@ def build_push_folder(checkpoint: Path, out: Path, repo_id: str = "ORG/NAME") ->
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for name in CHECKPOINT_FILES:
-            if (ckpt / name).is_file():
-                shutil.copy2(ckpt / name, tmp / name)
+        for name in listed_files(ckpt):  # verified: a corrupt checkpoint is never published
+            shutil.copy2(ckpt / name, tmp / name)
         lora, heads = split_trainable(load_state_dict(ckpt / "trainable.safetensors"))  # one line if corrupt
         if lora:
             save_file(lora, str(tmp / "lora_adapter.safetensors"))

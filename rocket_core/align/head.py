@@ -47,6 +47,7 @@ class AlignmentHead(nn.Module):
         self.pooling = pooling
         self.teacher_pe = teacher_pe
         self.cosine_eps = cosine_eps
+        self.generator: torch.Generator | None = None  # random pooling's own stream (checkpointed by the trainer)
 
     def pool_targets(self, teacher_layers: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """L tensors (B, S, P, C) (or one (L, B, S, P, C)) -> (L, B, N, C) targets, in one pooling call."""
@@ -58,7 +59,7 @@ class AlignmentHead(nn.Module):
                 flat, self.teacher_grid, self.num_vision_tokens, self.teacher_image_hw, self.teacher_pe
             )
         else:
-            pooled = random_pool(flat, self.num_vision_tokens)
+            pooled = random_pool(flat, self.num_vision_tokens, self.generator)
         return pooled.reshape(num_layers, batch, *pooled.shape[1:])
 
     def project(self, vision_states: Sequence[torch.Tensor]) -> torch.Tensor:

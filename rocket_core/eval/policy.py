@@ -1,20 +1,20 @@
 """A VLA plugin as an inference policy: raw observation -> action chunk in robot units.
 
-Built from a `rocket align` checkpoint (its spec rebuilds the model, `trainable.safetensors` or
-`ema.safetensors` fills the trained parts, `state.json` gives the state/action normalisation and camera
-slots) or from a plugin preset (`--vla openvla --preset tiny`: random weights, no normalisation, for
-smoke tests). Every VLA plugin answers through the contract's `predict_action(batch)`.
+Built from a `rocket align` checkpoint (verified and rebuilt by `train.build.load_trained`: its spec
+rebuilds the model, `ema.safetensors` when present or else `trainable.safetensors` fills the trained
+parts, `state.json` gives the state/action normalisation and camera slots, `conventions.json` the data
+conventions), from an OpenVLA-OFT folder (`eval.oft`), or from a plugin preset (`--vla openvla --preset
+tiny`: random weights, no normalisation, for smoke tests). Every VLA plugin answers through the contract's
+`predict_action(batch)`.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
-import yaml
 
 from rocket_core.contracts import VLAInfo
 from rocket_core.conventions import Conventions
@@ -50,47 +50,25 @@ class Policy:
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: Path, ema: bool = False, device: str | None = None) -> Policy:
-        from safetensors.torch import load_file
-
-        from rocket_core.registry import get_registry
-        from rocket_core.specs import RunSpec
-        from rocket_core.train.checkpoint import find_checkpoint
+    def from_checkpoint(cls, path: Path, ema: bool | None = None, device: str | None = None) -> Policy:
+        """The checkpoint's VLA, rebuilt and verified by `train.build.load_trained`; EMA weights when the
+        checkpoint has them and `ema` is not False (True: required)."""
+        from rocket_core.train.build import load_trained
 
         from rocket_core.eval.oft import is_oft_folder, load_oft_folder
 
         if is_oft_folder(Path(path)):
             return load_oft_folder(Path(path), device=device)
-        ckpt = find_checkpoint(Path(path))
-        try:
-            state = json.loads((ckpt / "state.json").read_text())
-            spec = RunSpec.model_validate(yaml.safe_load((ckpt / "spec.yaml").read_text()))
-        except (OSError, ValueError) as exc:
-            raise RocketError(f"checkpoint '{ckpt}' is unreadable ({type(exc).__name__}: {exc})") from None
-        weights = ckpt / ("ema.safetensors" if ema else "trainable.safetensors")
-        if not weights.is_file():
-            raise RocketError(f"checkpoint '{ckpt}' has no {weights.name}" + ("; drop --ema" if ema else ""))
-        adapter = get_registry().get("vla", spec.vla.name)
-        _set_seed(spec.training.seed)  # a preset's frozen weights are the seed's random init, as in training
-        model = adapter.build(spec.vla)
-        model.configure_training(spec.training)  # same parameter names (LoRA) as the saved ones
-        tensors = load_file(str(weights))
-        mine = {k[len("vla."):]: v for k, v in tensors.items() if k.startswith("vla.")}
-        named = dict(model.named_parameters())
-        unknown = [k for k in mine if k not in named]
-        if unknown or not mine:
-            raise RocketError(f"checkpoint '{ckpt}' does not fit VLA '{spec.vla.name}' as its spec builds it "
-                              f"(unknown parameters {unknown[:3]}); was it written by another version?")
-        with torch.no_grad():
-            for name, value in mine.items():
-                named[name].copy_(value.to(named[name].dtype))
+        run = load_trained(Path(path), ema=ema, teacher=False, frozen=True)
+        spec, state = run.plan.spec, run.checkpoint.extra
+        model = run.module.vla
         norm = state.get("normalization") or {}
         if device:
             model.to(device)
-        return cls(model, spec.vla.name, adapter.info(spec.vla), source=str(ckpt),
+        return cls(model, spec.vla.name, run.plan.vla_info, source=f"{run.path} ({run.weights} weights)",
                    state_norm=Normalizer.from_dict(norm["state"]) if norm.get("state") else None,
                    action_norm=Normalizer.from_dict(norm["action"]) if norm.get("action") else None,
-                   cameras=state.get("cameras"), seed=spec.training.seed, conventions=Conventions.load(ckpt))
+                   cameras=state.get("cameras"), seed=spec.training.seed, conventions=Conventions.load(run.path))
 
     @classmethod
     def from_preset(cls, vla: str, preset: str | None = "tiny", options: Mapping[str, Any] | None = None,
@@ -119,7 +97,6 @@ class Policy:
             "action_dim": i.action_dim,
             "chunk_size": i.chunk_size,
             "normalization": {"state": self.state_norm is not None, "action": self.action_norm is not None},
-            "eval_family": getattr(i, "eval_family", None),
             "conventions": self.conventions.model_dump(mode="json") if self.conventions is not None else None,
         }
 

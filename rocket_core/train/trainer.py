@@ -11,20 +11,22 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 import yaml
-from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from rocket_core.align.head import AlignmentHead
 from rocket_core.align.targets import teacher_features
 from rocket_core.contract_check import check_run
-from rocket_core.contracts import TeacherModel, VLAModel
+from rocket_core.contracts import TeacherModel
 from rocket_core.conventions import FILENAME
 from rocket_core.conventions import from_dataset as conventions_from_dataset
 from rocket_core.data import VLADataset, collate_batch, to_device
@@ -33,27 +35,20 @@ from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.progress import Bar
 from rocket_core.specs import DataSpec
+from rocket_core.train.build import AlignModule, apply_checkpoint, build_module, build_teacher
 from rocket_core.train.cache import TeacherCache
-from rocket_core.train.checkpoint import CheckpointData, load_checkpoint, save_checkpoint
+from rocket_core.train.checkpoint import (
+    CheckpointData,
+    check_normalization,
+    check_resume,
+    clean_stale,
+    latest_name,
+    load_checkpoint,
+    point_latest,
+    save_checkpoint,
+)
+from rocket_core.train.manifest import mismatch
 from rocket_core.train.optim import build_optimizer
-
-
-class AlignModule(nn.Module):
-    """What DDP wraps: the VLA and (when the coefficient is not 0) the alignment head."""
-
-    def __init__(self, vla: VLAModel, head: AlignmentHead | None, vla_layers: Sequence[int]) -> None:
-        super().__init__()
-        self.vla = vla
-        self.head = head
-        self.vla_layers = list(vla_layers)
-
-    def forward(self, batch: dict[str, Any], targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Action loss and per-pair alignment losses (None without alignment) of one micro-batch."""
-        out = self.vla.forward_align(batch, self.vla_layers if self.head is not None else [])
-        if self.head is None:
-            return out.action_loss, None
-        states = [out.vision_states[k] for k in self.vla_layers]
-        return out.action_loss, self.head(states, targets=targets, token_mask=out.token_mask).pair_losses
 
 
 class ShardSampler(Sampler[list[tuple[int, int]]]):
@@ -76,6 +71,9 @@ class TrainResult:
     checkpoint: Path | None
     steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False  # stopped by Ctrl-C after checkpointing
+    wall_s: float = 0.0
+    steps_run: int = 0  # steps done by this call (a resumed run started later)
 
 
 def data_spec_for(plan: AlignPlan) -> DataSpec:
@@ -123,14 +121,62 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-class Trainer:
-    """Builds everything from a resolved plan and runs (or resumes) the optimisation."""
+def rewind_metrics(run_dir: Path, step: int) -> None:
+    """Keep only `metrics.jsonl` records up to `step` (a resumed run redoes the rest; a kill may have left
+    a partial last line), so no step is ever logged twice."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            break  # the torn last line of a killed run
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
 
-    def __init__(self, plan: AlignPlan, run_dir: Path, resume: Path | None = None, progress: bool = True) -> None:
+
+class _Interrupt:
+    """First Ctrl-C: finish the step, checkpoint, stop. Second: abort at once (KeyboardInterrupt)."""
+
+    def __init__(self, announce: bool) -> None:
+        self.requested, self.announce, self.old = False, announce, None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.announce:
+            print("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort at once)",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+class Trainer:
+    """Builds everything from a resolved plan and runs (or resumes) the optimisation.
+
+    `resume` (a checkpoint, or its folder) must come from the same run: `resume_conflicts` lists what
+    differs. `checkpoint_minutes` adds wall-clock checkpoints to `save_every` (0: off). `files` are extra
+    text files written into every checkpoint (e.g. `conventions.json`).
+    """
+
+    def __init__(self, plan: AlignPlan, run_dir: Path, resume: Path | CheckpointData | None = None,
+                 progress: bool = True, checkpoint_minutes: float = 10.0, files: dict[str, str] | None = None) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
 
         self.plan, self.run_dir, self.progress = plan, Path(run_dir), progress
+        self.checkpoint_minutes, self.files = checkpoint_minutes, dict(files or {})
         spec, t = plan.spec, plan.spec.training
         precision = t.mixed_precision
         if precision == "auto":
@@ -145,29 +191,35 @@ class Trainer:
         self.acc = Accelerator(mixed_precision=precision, log_with=_trackers(self.run_dir) or None,
                                project_dir=str(self.run_dir), cpu=not torch.cuda.is_available(),  # cpu: gloo DDP
                                fsdp_plugin=fsdp)
-        set_seed(t.seed)
+        ckpt = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
+        if ckpt is not None:
+            check_resume(ckpt, plan.spec, self.acc.num_processes)
         self.coefficient = spec.alignment.coefficient
-        vla = plan.vla.build(spec.vla)
-        vla.configure_training(t)
-        head = plan.build_head() if self.coefficient > 0 else None
-        self.teacher: TeacherModel | None = plan.teacher.build(spec.teacher) if head is not None else None
+        module = build_module(plan)  # seeds first
+        head = module.head
+        self.teacher: TeacherModel | None = build_teacher(plan) if head is not None else None
         if self.teacher is not None:
             self.teacher.to(self.acc.device)  # type: ignore[attr-defined]
-        module = AlignModule(vla, head, plan.layers.vla)
-        self.names = [n for n, p in module.named_parameters() if p.requires_grad]
-        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.pool_rng = torch.Generator().manual_seed(t.seed)
+        if head is not None:
+            head.generator = self.pool_rng
+        trainable = module.trainable()
+        self.names, self.params = list(trainable), list(trainable.values())
         if not self.params:
             raise RocketError(f"nothing to train: VLA '{plan.vla.name}' marked no parameter as trainable")
         self.optimizer, self.scheduler = build_optimizer(self.params, t)
-        self.step, rng = 0, None
-        if resume is not None:
-            rng = self._restore(module, resume)
-        self.module = self.acc.prepare(module)
+        self.step, self.resumed_from = 0, ckpt
         self.ema = {n: p.detach().clone() for n, p in zip(self.names, self.params)} if t.ema_decay else None
+        if ckpt is not None:
+            self._restore(module, ckpt)
+        self.module = self.acc.prepare(module)
 
         self.dataset = VLADataset(data_spec_for(plan), seed=t.seed)
         _check_dataset(self.dataset, plan)
-        self.conventions = conventions_from_dataset(self.dataset, self.dataset.spec)  # conventions.json (fails early)
+        self.normalization = {"state": self.dataset.state_norm.to_dict(), "action": self.dataset.action_norm.to_dict()}
+        check_normalization(self.normalization, "the dataset's meta/stats.json")  # before training, not at the save
+        conventions = conventions_from_dataset(self.dataset, self.dataset.spec)  # fails early, not at the save
+        self.files = {FILENAME: conventions.to_json(), **self.files}
         per_step = t.batch_size * self.acc.num_processes * t.grad_accum
         sampler = ShardSampler(len(self.dataset), t.seed, t.batch_size, self.acc.process_index,
                                self.acc.num_processes, start=self.step * per_step)
@@ -180,23 +232,36 @@ class Trainer:
                                  num_workers=t.num_workers,
                                  pin_memory=self.cache is not None and torch.cuda.is_available())
         self.samples_per_step = per_step
-        if rng is not None:
-            _set_rng_state(rng)  # last: building and loading above consumed random numbers
+        self.resume_rng = ckpt.rng if ckpt is not None else None  # restored in train(), see there
 
-    def _restore(self, module: AlignModule, resume: Path) -> dict[str, torch.Tensor]:
-        ckpt = load_checkpoint(resume)
-        state = dict(module.named_parameters())
-        missing = [n for n in self.names if n not in ckpt.trainable]
-        if missing:
-            raise RocketError(f"checkpoint does not match this run: no weights for {missing[:3]}; "
-                              "resume with the spec it was trained with")
-        with torch.no_grad():
-            for name in self.names:
-                state[name].copy_(ckpt.trainable[name])
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        self.scheduler.load_state_dict(ckpt.scheduler)
+    def _restore(self, module: AlignModule, ckpt: CheckpointData) -> None:
+        apply_checkpoint(module, ckpt)
+        where = (ckpt.path or self.run_dir) / "optimizer.pt"
+        try:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.scheduler.load_state_dict(ckpt.scheduler)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise RocketError(f"'{where}' does not fit this run's optimizer ({' '.join(str(exc).split())[:120]}); "
+                              "resume from another checkpoint") from None
+        for i, state in self.optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                if value.ndim and value.shape != self.params[i].shape:
+                    raise RocketError(f"'{where}' state.{i}.{key} has shape {list(value.shape)}, the parameter "
+                                      f"{self.names[i]} has {list(self.params[i].shape)}")
+        if self.ema is not None:
+            if ckpt.ema is None:
+                raise RocketError(f"checkpoint '{ckpt.path}' lacks ema.safetensors, which its spec's "
+                                  "training.ema_decay needs; resume from another checkpoint")
+            self.ema = {n: ckpt.ema[n].to(p.device, p.dtype).clone() for n, p in zip(self.names, self.params)}
+        rng = {"cpu": torch.get_rng_state(), "pooling": self.pool_rng.get_state()}
+        where = (ckpt.path or self.run_dir) / "rng.safetensors"
+        mismatch(where, {k: list(v.shape) for k, v in rng.items()}, {k: list(v.shape) for k, v in ckpt.rng.items()},
+                 exact=False)
+        wrong = [k for k, v in ckpt.rng.items() if v.dtype != torch.uint8]
+        if wrong:
+            raise RocketError(f"'{where}' tensor '{wrong[0]}' is {ckpt.rng[wrong[0]].dtype}, an RNG state is uint8")
+        self.pool_rng.set_state(ckpt.rng["pooling"])
         self.step = ckpt.step
-        return ckpt.rng
 
     def _targets(self, batch: dict[str, Any]) -> torch.Tensor | None:
         if self.teacher is None:
@@ -220,8 +285,8 @@ class Trainer:
             i = int((~torch.isfinite(pairs.detach())).nonzero()[0])
             v, t = self.plan.layers.pairs[i]
             where += f" of pair {i} (VLA layer {v}, teacher layer {t})"
-        latest = self.run_dir / "checkpoints" / "latest"
-        kept = f"last good checkpoint: {latest.read_text().strip()}" if latest.is_file() else "no checkpoint yet"
+        name = latest_name(self.run_dir)
+        kept = f"last good checkpoint: {name}" if name else "no checkpoint yet"
         raise RocketError(f"non-finite {where} at step {step}; stopped ({kept}); "
                           "lower the learning rate or check the data")
 
@@ -239,53 +304,90 @@ class Trainer:
                 ema=self.ema,
                 optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
-                rng=_rng_state(),
+                rng={**_rng_state(), "pooling": self.pool_rng.get_state()},
                 spec=self.plan.spec,
                 extra={
                     "world_size": self.acc.num_processes,
                     "metrics": history[-1] if history else {},
                     # inference needs these to map actions back to robot units, without the dataset
-                    "normalization": {"state": self.dataset.state_norm.to_dict(),
-                                      "action": self.dataset.action_norm.to_dict()},
+                    "normalization": self.normalization,
                     "cameras": list(self.dataset.slots),
                 },
-                files={FILENAME: self.conventions.to_json()},
+                files=self.files,
             ))
         self.acc.wait_for_everyone()
         return path
 
+    def _start_files(self) -> None:
+        """Run folder, stale temp files gone, spec written, metrics rewound to the step we start from."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale(self.run_dir)
+        (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(self.plan.spec.model_dump(mode="json"),
+                                                               sort_keys=False))
+        rewind_metrics(self.run_dir, self.step)
+        ckpt = self.resumed_from.path if self.resumed_from is not None else None
+        if ckpt is not None and ckpt.parent.resolve() == (self.run_dir / "checkpoints").resolve():
+            point_latest(self.run_dir, ckpt.name)  # resumed from an older step: it is the run's state again
+
+    def _due(self, stop: bool, last_save: float) -> tuple[bool, bool]:
+        """(checkpoint now, stop now), agreed by every process so they all save the same step."""
+        t = self.plan.spec.training
+        timed = self.checkpoint_minutes > 0 and time.monotonic() - last_save >= self.checkpoint_minutes * 60
+        flags = torch.tensor([float(stop), float(timed)], device=self.acc.device)
+        if self.acc.num_processes > 1:
+            flags = self.acc.reduce(flags, "sum")
+        stop, timed = bool(flags[0] > 0), bool(flags[1] > 0)
+        every = bool(t.save_every) and self.step % t.save_every == 0
+        return (stop or timed or every) and self.step < t.max_steps, stop
+
     def train(self) -> TrainResult:
         t = self.plan.spec.training
+        start_step, started = self.step, time.monotonic()
+        if self.step >= t.max_steps:  # a finished run: nothing to redo, nothing to rewrite
+            return TrainResult(self.run_dir, self.resumed_from.path if self.resumed_from else None, self.step)
+        created = not self.run_dir.exists()
+        main = self.acc.is_main_process
         if t.distributed != "fsdp":  # sharded parameters cannot run outside FSDP's wrapper; info() was checked
             check_run(self.plan, self.acc.unwrap_model(self.module).vla, self.teacher, self.dataset, self.acc.device)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.acc.is_main_process:
-            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(self.plan.spec.model_dump(mode="json"),
-                                                                   sort_keys=False))
-        self.acc.init_trackers("rocket")
         history: list[dict[str, Any]] = []
-        data = iter(self.loader)
         labels = [f"pair{i}_v{v}_t{tt}" for i, (v, tt) in enumerate(self.plan.layers.pairs)]
-        log = open(self.run_dir / "metrics.jsonl", "a") if self.acc.is_main_process else None
-        checkpoint = None
-        with contextlib.ExitStack() as stack:
-            if log is not None:
-                stack.enter_context(log)
-            bar = stack.enter_context(Bar("align", t.max_steps, self.progress and self.acc.is_main_process, self.step))
-            while self.step < t.max_steps:
-                record = self._one_step(data, labels)
-                history.append(record)
-                if log is not None and (self.step % t.log_every == 0 or self.step == t.max_steps):
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.step)
-                bar.update(completed=record["step"],
-                           text=f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}")
-                if t.save_every and self.step % t.save_every == 0 and self.step < t.max_steps:
+        checkpoint, interrupted = None, False
+        data = iter(self.loader)  # draws the loader's base seed from the global RNG, so restore it after
+        if self.resume_rng is not None:
+            _set_rng_state(self.resume_rng)  # building, loading and the loader consumed random numbers
+        try:
+            if main:
+                self._start_files()
+            self.acc.init_trackers("rocket")
+            with contextlib.ExitStack() as stack:
+                log = stack.enter_context(open(self.run_dir / "metrics.jsonl", "a")) if main else None
+                stop = stack.enter_context(_Interrupt(announce=main))
+                bar = stack.enter_context(Bar("align", t.max_steps, self.progress and main, self.step))
+                last_save, saved_at = time.monotonic(), -1
+                while self.step < t.max_steps:
+                    record = self._one_step(data, labels)
+                    history.append(record)
+                    if log is not None and (self.step % t.log_every == 0 or self.step == t.max_steps):
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                    self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.step)
+                    bar.update(completed=record["step"],
+                               text=f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}")
+                    save, halt = self._due(stop.requested, last_save)
+                    if save:
+                        checkpoint, saved_at, last_save = self._save(history), self.step, time.monotonic()
+                    if halt:
+                        interrupted = self.step < t.max_steps
+                        break
+                if saved_at != self.step:  # the same on every process, so all of them save
                     checkpoint = self._save(history)
-            checkpoint = self._save(history)
+        except BaseException:
+            if created and main and self.step == start_step and self.run_dir.is_dir():
+                shutil.rmtree(self.run_dir)  # failed before its first step: leave nothing behind
+            raise
         self.acc.end_training()
-        return TrainResult(self.run_dir, checkpoint, self.step, history)
+        return TrainResult(self.run_dir, checkpoint, self.step, history, interrupted=interrupted,
+                           wall_s=time.monotonic() - started, steps_run=self.step - start_step)
 
     def _one_step(self, data: Iterator[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
         t = self.plan.spec.training

@@ -143,3 +143,60 @@ def test_fsdp_without_gpus_is_a_clear_error(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(RocketError, match="'fsdp' needs CUDA GPUs; use 'ddp' on CPU"):
         Trainer(plan_run(toy_spec(1, 2, 0, distributed="fsdp"), toy_registry()), tmp_path, progress=False)
+
+
+def _pooling(spec, pooling: str):  # type: ignore[no-untyped-def]
+    return spec.model_copy(update={"alignment": spec.alignment.model_copy(update={"pooling": pooling})})
+
+
+def test_random_pooling_resume_is_bit_exact(tmp_path: Path) -> None:
+    """Random pooling draws from its own generator, saved in the checkpoint: a resume redraws the same tokens."""
+    reg = toy_registry()
+    straight = Trainer(plan_run(_pooling(toy_spec(6, 2, 3, ema_decay=0.9), "random"), reg), tmp_path / "a",
+                       progress=False).train()
+    resumed = Trainer(plan_run(_pooling(toy_spec(6, 2, 3, ema_decay=0.9), "random"), reg), tmp_path / "b",
+                      resume=tmp_path / "a" / "checkpoints" / "step-000003", progress=False).train()
+    assert [r["step"] for r in resumed.history] == [4, 5, 6]
+    for a, b in zip(straight.history[3:], resumed.history):
+        for key in ("action_loss", "align_loss", "grad_norm"):
+            assert a[key] == b[key], (a["step"], key)
+    for name in ("trainable", "ema"):
+        x = load_file(str(tmp_path / "a" / "checkpoints" / "step-000006" / f"{name}.safetensors"))
+        y = load_file(str(tmp_path / "b" / "checkpoints" / "step-000006" / f"{name}.safetensors"))
+        assert all(torch.equal(x[k], y[k]) for k in x), name
+
+
+def test_a_run_failing_before_its_first_step_leaves_no_folder(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.toy_plugins import ToyVLAModel
+
+    def broken(self, batch, layers):  # type: ignore[no-untyped-def]
+        raise RocketError("toy-vla returned one token too few")
+
+    monkeypatch.setattr(ToyVLAModel, "forward_align", broken)
+    trainer = Trainer(plan_run(toy_spec(3, 2, 0), toy_registry()), tmp_path / "run", progress=False)
+    with pytest.raises(RocketError, match="one token too few"):
+        trainer.train()
+    assert not (tmp_path / "run").exists()
+
+
+def test_wall_clock_checkpoints_and_a_finished_run(tmp_path: Path) -> None:
+    """`checkpoint_minutes` saves without save_every; resuming a finished run changes nothing."""
+    reg = toy_registry()
+    Trainer(plan_run(toy_spec(3, 2, 0), reg), tmp_path, progress=False, checkpoint_minutes=1e-9).train()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == [f"step-00000{i}" for i in (1, 2, 3)]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    again = Trainer(plan_run(toy_spec(3, 2, 0), reg), tmp_path, resume=tmp_path, progress=False).train()
+    assert again.steps == 3 and again.history == [] and {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    with pytest.raises(RocketError, match="--max-steps 2 is below the checkpoint's step 3"):
+        Trainer(plan_run(toy_spec(2, 2, 0), reg), tmp_path, resume=tmp_path, progress=False)
+
+
+def test_first_ctrl_c_stops_after_the_step_second_aborts() -> None:
+    from rocket_core.train.trainer import _Interrupt
+
+    stop = _Interrupt(announce=False)
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)

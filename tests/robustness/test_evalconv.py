@@ -31,7 +31,7 @@ CASES = [
     Case("conventions-bad-gripper", "gripper.kind", setup=_oft_folder(GOOD_STATS, {"source": "x", "gripper": {"kind": "banana"}})),
     Case("conventions-from-the-future", "newer than this rocket", setup=_oft_folder(GOOD_STATS, {"source": "x", "version": 99})),
     Case("export-no-merge", "drop --no-merge-lora", args=("export", "--checkpoint", "nowhere", "-o", "out", "--no-merge-lora")),
-    Case("export-no-checkpoint", "no checkpoint found", args=("export", "--checkpoint", "nowhere", "-o", "out")),
+    Case("export-no-checkpoint", "'nowhere' does not exist", args=("export", "--checkpoint", "nowhere", "-o", "out")),
 ]
 
 
