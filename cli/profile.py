@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import typer
 from rich.table import Table
@@ -23,12 +23,20 @@ from cli.common import (
     console,
     handle_errors,
 )
-from rocket_core.analysis import profile as prof
-from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_dir, check_output_file
 from rocket_core.progress import Bar
 from rocket_core.specs import RunSpec, build_spec
+
+if TYPE_CHECKING:  # torch-importing modules load when a command runs, so `rocket profile --help` stays light
+    from rocket_core.engine import AlignPlan
+
+
+def _prof() -> Any:
+    """The analysis code (it imports torch)."""
+    from rocket_core.analysis import profile
+
+    return profile
 
 _SPEC_PATHS = {
     "vla": ("vla", "name"),
@@ -83,17 +91,19 @@ def _run_models(checkpoint: Path | None, spec_flags: dict[str, Any], preset: str
         if given or config is not None:
             raise RocketError(f"{', '.join(given or ['--config'])} cannot be combined with --checkpoint: "
                               "the checkpoint's own spec is used (only --data may replace its dataset)")
-        run = prof.load_trained(checkpoint, dataset=data)
+        run = _prof().load_trained(checkpoint, dataset=data)
         _check_preset(run.plan.spec, preset)
         return run.plan, run.module, run.teacher, {"checkpoint": str(run.path), "step": run.checkpoint.step}
     spec = _spec_from_flags(config, preset, data=data, **spec_flags)
     try:
+        from rocket_core.engine import plan_run
+
         plan = plan_run(spec)
     except RocketError:
         if not any_layers:
             raise
-        plan = prof.feature_plan(spec)
-    module, teacher = prof.build_models(plan)
+        plan = _prof().feature_plan(spec)
+    module, teacher = _prof().build_models(plan)
     return plan, module, teacher, {"checkpoint": None, "step": 0}
 
 
@@ -134,22 +144,22 @@ def register(app: typer.Typer) -> None:
         check_output_dir(output_dir, "--output-dir")
         if method not in ("auto", "exact", "sketch"):
             raise RocketError(f"--method '{method}' is not one of auto, exact, sketch")
-        dev = prof.resolve_device(device)
+        dev = _prof().resolve_device(device)
         flags = {"vla": vla, "teacher": teacher, "vla_checkpoint": vla_checkpoint, "teacher_checkpoint": teacher_checkpoint}
         plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data, any_layers=True)
-        vla_layers, teacher_layers = prof.parse_cka_layers(layers, plan.vla, plan.vla_info, plan.teacher,
+        vla_layers, teacher_layers = _prof().parse_cka_layers(layers, plan.vla, plan.vla_info, plan.teacher,
                                                            plan.teacher_info)
-        dataset = prof.analysis_dataset(plan)
-        indices = prof.sample_indices(len(dataset), samples, seed)
+        dataset = _prof().analysis_dataset(plan)
+        indices = _prof().sample_indices(len(dataset), samples, seed)
         if len(indices) < samples:
             console.print(f"[yellow]the dataset has {len(indices)} samples; using all of them[/]")
         vla_model = module.vla.to(dev)
         teacher_model.to(dev)
         with _bar("cka", len(indices)) as advance:
-            doc = prof.profile_cka(plan, vla_model, teacher_model, dataset, indices, vla_layers, teacher_layers,
+            doc = _prof().profile_cka(plan, vla_model, teacher_model, dataset, indices, vla_layers, teacher_layers,
                                    batch_size, method, sketch_dim, memory_budget * 1e9, seed, dev, advance,
                                    source)
-        files = prof.save_cka(doc, output_dir)
+        files = _prof().save_cka(doc, output_dir)
         table = Table(title=f"one-to-one matching ({len(doc['matching']['pairs'])} pairs, "
                             f"mean CKA {doc['matching']['average_cka']:.3f}; {doc['method']})")
         for col in ("VLA hidden state", "teacher layer", "CKA", "best teacher for this VLA layer"):
@@ -164,14 +174,14 @@ def register(app: typer.Typer) -> None:
                             config: Path | None, data: str | None, samples: int, seed: int, device: str,
                             output_dir: Path, run: Any) -> tuple[dict[str, Any], dict[str, Path]]:
         check_output_dir(output_dir, "--output-dir")
-        dev = prof.resolve_device(device)
+        dev = _prof().resolve_device(device)
         plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data)
-        dataset = prof.analysis_dataset(plan)
-        indices = prof.sample_indices(len(dataset), samples, seed)
+        dataset = _prof().analysis_dataset(plan)
+        indices = _prof().sample_indices(len(dataset), samples, seed)
         teacher_model.to(dev)  # type: ignore[attr-defined]
         with _bar(kind, len(indices)) as advance:
             doc = run(plan, module, teacher_model, dataset, indices, dev, advance, source)
-        files = prof.save_result(doc, output_dir)
+        files = _prof().save_result(doc, output_dir)
         return doc, files
 
     @profile_app.command("grad-conflict")
@@ -204,7 +214,7 @@ def register(app: typer.Typer) -> None:
             patterns[:] = patterns or plan.vla.profile_params
             if not patterns:
                 raise RocketError(f"VLA '{plan.vla.name}' names no default parameters to monitor; pass --params")
-            return prof.profile_grad_conflict(plan, module, teacher_model, dataset, indices, patterns, not all_params,
+            return _prof().profile_grad_conflict(plan, module, teacher_model, dataset, indices, patterns, not all_params,
                                               batch_size, dev, advance, source)
 
         doc, files = _checkpoint_command(
@@ -237,7 +247,7 @@ def register(app: typer.Typer) -> None:
 
         def run(plan: AlignPlan, module: Any, teacher_model: Any, dataset: Any, indices: list[int], dev: Any,
                 advance: Any, source: dict[str, Any]) -> dict[str, Any]:
-            return prof.profile_projector_similarity(plan, module, teacher_model, dataset, indices, batch_size, dev,
+            return _prof().profile_projector_similarity(plan, module, teacher_model, dataset, indices, batch_size, dev,
                                                      advance, source)
 
         doc, files = _checkpoint_command(
@@ -270,5 +280,5 @@ def register(app: typer.Typer) -> None:
             if len(parts) != 2 or not all(parts):
                 raise RocketError("--labels takes two names separated by a comma, e.g. 'shared,independent'")
             names = (parts[0], parts[1])
-        path = prof.save_compare(prof.read_result(a), prof.read_result(b), output, names, matrix)
+        path = _prof().save_compare(_prof().read_result(a), _prof().read_result(b), output, names, matrix)
         console.print(f"wrote {path}")

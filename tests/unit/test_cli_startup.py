@@ -28,16 +28,6 @@ else:
     import cli.main
 print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers"})))
 """
-# Command modules whose `--help` still reaches torch through modules other engineers are making lazy (the
-# command module's own top-level imports, or plugin modules that `--vla`/`--projector` help lists). Strict:
-# once one is light its entry must go, so the list only shrinks.
-HEAVY_TODAY = {
-    "recipes": "cli/align.py imports the engine and trainer at module level",
-    "align": "cli/align.py imports the engine and trainer; the plugin modules its --vla help lists import torch",
-    "profile": "cli/profile.py imports rocket_core.analysis.profile; the plugin modules import torch",
-}
-
-
 def heavy_modules(*args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
@@ -58,12 +48,15 @@ def test_rocket_version_imports_no_torch() -> None:
     assert heavy_modules("--version") == ""
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=HEAVY_TODAY[c])) if c in HEAVY_TODAY else c
-    for c in BUILTIN_COMMANDS
-])
+@pytest.mark.parametrize("command", list(BUILTIN_COMMANDS))
 def test_command_help_imports_no_torch(command: str) -> None:
     assert heavy_modules(command, "--help") == ""
+
+
+@pytest.mark.parametrize("group,command", [("profile", "cka"), ("cache", "build"), ("data", "inspect"),
+                                           ("plugins", "check"), ("teacher", "preview")])
+def test_subcommand_help_imports_no_torch(group: str, command: str) -> None:
+    assert heavy_modules(group, command, "--help") == ""
 
 
 def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None:
