@@ -8,10 +8,12 @@ import torch.nn.functional as F
 def gradient_conflict(layer_grads: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """(L, P) flattened per-pair gradients -> (L, L) cosines; each row divided by (norm + eps).
 
-    An all-zero row stays zero instead of NaN, which is why eps is added rather than clamped.
+    An all-zero row stays zero instead of NaN, which is why eps is added rather than clamped. Summed in
+    float64: over millions of parameters float32 rounding puts the diagonal above 1 (1.000002 seen).
     """
-    unit = layer_grads / (layer_grads.norm(dim=1, keepdim=True) + eps)
-    return unit @ unit.T
+    grads = layer_grads.double()
+    unit = grads / (grads.norm(dim=1, keepdim=True) + eps)
+    return (unit @ unit.T).to(layer_grads.dtype)
 
 
 def token_mean_cosine(features: torch.Tensor) -> torch.Tensor:
