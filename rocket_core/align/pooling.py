@@ -74,31 +74,40 @@ def bilinear_pool(
     ref_len: int,
     image_hw: tuple[int, int],
     add_pe: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, S, P, D) patch tokens -> (N, S*oh*ow, D), frame-major then row-major.
+    """(N, S, P, D) patch tokens -> (N, S*oh*ow, D), frame-major then row-major; written into `out` if given.
 
-    `N` may stack several layers and the batch (pool every selected layer in one call). Bilinear
-    resampling is linear, so `interp(x + 0.1*pe) = interp(x) + 0.1*interp(pe)`: the embedding is pooled
-    once and cached, instead of being added to every full-resolution frame (equal up to float rounding,
-    ~1e-7, inside the reference tolerance). Channels-last input keeps `interpolate` on its fast path.
+    `N` may stack several layers and the batch. Bilinear resampling is linear, so
+    `interp(x + 0.1*pe) = interp(x) + 0.1*interp(pe)`: the embedding is pooled once and cached, instead of
+    being added to every full-resolution frame (equal up to float rounding, ~1e-7, inside the reference
+    tolerance). Channels-last input keeps `interpolate` on its fast path, and channels-last is exactly
+    the token-major layout of `out`, so the kernel writes the result in place.
     """
     n, frames, _, dim = tokens.shape
     ph, pw = patch_grid
-    out_hw = pooled_grid(frames, patch_grid, ref_len)
-    x = tokens.contiguous().reshape(n * frames, ph, pw, dim).permute(0, 3, 1, 2)
-    y = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+    oh, ow = pooled_grid(frames, patch_grid, ref_len)
+    if out is None:
+        out = tokens.new_empty(n, frames * oh * ow, dim)
+    x = tokens.reshape(n * frames, ph, pw, dim).permute(0, 3, 1, 2)
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)  # e.g. patches sliced after special tokens
+    y = out.view(n * frames, oh, ow, dim)
+    torch.ops.aten.upsample_bilinear2d.out(x, [oh, ow], True, None, None, out=y.permute(0, 3, 1, 2))
     if add_pe:
-        y = y + _pooled_pe(dim, tuple(patch_grid), tuple(image_hw), out_hw, y.device, y.dtype)
-    return y.reshape(n, frames * out_hw[0] * out_hw[1], dim)
+        y.add_(_pooled_pe(dim, tuple(patch_grid), tuple(image_hw), (oh, ow), y.device, y.dtype))
+    return out
+
+
+def random_indices(total: int, ref_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`ref_len` sorted token indices of `total`, with replacement only when upsampling."""
+    idx = torch.randperm(total, generator=generator)[:ref_len] if ref_len <= total else \
+        torch.randint(total, (ref_len,), generator=generator)
+    return idx.sort().values
 
 
 def random_pool(tokens: torch.Tensor, ref_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(N, S, P, D) -> (N, ref_len, D): sorted random tokens, with replacement only when upsampling."""
     n, frames, p, dim = tokens.shape
-    flat = tokens.reshape(n, frames * p, dim)
-    total = frames * p
-    if ref_len <= total:
-        idx = torch.randperm(total, generator=generator)[:ref_len]
-    else:
-        idx = torch.randint(total, (ref_len,), generator=generator)
-    return flat[:, idx.sort().values.to(flat.device)]
+    idx = random_indices(frames * p, ref_len, generator)
+    return tokens.reshape(n, frames * p, dim)[:, idx.to(tokens.device)]
