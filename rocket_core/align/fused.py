@@ -6,8 +6,9 @@ summed, the predictions, their unit vectors and the normalised targets stay aliv
 under autocast every weight slice is cast again. Here, instead:
 
 - the loss ends the chain, so the gradient with respect to each prediction is formed in the forward and
-  the prediction is dropped: per member only the projector input, pre-activation, activation and that
-  gradient are kept;
+  the prediction is dropped: per member only the pre-activation, the activation and that gradient are
+  kept (the normalised input is recomputed in backward, a cheap elementwise pass), which keeps peak
+  memory below the loop's although this node frees its saved tensors only when its backward ends;
 - each pair's target is unit-normalised once, without gradient, and cos = <p, t_hat> / |p|;
 - weight gradients are accumulated in place into the pair's prefix of one buffer per weight;
 - weights are cast to the autocast dtype once per call.
@@ -28,7 +29,7 @@ from rocket_core.align.projector import AlignProjector, ProjectorBank
 
 FIELDS = 6  # per projector: norm weight, norm bias, fc1 weight, fc1 bias, fc2 weight, fc2 bias
 NORM_W, NORM_B, W1, B1, W2, B2 = range(FIELDS)
-RECORD = 6  # per member: projector input, norm mean, norm rstd, pre-activation, activation, grad of output
+RECORD = 3  # per member: pre-activation, activation, gradient of the loss w.r.t. the projector output
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,21 @@ class Layout:
         return out
 
 
-def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """LayerNorm input: float32 under autocast (its layer_norm policy), else the weights' dtype."""
-    return x.float() if layout.autocast_dtype is not None else x.to(dtype)
+def _projector_input(layout: Layout, x: torch.Tensor, params: Sequence[torch.Tensor | None], proj: int,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """(LayerNorm input, fc1 input (rows, dim) in the compute dtype, (mean, rstd) or None).
+
+    The LayerNorm runs in float32 under autocast (its autocast policy), else in the weights' dtype.
+    """
+    base, eps = proj * FIELDS, layout.norm_eps[proj]
+    norm_in = x.float() if layout.autocast_dtype is not None else x.to(params[W1].dtype)  # type: ignore[union-attr]
+    stats = None
+    xn = norm_in
+    if eps is not None:
+        xn, mean, rstd = torch.native_layer_norm(norm_in, (x.shape[-1],), params[base + NORM_W],
+                                                 params[base + NORM_B], eps)
+        stats = (mean, rstd)
+    return norm_in, xn.reshape(-1, x.shape[-1]).to(dtype), stats
 
 
 def _forward(
@@ -85,8 +98,7 @@ def _forward(
     targets: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor | None, keep: bool,
 ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[tuple[torch.Tensor | None, ...]]]:
     """(L, E) losses; with `keep`, also the cast weights and each member's saved tensors for backward."""
-    w1_dtype = params[W1].dtype  # type: ignore[union-attr]
-    dtype = layout.autocast_dtype or w1_dtype
+    dtype = layout.autocast_dtype or params[W1].dtype  # type: ignore[union-attr]
     casts = [None if p is None or i % FIELDS in (NORM_W, NORM_B) else p.to(dtype) for i, p in enumerate(params)]
     device = states[0].device
     losses = torch.empty(layout.num_pairs, layout.ensemble, device=device)
@@ -102,16 +114,9 @@ def _forward(
         t_hat = unit(target.detach().reshape(batch * tokens, -1).float(), layout.cosine_eps)
         if keep and weights is None:
             weights = cosine_weights((batch, tokens), mask, device).reshape(-1)
-        norm_in = _norm_input(layout, x, w1_dtype)
         for member in (m for m in layout.members if m.pair == pair):
             base, w = member.proj * FIELDS, member.width
-            eps = layout.norm_eps[member.proj]
-            if eps is None:
-                xn, mean, rstd = norm_in, None, None
-            else:
-                xn, mean, rstd = torch.native_layer_norm(norm_in, (dim,), params[base + NORM_W],
-                                                         params[base + NORM_B], eps)
-            xc = xn.reshape(batch * tokens, dim).to(dtype)
+            xc = _projector_input(layout, x, params, member.proj, dtype)[1]
             h = torch.addmm(casts[base + B1][:w], xc, casts[base + W1][:w].t())  # type: ignore[index]
             a = F.gelu(h, approximate=layout.approximate[member.proj])
             p = torch.addmm(casts[base + B2], a, casts[base + W2][:, :w].t()).float()  # type: ignore[index, arg-type]
@@ -124,7 +129,7 @@ def _forward(
                 live = norm >= 1e-12 if layout.cosine_eps is None else norm > 0
                 coef = torch.where(live, cos / norm.clamp_min(1e-30), 0.0)
                 grad_p = p.mul_(coef[:, None]).sub_(t_hat).mul_((weights / denom)[:, None])  # type: ignore[operator]
-                records.append((xc, mean, rstd, h, a, grad_p.to(dtype)))
+                records.append((h, a, grad_p.to(dtype)))
     return losses, casts, records
 
 
@@ -185,7 +190,7 @@ class FusedAlignLoss(torch.autograd.Function):
         need_x, grads = need[:pairs], _Grads(params, need[pairs:])
         dx: list[torch.Tensor | None] = [None] * pairs
         scales = grad_losses.float().tolist()  # one host sync, not one per member
-        w1_dtype = params[W1].dtype
+        dtype = layout.autocast_dtype or params[W1].dtype
         order = sorted(range(len(layout.members)), key=lambda k: -layout.members[k].width)
         with torch.autocast(states[0].device.type, enabled=False):
             for k in order:
@@ -193,7 +198,7 @@ class FusedAlignLoss(torch.autograd.Function):
                 scale, base, w = scales[member.pair][member.slot], member.proj * FIELDS, member.width
                 if scale == 0:
                     continue
-                xc, mean, rstd, h, a, grad_p = records[k * RECORD : (k + 1) * RECORD]
+                h, a, grad_p = records[k * RECORD : (k + 1) * RECORD]
                 g = grad_p if scale == 1 else grad_p * scale
                 if need[pairs + base + B2]:
                     grads.add(base + B2, 0, g.shape[1], g.sum(0))
@@ -207,14 +212,16 @@ class FusedAlignLoss(torch.autograd.Function):
                                                   approximate=layout.approximate[member.proj])
                 if need[pairs + base + B1]:
                     grads.add(base + B1, 0, w, dh.sum(0))
+                x = states[member.pair]
+                norm_in, xc, stats = _projector_input(layout, x, params, member.proj, dtype)
                 if need[pairs + base + W1]:
                     grads.addmm(base + W1, 0, w, dh.t(), xc)
+                del xc
                 if not want_x:
                     continue
-                x = states[member.pair]
                 dxn = (dh @ casts[base + W1][:w]).view(x.shape)
-                if norm:
-                    norm_in = _norm_input(layout, x, w1_dtype)
+                if stats is not None:
+                    mean, rstd = stats
                     outputs = [need_x[member.pair], need[pairs + base + NORM_W], need[pairs + base + NORM_B]]
                     dxn, dgamma, dbeta = torch.ops.aten.native_layer_norm_backward(
                         dxn.to(norm_in.dtype), norm_in, [x.shape[-1]], mean, rstd, params[base + NORM_W],

@@ -18,16 +18,17 @@ def pooled_grid(frames: int, patch_grid: tuple[int, int], ref_len: int) -> tuple
     return int(ph * r), int(pw * r)
 
 
-def sincos_2d_table(dim: int, ph: int, pw: int, img_h: int, img_w: int) -> torch.Tensor:
-    """Build the (dim, ph, pw) float32 table (float64 maths); `sincos_2d` caches it per device."""
+def sincos_2d_table(dim: int, ph: int, pw: int, img_h: int, img_w: int,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """Build the (dim, ph, pw) float32 table (float64 maths) on `device`; `sincos_2d` caches it per device."""
     aspect = img_w / img_h
     diag = (aspect**2 + 1) ** 0.5
     span_x, span_y = aspect / diag, 1 / diag
-    xs = torch.linspace(-span_x * (pw - 1) / pw, span_x * (pw - 1) / pw, pw, dtype=torch.float64)
-    ys = torch.linspace(-span_y * (ph - 1) / ph, span_y * (ph - 1) / ph, ph, dtype=torch.float64)
+    xs = torch.linspace(-span_x * (pw - 1) / pw, span_x * (pw - 1) / pw, pw, dtype=torch.float64, device=device)
+    ys = torch.linspace(-span_y * (ph - 1) / ph, span_y * (ph - 1) / ph, ph, dtype=torch.float64, device=device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     quarter = dim // 4
-    omega = 1.0 / 100.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    omega = 1.0 / 100.0 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
 
     def embed(pos: torch.Tensor) -> torch.Tensor:
         angles = pos.reshape(-1, 1) * omega
