@@ -152,6 +152,7 @@ def register(app: typer.Typer) -> None:
             None, help="Continue a run exactly: its folder, one of its checkpoints, or a pushed Hub repo ORG/NAME."
         ),
         num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
@@ -180,7 +181,13 @@ def register(app: typer.Typer) -> None:
             print_plan(plan)
         if dry_run:
             return
-        result = Trainer(plan, run_dir, resume=resume).train()
+        from rocket_core.threads import configure_threads
+
+        trainer = Trainer(plan, run_dir, resume=resume)
+        choice = configure_threads(threads, trainer.module, trainer.teacher)
+        if main:
+            console.print(f"[dim]{choice}[/]")
+        result = trainer.train()
         if main:
             last = result.history[-1] if result.history else {}
             console.print(f"done: {result.steps} steps, action loss {last.get('action_loss', float('nan')):.4f}, "

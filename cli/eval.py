@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
         videos: str = typer.Option("first", help="MP4 videos: none, first (episode 0 of each task), failures, all."),
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Results folder (resumable)."),
         progress: bool = typer.Option(True, help="Progress bar."),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
     ) -> None:
         """Evaluate a policy on a benchmark with the protocol pinned; resumable, parallel, with videos."""
         from rocket_core.eval.base import find_benchmark
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
         bench.python()  # fails early with the --setup hint
         server = None
         try:
-            url, server = _policy_url(policy, vla, preset)
+            url, server = _policy_url(policy, vla, preset, threads)
             _evaluate(bench, suites, url, protocol, trials, max_steps, seed, open_loop_steps, task_sel, ep_sel,
                       workers, videos, output_dir, progress)
         finally:
@@ -115,10 +116,14 @@ def register(app: typer.Typer) -> None:
                 server.stop()
 
 
-def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, Any]:
+def _policy_url(policy: str | None, vla: str | None, preset: str, threads: int | None = None) -> tuple[str, Any]:
+    from rocket_core.threads import configure_threads
+
     if policy and policy.startswith(("ws://", "wss://")):
         if vla:
             raise RocketError("give either --policy or --vla, not both")
+        if threads is not None:
+            configure_threads(threads)
         return policy, None
     from cli.serve import load_policy
     from rocket_core.eval.server import PolicyServer
@@ -127,6 +132,7 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
         raise RocketError("no policy: give --policy ws://HOST:PORT (rocket serve), --policy CHECKPOINT_DIR, "
                           "or --vla NAME --preset tiny")
     loaded = load_policy(Path(policy) if policy else None, vla, preset, None)
+    console.print(f"[dim]{configure_threads(threads, loaded.model)}[/]")
     server = PolicyServer(loaded, port=0).start()
     console.print(f"serving {loaded.vla_name} in-process on {server.url}", highlight=False)
     return server.url, server
