@@ -91,10 +91,17 @@ def bilinear_pool(
     if out is None:
         out = tokens.new_empty(n, frames * oh * ow, dim)
     x = tokens.reshape(n * frames, ph, pw, dim).permute(0, 3, 1, 2)
-    if not x.is_contiguous(memory_format=torch.channels_last):
-        x = x.contiguous(memory_format=torch.channels_last)  # e.g. patches sliced after special tokens
     y = out.view(n * frames, oh, ow, dim)
-    torch.ops.aten.upsample_bilinear2d.out(x, [oh, ow], True, None, None, out=y.permute(0, 3, 1, 2))
+    dst = y.permute(0, 3, 1, 2)
+    if not x[:1].is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        torch.ops.aten.upsample_bilinear2d.out(x, [oh, ow], True, None, None, out=dst)
+    else:
+        # Patches sliced after special tokens: each frame is channels-last, the batch stride is not.
+        # Frame by frame avoids copying every full-resolution layer (the bulk of pooling's time).
+        for i in range(n * frames):
+            torch.ops.aten.upsample_bilinear2d.out(x[i : i + 1], [oh, ow], True, None, None, out=dst[i : i + 1])
     if add_pe:
         y.add_(_pooled_pe(dim, tuple(patch_grid), tuple(image_hw), (oh, ow), y.device, y.dtype))
     return out
