@@ -1,4 +1,4 @@
-"""Projection and cosine loss of every (pair, ensemble member) as one autograd node.
+"""Projection and cosine loss of every (pair, ensemble member), with fused backward nodes.
 
 Why (benchmarks/align_head.py measures it against the per-pair autograd loop): through autograd, each
 pair's prefix slice of a shared projector gets a full-size zero-filled weight gradient that is then
@@ -6,14 +6,18 @@ summed, the predictions, their unit vectors and the normalised targets stay aliv
 under autocast every weight slice is cast again. Here, instead:
 
 - the loss ends the chain, so the gradient with respect to each prediction is formed in the forward and
-  the prediction is dropped: per member only the pre-activation, the activation and that gradient are
-  kept (the normalised input is recomputed in backward, a cheap elementwise pass), which keeps peak
-  memory below the loop's although this node frees its saved tensors only when its backward ends;
+  the prediction is dropped: per member only the projector input, the pre-activation, the activation and
+  that gradient are kept;
 - each pair's target is unit-normalised once, without gradient, and cos = <p, t_hat> / |p|;
-- weight gradients are accumulated in place into the pair's prefix of one buffer per weight;
-- weights are cast to the autocast dtype once per call.
+- weights are cast to the autocast dtype once per call;
+- weight gradients are accumulated in place into each pair's prefix of one buffer per weight.
 
-Gradients equal autograd's through the per-pair loop up to float rounding (tests/unit/test_align_fused.py).
+The graph: a collector node takes the projector parameters and hands a token to one node per pair. A
+pair node's backward adds its weight gradients into the shared buffers and its saved tensors are freed
+right after, as the loop's are (one node for all pairs would hold every pair's until the end, which
+costs more peak memory than the loop). The collector runs after every pair node and returns the
+buffers as the parameters' gradients. Gradients equal autograd's through the per-pair loop up to float
+rounding (tests/unit/test_align_fused.py).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from rocket_core.align.projector import AlignProjector, ProjectorBank
 
 FIELDS = 6  # per projector: norm weight, norm bias, fc1 weight, fc1 bias, fc2 weight, fc2 bias
 NORM_W, NORM_B, W1, B1, W2, B2 = range(FIELDS)
-RECORD = 3  # per member: pre-activation, activation, gradient of the loss w.r.t. the projector output
+RECORD = 6  # per member: fc1 input, norm mean, norm rstd, pre-activation, activation, grad of the output
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class Layout:
                    tuple(None if p.vlm_norm is None else p.vlm_norm.eps for p in projectors),
                    tuple(p.approximate for p in projectors), cosine_eps, autocast_dtype)
 
+    def members_of(self, pair: int) -> list[Member]:
+        return [m for m in self.members if m.pair == pair]
+
     @staticmethod
     def params(bank: ProjectorBank) -> list[torch.Tensor | None]:
         out: list[torch.Tensor | None] = []
@@ -76,72 +83,58 @@ class Layout:
         return out
 
 
-def _projector_input(layout: Layout, x: torch.Tensor, params: Sequence[torch.Tensor | None], proj: int,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """(LayerNorm input, fc1 input (rows, dim) in the compute dtype, (mean, rstd) or None).
-
-    The LayerNorm runs in float32 under autocast (its autocast policy), else in the weights' dtype.
-    """
-    base, eps = proj * FIELDS, layout.norm_eps[proj]
-    norm_in = x.float() if layout.autocast_dtype is not None else x.to(params[W1].dtype)  # type: ignore[union-attr]
-    stats = None
-    xn = norm_in
-    if eps is not None:
-        xn, mean, rstd = torch.native_layer_norm(norm_in, (x.shape[-1],), params[base + NORM_W],
-                                                 params[base + NORM_B], eps)
-        stats = (mean, rstd)
-    return norm_in, xn.reshape(-1, x.shape[-1]).to(dtype), stats
+def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """LayerNorm input: float32 under autocast (its layer_norm policy), else the weights' dtype."""
+    return x.float() if layout.autocast_dtype is not None else x.to(dtype)
 
 
-def _forward(
-    layout: Layout, states: Sequence[torch.Tensor], params: Sequence[torch.Tensor | None],
-    targets: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor | None, keep: bool,
-) -> tuple[torch.Tensor, list[torch.Tensor | None], list[tuple[torch.Tensor | None, ...]]]:
-    """(L, E) losses; with `keep`, also the cast weights and each member's saved tensors for backward."""
-    dtype = layout.autocast_dtype or params[W1].dtype  # type: ignore[union-attr]
-    casts = [None if p is None or i % FIELDS in (NORM_W, NORM_B) else p.to(dtype) for i, p in enumerate(params)]
-    device = states[0].device
-    losses = torch.empty(layout.num_pairs, layout.ensemble, device=device)
-    records: list[tuple[torch.Tensor | None, ...]] = []
-    weights = None
-    for pair in range(layout.num_pairs):
-        x = states[pair]
-        batch, tokens, dim = x.shape
-        target = targets[pair]
-        if tuple(target.shape[:2]) != (batch, tokens):
-            raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {(batch, tokens)} "
-                             "vision tokens; the pooled grid does not match the VLA's vision tokens")
-        t_hat = unit(target.detach().reshape(batch * tokens, -1).float(), layout.cosine_eps)
-        if keep and weights is None:
-            weights = cosine_weights((batch, tokens), mask, device).reshape(-1)
-        for member in (m for m in layout.members if m.pair == pair):
-            base, w = member.proj * FIELDS, member.width
-            xc = _projector_input(layout, x, params, member.proj, dtype)[1]
-            h = torch.addmm(casts[base + B1][:w], xc, casts[base + W1][:w].t())  # type: ignore[index]
-            a = F.gelu(h, approximate=layout.approximate[member.proj])
-            p = torch.addmm(casts[base + B2], a, casts[base + W2][:, :w].t()).float()  # type: ignore[index, arg-type]
-            norm = torch.linalg.vector_norm(p, dim=-1)
-            denom = norm.clamp_min(1e-12) if layout.cosine_eps is None else norm + layout.cosine_eps
-            cos = (p * t_hat).sum(-1) / denom
-            losses[pair, member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
-            if keep:
-                # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
-                live = norm >= 1e-12 if layout.cosine_eps is None else norm > 0
-                coef = torch.where(live, cos / norm.clamp_min(1e-30), 0.0)
-                grad_p = p.mul_(coef[:, None]).sub_(t_hat).mul_((weights / denom)[:, None])  # type: ignore[operator]
-                records.append((h, a, grad_p.to(dtype)))
-    return losses, casts, records
+def _pair_forward(
+    run: _Run, pair: int, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, keep: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """(E,) losses of one pair; with `keep`, also each member's RECORD tensors for backward."""
+    layout, params, casts = run.layout, run.params, run.casts
+    batch, tokens, dim = x.shape
+    if tuple(target.shape[:2]) != (batch, tokens):
+        raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {(batch, tokens)} "
+                         "vision tokens; the pooled grid does not match the VLA's vision tokens")
+    t_hat = unit(target.detach().reshape(batch * tokens, -1).float(), layout.cosine_eps)
+    weights = cosine_weights((batch, tokens), mask, x.device).reshape(-1) if keep else None
+    norm_in = _norm_input(layout, x, run.dtype)
+    losses = torch.empty(layout.ensemble, device=x.device)
+    records: list[torch.Tensor | None] = []
+    for member in layout.members_of(pair):
+        base, w, eps = member.proj * FIELDS, member.width, layout.norm_eps[member.proj]
+        if eps is None:
+            xn, mean, rstd = norm_in, None, None
+        else:
+            xn, mean, rstd = torch.native_layer_norm(norm_in, (dim,), params[base + NORM_W], params[base + NORM_B], eps)
+        xc = xn.reshape(batch * tokens, dim).to(run.dtype)
+        h = torch.addmm(casts[base + B1][:w], xc, casts[base + W1][:w].t())  # type: ignore[index]
+        a = F.gelu(h, approximate=layout.approximate[member.proj])
+        p = torch.addmm(casts[base + B2], a, casts[base + W2][:, :w].t()).float()  # type: ignore[index, arg-type]
+        norm = torch.linalg.vector_norm(p, dim=-1)
+        denom = norm.clamp_min(1e-12) if layout.cosine_eps is None else norm + layout.cosine_eps
+        cos = torch.linalg.vecdot(p, t_hat) / denom
+        losses[member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
+        if keep:
+            # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
+            live = norm >= 1e-12 if layout.cosine_eps is None else norm > 0
+            step = weights / denom  # type: ignore[operator]
+            coef = torch.where(live, cos / norm.clamp_min(1e-30), 0.0) * step
+            grad_p = p.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
+            records += [xc, mean, rstd, h, a, grad_p.to(run.dtype)]
+    return losses, records
 
 
 class _Grads:
     """One full-size buffer per parameter that each member adds its prefix into, in place.
 
-    Members come widest first, so a buffer's first write overwrites its prefix and only the part no
-    member reaches is zero-filled.
+    A buffer's first write overwrites its prefix and zero-fills the rest (once, not once per pair), so
+    members may come in any order.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor | None], need: Sequence[bool]) -> None:
-        self.params, self.need = params, need
+    def __init__(self, params: Sequence[torch.Tensor | None]) -> None:
+        self.params = params
         self.bufs: list[torch.Tensor | None] = [None] * len(params)
 
     def _view(self, i: int, dim: int, width: int) -> tuple[torch.Tensor, bool]:
@@ -151,88 +144,125 @@ class _Grads:
             buf.narrow(dim, width, buf.shape[dim] - width).zero_()
         return buf.narrow(dim, 0, width), fresh
 
-    def add(self, i: int, dim: int, width: int, value: torch.Tensor) -> None:
+    def add(self, i: int, dim: int, width: int, value: torch.Tensor, alpha: float = 1.0) -> None:
         view, fresh = self._view(i, dim, width)
-        view.copy_(value) if fresh else view.add_(value)
+        if fresh:
+            torch.mul(value, alpha, out=view) if alpha != 1 else view.copy_(value)
+        else:
+            view.add_(value, alpha=alpha)
 
-    def addmm(self, i: int, dim: int, width: int, m1: torch.Tensor, m2: torch.Tensor) -> None:
+    def addmm(self, i: int, dim: int, width: int, m1: torch.Tensor, m2: torch.Tensor, alpha: float = 1.0) -> None:
+        if m1.dtype != self.params[i].dtype:  # autocast: a prefix-sized product, accumulated in the weights' dtype
+            self.add(i, dim, width, m1 @ m2, alpha)
+            return
         view, fresh = self._view(i, dim, width)
-        if m1.dtype == view.dtype:
-            view.addmm_(m1, m2, beta=0 if fresh else 1)
-        else:  # autocast: a product in the compute dtype (prefix-sized), accumulated in the weights' dtype
-            self.add(i, dim, width, m1 @ m2)
+        view.addmm_(m1, m2, beta=0 if fresh else 1, alpha=alpha)
 
 
-class FusedAlignLoss(torch.autograd.Function):
-    """(layout, targets, mask, *states, *params) -> (L, E) ensemble losses; see the module docstring."""
+class _Run:
+    """What the nodes of one call share: layout, parameters and their casts, the gradient buffers."""
+
+    def __init__(self, layout: Layout, params: list[torch.Tensor | None], dtype: torch.dtype) -> None:
+        self.layout, self.params, self.dtype = layout, params, dtype
+        with torch.no_grad():  # cast once per call, not once per pair
+            self.casts = [None if p is None or i % FIELDS in (NORM_W, NORM_B) else p.detach().to(dtype)
+                          for i, p in enumerate(params)]
+        self.need = [torch.is_grad_enabled() and p is not None and p.requires_grad for p in params]
+        self.collector: Any = None  # the collector's graph node, when parameters need gradients
+        self.grads: _Grads | None = None
+
+    def grads_of_this_backward(self) -> _Grads | None:
+        """The buffers of the running backward pass; None if it does not reach the parameters."""
+        if self.collector is None or not torch._C._will_engine_execute_node(self.collector):
+            return None
+        if self.grads is None:
+            self.grads = _Grads(self.params)
+        return self.grads
+
+    def take(self) -> list[torch.Tensor | None]:
+        bufs = self.grads.bufs if self.grads is not None else [None] * len(self.params)
+        self.grads = None  # the next backward pass (retain_graph) starts afresh
+        return bufs
+
+
+class _Collect(torch.autograd.Function):
+    """Parameters -> token; backward returns the buffers the pair nodes filled."""
 
     @staticmethod
-    def forward(ctx: Any, layout: Layout, targets: Any, mask: torch.Tensor | None,  # type: ignore[override]
-                *tensors: torch.Tensor | None) -> torch.Tensor:
-        states, params = tensors[: layout.num_pairs], tensors[layout.num_pairs :]
-        with torch.autocast(states[0].device.type, enabled=False):  # dtypes are chosen explicitly
-            losses, casts, records = _forward(layout, states, params, targets, mask, keep=True)  # type: ignore[arg-type]
-        ctx.layout = layout
-        ctx.save_for_backward(*tensors, *casts, *(t for record in records for t in record))
+    def forward(ctx: Any, run: _Run, *params: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        ctx.run = run
+        return torch.empty(0, device=params[W1].device)  # type: ignore[union-attr]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return (None, *ctx.run.take())
+
+
+class _Pair(torch.autograd.Function):
+    """(run, pair, target, mask, token, state) -> (E,) losses of one pair."""
+
+    @staticmethod
+    def forward(ctx: Any, run: _Run, pair: int, target: torch.Tensor, mask: torch.Tensor | None,  # type: ignore[override]
+                token: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # dtypes are chosen explicitly
+            losses, records = _pair_forward(run, pair, x, target, mask, keep=True)
+        ctx.run, ctx.pair = run, pair
+        # weights too, so that changing them in place before backward is caught like anywhere in autograd
+        ctx.save_for_backward(x, *run.params, *run.casts, *records)
         return losses
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        layout: Layout = ctx.layout
+        run: _Run = ctx.run
+        layout, nparams = run.layout, len(run.params)
         saved = ctx.saved_tensors
-        pairs = layout.num_pairs
-        nparams = (len(saved) - pairs - RECORD * len(layout.members)) // 2
-        states, params = saved[:pairs], saved[pairs : pairs + nparams]
-        casts = saved[pairs + nparams : pairs + 2 * nparams]
-        records = saved[pairs + 2 * nparams :]
-        need = ctx.needs_input_grad[3:]
-        need_x, grads = need[:pairs], _Grads(params, need[pairs:])
-        dx: list[torch.Tensor | None] = [None] * pairs
-        scales = grad_losses.float().tolist()  # one host sync, not one per member
-        dtype = layout.autocast_dtype or params[W1].dtype
-        order = sorted(range(len(layout.members)), key=lambda k: -layout.members[k].width)
-        with torch.autocast(states[0].device.type, enabled=False):
-            for k in order:
-                member = layout.members[k]
-                scale, base, w = scales[member.pair][member.slot], member.proj * FIELDS, member.width
+        x, params, casts, records = saved[0], saved[1 : 1 + nparams], saved[1 + nparams : 1 + 2 * nparams], \
+            saved[1 + 2 * nparams :]
+        need_x = ctx.needs_input_grad[5]
+        grads = run.grads_of_this_backward()
+        need = [grads is not None and n for n in run.need]
+        scales = grad_losses.float().tolist()
+        dx: torch.Tensor | None = None
+        with torch.autocast(x.device.type, enabled=False):
+            for k, member in enumerate(layout.members_of(ctx.pair)):
+                scale, base, w = scales[member.slot], member.proj * FIELDS, member.width
                 if scale == 0:
                     continue
-                h, a, grad_p = records[k * RECORD : (k + 1) * RECORD]
-                g = grad_p if scale == 1 else grad_p * scale
-                if need[pairs + base + B2]:
-                    grads.add(base + B2, 0, g.shape[1], g.sum(0))
-                if need[pairs + base + W2]:
-                    grads.addmm(base + W2, 1, w, g.t(), a)
-                norm = layout.norm_eps[member.proj] is not None
-                want_x = need_x[member.pair] or (norm and (need[pairs + base + NORM_W] or need[pairs + base + NORM_B]))
-                if not (want_x or need[pairs + base + W1] or need[pairs + base + B1]):
+                xc, mean, rstd, h, a, grad_p = records[k * RECORD : (k + 1) * RECORD]
+                if need[base + B2]:
+                    grads.add(base + B2, 0, grad_p.shape[1], grad_p.sum(0), scale)  # type: ignore[union-attr]
+                if need[base + W2]:
+                    grads.addmm(base + W2, 1, w, grad_p.t(), a, scale)  # type: ignore[union-attr]
+                norm = mean is not None
+                norm_grads = norm and (need[base + NORM_W] or need[base + NORM_B])
+                if not (need_x or norm_grads or need[base + W1] or need[base + B1]):
                     continue
-                dh = torch.ops.aten.gelu_backward(g @ casts[base + W2][:, :w], h,
-                                                  approximate=layout.approximate[member.proj])
-                if need[pairs + base + B1]:
-                    grads.add(base + B1, 0, w, dh.sum(0))
-                x = states[member.pair]
-                norm_in, xc, stats = _projector_input(layout, x, params, member.proj, dtype)
-                if need[pairs + base + W1]:
-                    grads.addmm(base + W1, 0, w, dh.t(), xc)
-                del xc
-                if not want_x:
+                dh = grad_p @ casts[base + W2][:, :w]
+                torch.ops.aten.gelu_backward.grad_input(dh, h, approximate=layout.approximate[member.proj],
+                                                        grad_input=dh)
+                dh.mul_(scale)
+                if need[base + B1]:
+                    grads.add(base + B1, 0, w, dh.sum(0))  # type: ignore[union-attr]
+                if need[base + W1]:
+                    grads.addmm(base + W1, 0, w, dh.t(), xc)  # type: ignore[union-attr]
+                if not (need_x or norm_grads):
                     continue
                 dxn = (dh @ casts[base + W1][:w]).view(x.shape)
-                if stats is not None:
-                    mean, rstd = stats
-                    outputs = [need_x[member.pair], need[pairs + base + NORM_W], need[pairs + base + NORM_B]]
+                if norm:
+                    norm_in = _norm_input(layout, x, run.dtype)
+                    outputs = [need_x, need[base + NORM_W], need[base + NORM_B]]
                     dxn, dgamma, dbeta = torch.ops.aten.native_layer_norm_backward(
                         dxn.to(norm_in.dtype), norm_in, [x.shape[-1]], mean, rstd, params[base + NORM_W],
                         params[base + NORM_B], outputs)
                     for field, value in ((NORM_W, dgamma), (NORM_B, dbeta)):
                         if value is not None:
-                            grads.add(base + field, 0, value.shape[0], value)
-                if need_x[member.pair]:
-                    prev = dx[member.pair]
-                    dx[member.pair] = dxn.to(x.dtype) if prev is None else prev.add_(dxn)
-        return (None, None, None, *dx, *grads.bufs)
+                            grads.add(base + field, 0, value.shape[0], value)  # type: ignore[union-attr]
+                if need_x:
+                    dx = dxn.to(x.dtype) if dx is None else dx.add_(dxn)
+        token_grad = torch.empty(0, device=x.device) if ctx.needs_input_grad[4] else None
+        return None, None, None, None, token_grad, dx
 
 
 def fused_ensemble_losses(
@@ -244,12 +274,16 @@ def fused_ensemble_losses(
 ) -> torch.Tensor:
     """(L, E) loss of each pair and ensemble member; targets are constants (the teacher is frozen)."""
     device = states[0].device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    layout = Layout.of(bank, cosine_eps, dtype)
+    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    layout = Layout.of(bank, cosine_eps, autocast)
     params = Layout.params(bank)
+    run = _Run(layout, params, autocast or params[W1].dtype)  # type: ignore[union-attr]
     mask = None if mask is None else mask.detach()
-    tensors = [*states, *params]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return FusedAlignLoss.apply(layout, targets, mask, *tensors)
-    with torch.autocast(device, enabled=False):
-        return _forward(layout, states, params, targets, mask, keep=False)[0]
+    token = _Collect.apply(run, *params) if any(run.need) else None
+    if token is not None:
+        run.collector = token.grad_fn
+    if token is None and not (torch.is_grad_enabled() and any(s.requires_grad for s in states)):
+        with torch.autocast(device, enabled=False):
+            return torch.stack([_pair_forward(run, i, x, targets[i], mask, keep=False)[0]
+                                for i, x in enumerate(states)])
+    return torch.stack([_Pair.apply(run, i, targets[i], mask, token, x) for i, x in enumerate(states)])

@@ -126,3 +126,19 @@ def test_pool_targets_matches_pooling_each_layer_and_rejects_a_grid_mismatch() -
     torch.testing.assert_close(head.pool_targets(torch.stack(raw)), pooled)
     with pytest.raises(ValueError, match="pooled grid"):
         head([torch.randn(BATCH, TOKENS + 1, DIM_IN) for _ in range(PAIRS)], targets=pooled)
+
+
+def test_a_backward_that_skips_the_weights_leaves_no_gradient_behind() -> None:
+    """autograd.grad w.r.t. the states only must neither compute weight gradients nor leak them into the next
+    backward pass (the pair nodes share gradient buffers with the collector node)."""
+    torch.manual_seed(0)
+    bank = RocketProjector.build(PAIRS, DIM_IN, DIM_OUT, ProjectorSpec(hidden_dim=16), 1)
+    head = AlignmentHead(bank, TOKENS, (4, 4), (56, 56))
+    states = [torch.randn(BATCH, TOKENS, DIM_IN, requires_grad=True) for _ in range(PAIRS)]
+    targets = torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT)
+    loss = head(states, targets=targets).loss
+    only_states = torch.autograd.grad(loss, states, retain_graph=True)
+    loss.backward()
+    want = [torch.autograd.grad(loop_losses(bank, states, targets, None, None).mean(), [*states, *bank.parameters()])]
+    for got, expected in zip([*only_states, *(p.grad for p in bank.parameters())], want[0]):
+        assert rel_err(got, expected) <= 1e-6
