@@ -66,7 +66,8 @@ def _pooled_pe(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     pe = sincos_2d(dim, grid, image_hw, device, dtype)[None]
-    return (0.1 * F.interpolate(pe, size=out_hw, mode="bilinear", align_corners=True))[0].permute(1, 2, 0)
+    pooled = 0.1 * F.interpolate(pe, size=out_hw, mode="bilinear", align_corners=True)
+    return pooled[0].permute(1, 2, 0).contiguous()  # token-major like the pooled targets it is added to
 
 
 def bilinear_pool(
