@@ -13,6 +13,7 @@ work done, which other processes do not change) beside its wall time, the ratio 
 within each round (median and spread), and `cached_overhead_vs_baseline: X.XX` (CPU) last.
 
     python benchmarks/align_step.py [--repeats 5] [--batch-size 2] [--variants baseline,rocket-cached]
+"""
 from __future__ import annotations
 
 import argparse
