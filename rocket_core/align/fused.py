@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from rocket_core.align.loss import cosine_weights, loss_from_cosine, unit
+from rocket_core.align.loss import cosine_weights, loss_from_cosine
 from rocket_core.align.projector import AlignProjector, ProjectorBank
 
 FIELDS = 6  # per projector: norm weight, norm bias, fc1 weight, fc1 bias, fc2 weight, fc2 bias
@@ -97,7 +97,10 @@ def _pair_forward(
     if tuple(target.shape[:2]) != (batch, tokens):
         raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {(batch, tokens)} "
                          "vision tokens; the pooled grid does not match the VLA's vision tokens")
-    t_hat = unit(target.detach().reshape(batch * tokens, -1).float(), layout.cosine_eps)
+    t = target.detach().reshape(batch * tokens, -1).float()
+    t_norm = torch.linalg.vector_norm(t, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
+    t_norm = t_norm.clamp_min(1e-12) if layout.cosine_eps is None else t_norm + layout.cosine_eps
+    t_hat = torch.div(t, t_norm, out=run.scratch.get("t_hat", t.shape, torch.float32, x.device))
     weights = cosine_weights((batch, tokens), mask, x.device).reshape(-1) if keep else None
     norm_in = _norm_input(layout, x, run.dtype)
     losses = torch.empty(layout.ensemble, device=x.device)
@@ -114,7 +117,7 @@ def _pair_forward(
         p = torch.addmm(casts[base + B2], a, casts[base + W2][:, :w].t()).float()  # type: ignore[index, arg-type]
         norm = torch.linalg.vector_norm(p, dim=-1)
         denom = norm.clamp_min(1e-12) if layout.cosine_eps is None else norm + layout.cosine_eps
-        cos = torch.linalg.vecdot(p, t_hat) / denom
+        cos = torch.mul(p, t_hat, out=run.scratch.get("prod", p.shape, p.dtype, x.device)).sum(-1) / denom
         losses[member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
         if keep:
             # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
@@ -159,6 +162,25 @@ class _Grads:
         view.addmm_(m1, m2, beta=0 if fresh else 1, alpha=alpha)
 
 
+class _Scratch:
+    """Work buffers reused across pairs: a fresh large tensor costs its page faults (~0.15 ms per MB) each time."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        n = 1
+        for size in shape:
+            n *= size
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = self.bufs[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(*shape)
+
+    def clear(self) -> None:
+        self.bufs.clear()
+
+
 class _Run:
     """What the nodes of one call share: layout, parameters and their casts, the gradient buffers."""
 
@@ -169,6 +191,7 @@ class _Run:
                           for i, p in enumerate(params)]
         self.need = [torch.is_grad_enabled() and p is not None and p.requires_grad for p in params]
         self.collector: Any = None  # the collector's graph node, when parameters need gradients
+        self.scratch = _Scratch()  # forward's, cleared after it; then backward's, cleared after each pass
         self.grads: _Grads | None = None
 
     def grads_of_this_backward(self) -> _Grads | None:
@@ -182,6 +205,7 @@ class _Run:
     def take(self) -> list[torch.Tensor | None]:
         bufs = self.grads.bufs if self.grads is not None else [None] * len(self.params)
         self.grads = None  # the next backward pass (retain_graph) starts afresh
+        self.scratch.clear()
         return bufs
 
 
@@ -239,7 +263,8 @@ class _Pair(torch.autograd.Function):
                 norm_grads = norm and (need[base + NORM_W] or need[base + NORM_B])
                 if not (need_x or norm_grads or need[base + W1] or need[base + B1]):
                     continue
-                dh = grad_p @ casts[base + W2][:, :w]
+                dh = torch.mm(grad_p, casts[base + W2][:, :w],
+                              out=run.scratch.get("dh", (grad_p.shape[0], w), grad_p.dtype, x.device))
                 torch.ops.aten.gelu_backward.grad_input(dh, h, approximate=layout.approximate[member.proj],
                                                         grad_input=dh)
                 dh.mul_(scale)
@@ -249,7 +274,9 @@ class _Pair(torch.autograd.Function):
                     grads.addmm(base + W1, 0, w, dh.t(), xc)  # type: ignore[union-attr]
                 if not (need_x or norm_grads):
                     continue
-                dxn = (dh @ casts[base + W1][:w]).view(x.shape)
+                # into scratch only when LayerNorm's backward makes the state's gradient from it
+                out = run.scratch.get("dxn", (dh.shape[0], x.shape[-1]), dh.dtype, x.device) if norm else None
+                dxn = torch.mm(dh, casts[base + W1][:w], out=out).view(x.shape)
                 if norm:
                     norm_in = _norm_input(layout, x, run.dtype)
                     outputs = [need_x, need[base + NORM_W], need[base + NORM_B]]
@@ -261,6 +288,8 @@ class _Pair(torch.autograd.Function):
                             grads.add(base + field, 0, value.shape[0], value)  # type: ignore[union-attr]
                 if need_x:
                     dx = dxn.to(x.dtype) if dx is None else dx.add_(dxn)
+        if grads is None:  # no collector runs in this pass to clear them
+            run.scratch.clear()
         token_grad = torch.empty(0, device=x.device) if ctx.needs_input_grad[4] else None
         return None, None, None, None, token_grad, dx
 
@@ -286,4 +315,6 @@ def fused_ensemble_losses(
         with torch.autocast(device, enabled=False):
             return torch.stack([_pair_forward(run, i, x, targets[i], mask, keep=False)[0]
                                 for i, x in enumerate(states)])
-    return torch.stack([_Pair.apply(run, i, targets[i], mask, token, x) for i, x in enumerate(states)])
+    losses = torch.stack([_Pair.apply(run, i, targets[i], mask, token, x) for i, x in enumerate(states)])
+    run.scratch.clear()
+    return losses
