@@ -82,13 +82,17 @@ def test_fused_matches_per_pair_autograd(bank_name: str, mask_name: str, eps: fl
         assert all(float(got[f"hidden.{i}"][1].abs().max()) == 0 for i in range(PAIRS))
 
 
-def test_per_pair_gradients_with_retained_graph() -> None:
-    """Profile's gradient-conflict analysis differentiates each pair's loss separately from one graph."""
+def rocket_head(states_grad: bool = False) -> tuple[ProjectorBank, AlignmentHead, list[torch.Tensor], torch.Tensor]:
+    """A seeded rocket bank and head with random states and pooled targets."""
     torch.manual_seed(0)
     bank = RocketProjector.build(PAIRS, DIM_IN, DIM_OUT, ProjectorSpec(hidden_dim=16), 1)
-    head = AlignmentHead(bank, TOKENS, (4, 4), (56, 56))
-    states = [torch.randn(BATCH, TOKENS, DIM_IN) for _ in range(PAIRS)]
-    targets = torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT)
+    states = [torch.randn(BATCH, TOKENS, DIM_IN, requires_grad=states_grad) for _ in range(PAIRS)]
+    return bank, AlignmentHead(bank, TOKENS, (4, 4), (56, 56)), states, torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT)
+
+
+def test_per_pair_gradients_with_retained_graph() -> None:
+    """Profile's gradient-conflict analysis differentiates each pair's loss separately from one graph."""
+    bank, head, states, targets = rocket_head()
     params = list(bank.parameters())
     pair_losses = head(states, targets=targets).pair_losses
     for i in range(PAIRS):
@@ -101,11 +105,7 @@ def test_per_pair_gradients_with_retained_graph() -> None:
 
 
 def test_no_grad_and_frozen_inputs() -> None:
-    torch.manual_seed(0)
-    bank = RocketProjector.build(PAIRS, DIM_IN, DIM_OUT, ProjectorSpec(hidden_dim=16), 1)
-    head = AlignmentHead(bank, TOKENS, (4, 4), (56, 56))
-    states = [torch.randn(BATCH, TOKENS, DIM_IN) for _ in range(PAIRS)]
-    targets = torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT)
+    bank, head, states, targets = rocket_head()
     with torch.no_grad():
         value = head(states, targets=targets).loss
     assert not value.requires_grad
@@ -117,8 +117,7 @@ def test_no_grad_and_frozen_inputs() -> None:
 
 
 def test_pool_targets_matches_pooling_each_layer_and_rejects_a_grid_mismatch() -> None:
-    bank = RocketProjector.build(PAIRS, DIM_IN, DIM_OUT, ProjectorSpec(hidden_dim=16), 1)
-    head = AlignmentHead(bank, TOKENS, (4, 4), (56, 56))
+    head = rocket_head()[1]
     raw = [torch.randn(BATCH, 2, 5 + 16, DIM_OUT)[:, :, 5:] for _ in range(PAIRS)]  # patches after special tokens
     pooled = head.pool_targets(raw)
     for i in range(PAIRS):
@@ -131,11 +130,7 @@ def test_pool_targets_matches_pooling_each_layer_and_rejects_a_grid_mismatch() -
 def test_a_backward_that_skips_the_weights_leaves_no_gradient_behind() -> None:
     """autograd.grad w.r.t. the states only must neither compute weight gradients nor leak them into the next
     backward pass (the pair nodes share gradient buffers with the collector node)."""
-    torch.manual_seed(0)
-    bank = RocketProjector.build(PAIRS, DIM_IN, DIM_OUT, ProjectorSpec(hidden_dim=16), 1)
-    head = AlignmentHead(bank, TOKENS, (4, 4), (56, 56))
-    states = [torch.randn(BATCH, TOKENS, DIM_IN, requires_grad=True) for _ in range(PAIRS)]
-    targets = torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT)
+    bank, head, states, targets = rocket_head(states_grad=True)
     loss = head(states, targets=targets).loss
     only_states = torch.autograd.grad(loss, states, retain_graph=True)
     loss.backward()
