@@ -176,8 +176,10 @@ def peak_extra_bytes(setup: Setup, variant: str) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    status = Path("/proc/self/status")
-    rss = lambda key: int(next(ln.split()[1] for ln in status.read_text().splitlines() if ln.startswith(key))) * 1024  # noqa: E731
+    def rss(key: str) -> int:
+        lines = Path("/proc/self/status").read_text().splitlines()
+        return int(next(ln.split()[1] for ln in lines if ln.startswith(key))) * 1024
+
     base = rss("VmRSS:")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) to the current RSS
     fn()
