@@ -41,7 +41,7 @@ from rocket_core.align.projector import ProjectorBank  # noqa: E402
 from rocket_core.specs import ProjectorSpec  # noqa: E402
 
 PATCH_START = 5  # VGGT: camera token + 4 registers before the patches
-GRAD_TOL = {torch.float32: 1e-6, torch.bfloat16: 2e-2}  # max |diff| / max |loop gradient|
+GRAD_TOL = {torch.float32: 1e-6, torch.bfloat16: 5e-2}  # max |diff| / max |loop gradient|; bf16: its rounding
 
 
 class Setup:
