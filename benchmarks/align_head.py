@@ -1,40 +1,117 @@
-"""Alignment head (batched pooling, cached PE, one loss) vs a reference-style per-pair loop.
+"""The alignment head against the reference-style per-pair autograd loop and a GEMM-only floor.
 
-Both compute the same loss on the same inputs (checked), fwd+bwd, warmed up, interleaved, median of
-repeats. Prints where the head's time goes, then `align_head_speedup: X.XX` last.
+All three do the same work on the same inputs (forward + backward of 10 pairs at paper size by default):
+the head pools the teacher layers and runs its fused projection + loss; the loop slices, adds the
+positional embedding, pools, projects and takes the loss one pair at a time through autograd, as the
+reference does; the floor runs only the six GEMMs per pair that any implementation needs. The loss and
+every gradient of the head are checked against the loop first.
 
-    python benchmarks/align_head.py [--pairs 10 --llm-dim 4096 --hidden 2048 --teacher-dim 2048 ...]
+On a CPU the time is the process's CPU time (one intra-op thread by default, `--threads`): on a shared
+machine other processes change wall time, not the work done. Each repetition runs all three in a
+rotating order with gradients zeroed before every call; each ratio is taken within a repetition and the
+median and spread of those paired ratios are printed. Peak extra memory of one call of each is measured
+in a child process (resident-set high-water mark; large allocations go straight to the OS), or with the
+CUDA allocator's statistics on a GPU, where the head and the loop run under the trainer's bf16 autocast.
+Prints `head_vs_floor` (target <= 1.10) and `align_head_speedup` (target >= 1.15) last.
+
+    python benchmarks/align_head.py [--pairs 10 --llm-dim 4096 --hidden 2048 --teacher-dim 2048 --tokens 512 ...]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from plugins.projectors.builtin import RocketProjector
-from rocket_core.align.head import AlignmentHead
-from rocket_core.align.pooling import pooled_grid, sincos_2d_table
-from rocket_core.align.projector import ProjectorBank
-from rocket_core.specs import ProjectorSpec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from plugins.projectors.builtin import RocketProjector  # noqa: E402
+from rocket_core.align.head import AlignmentHead  # noqa: E402
+from rocket_core.align.pooling import pooled_grid, sincos_2d_table  # noqa: E402
+from rocket_core.align.projector import ProjectorBank  # noqa: E402
+from rocket_core.specs import ProjectorSpec  # noqa: E402
 
 PATCH_START = 5  # VGGT: camera token + 4 registers before the patches
+GRAD_TOL = {torch.float32: 1e-6, torch.bfloat16: 5e-2}  # max |diff| / max |loop gradient|; bf16: its rounding
+
+
+class Setup:
+    """Inputs, the projector bank and the three callables of one configuration."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        torch.manual_seed(0)
+        self.dev = dev = torch.device(args.device)
+        self.grid, self.image_hw = (args.grid, args.grid), (args.grid * 14, args.grid * 14)
+        self.ref_len = args.tokens
+        oh, ow = pooled_grid(args.frames, self.grid, args.tokens)
+        self.tokens = args.frames * oh * ow  # what pooling yields (242 for --tokens 256): the states match it
+        spec = ProjectorSpec(name="rocket", hidden_dim=args.hidden)
+        self.bank = RocketProjector.build(args.pairs, args.llm_dim, args.teacher_dim, spec, args.ensemble).to(dev)
+        self.head = AlignmentHead(self.bank, args.tokens, self.grid, self.image_hw)
+        self.states = [torch.randn(args.batch, self.tokens, args.llm_dim, device=dev, requires_grad=True)
+                       for _ in range(args.pairs)]
+        self.raw = [torch.randn(args.batch, args.frames, PATCH_START + args.grid**2, args.teacher_dim, device=dev)
+                    for _ in range(args.pairs)]
+        # the trainer's autocast on a GPU (bf16), none on a CPU
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" \
+            else contextlib.nullcontext
+        self.dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        self._floor_inputs()
+
+    def zero_grad(self) -> None:
+        self.bank.zero_grad(set_to_none=True)
+        for s in self.states:
+            s.grad = None
+
+    def head_loss(self) -> torch.Tensor:
+        with self.autocast():
+            return self.head(self.states, [t[:, :, PATCH_START:] for t in self.raw]).loss
+
+    def loop_loss(self) -> torch.Tensor:
+        with self.autocast():
+            return reference_style_loss(self.bank, self.states, self.raw, self.grid, self.image_hw, self.ref_len)
+
+    def _floor_inputs(self) -> None:
+        """Operands and preallocated outputs of every GEMM of every (pair, member), in the compute dtype."""
+        cast = {id(p): p.detach().to(self.dtype) for p in self.bank.parameters()}
+        self.gemms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for pair, x in enumerate(self.states):
+            x2 = x.detach().reshape(-1, x.shape[-1]).to(self.dtype)
+            for proj in self.bank.pool(pair):
+                w = proj.width(self.bank.layer_index(pair))
+                w1, w2 = cast[id(proj.fc1.weight)][:w], cast[id(proj.fc2.weight)][:, :w]
+                rows = x2.shape[0]
+                h, p = x2.new_empty(rows, w), x2.new_empty(rows, w2.shape[0])
+                dw1, dw2, dx = torch.empty_like(w1), torch.empty_like(w2), torch.empty_like(x2)
+                self.gemms += [(x2, w1.t(), h), (h, w2.t(), p),  # forward: fc1, fc2
+                               (p.t(), h, dw2), (p, w2, h.clone()),  # backward: fc2 weight, fc2 input
+                               (h.t(), x2, dw1), (h, w1, dx)]  # backward: fc1 weight, fc1 input
+
+    def floor(self) -> None:
+        for a, b, out in self.gemms:
+            torch.mm(a, b, out=out)
 
 
 def reference_style_loss(
     bank: ProjectorBank, states: list[torch.Tensor], raw: list[torch.Tensor], grid: tuple[int, int],
-    image_hw: tuple[int, int],
+    image_hw: tuple[int, int], ref_len: int,
 ) -> torch.Tensor:
-    """One pair at a time, as the reference loop does: slice, build the PE, pool, project, loss."""
+    """One pair at a time, as the reference loop does: slice, build the PE on the device, pool, project, loss."""
     losses = []
     for pair, (x, t) in enumerate(zip(states, raw)):
         tokens = t[:, :, PATCH_START:]
         b, s, _, d = tokens.shape
-        oh, ow = pooled_grid(s, grid, x.shape[1])
-        pe = sincos_2d_table(d, *grid, *image_hw).to(tokens.device)  # rebuilt every call
+        oh, ow = pooled_grid(s, grid, ref_len)
+        pe = sincos_2d_table(d, *grid, *image_hw, device=tokens.device)  # rebuilt every call
         frames = tokens.reshape(b * s, *grid, d).permute(0, 3, 1, 2) + 0.1 * pe
         target = F.interpolate(frames, size=(oh, ow), mode="bilinear", align_corners=True)
         target = target.permute(0, 2, 3, 1).reshape(b, s * oh * ow, d)
@@ -47,11 +124,78 @@ def reference_style_loss(
     return torch.stack(losses).mean()
 
 
-def timed(fn: Callable[[], torch.Tensor], sync: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn().backward()
-    sync()
-    return time.perf_counter() - start
+def fwd_bwd(loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    return lambda: loss().backward()
+
+
+def gradients(setup: Setup, loss: Callable[[], torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
+    setup.zero_grad()
+    value = loss()
+    value.backward()
+    grads = {n: p.grad.detach().float().clone() for n, p in setup.bank.named_parameters()}
+    grads.update({f"state.{i}": s.grad.detach().float().clone() for i, s in enumerate(setup.states)})
+    return float(value.detach()), grads
+
+
+def check(setup: Setup) -> float:
+    """Loss and every gradient of the head against the loop; returns the worst relative gradient error."""
+    head_loss, head = gradients(setup, setup.head_loss)
+    loop_loss, loop = gradients(setup, setup.loop_loss)
+    worst = max(float((head[k] - loop[k]).abs().max() / loop[k].abs().max().clamp_min(1e-30)) for k in loop)
+    tol = GRAD_TOL[setup.dtype]
+    ok = abs(head_loss - loop_loss) <= 10 * tol and worst <= tol and set(head) == set(loop)
+    print(f"check: loss head {head_loss:.7f} loop {loop_loss:.7f}; {len(loop)} gradients, worst max|diff|/max|loop| "
+          f"{worst:.1e} (tolerance {tol:.0e}): {'pass' if ok else 'FAIL'}")
+    if not ok:
+        raise SystemExit("the head does not match the per-pair loop")
+    return worst
+
+
+def timed(fn: Callable[[], None], setup: Setup) -> float:
+    """Seconds of one call: process CPU time on a CPU, synchronised wall time on a GPU."""
+    setup.zero_grad()
+    cuda = setup.dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter() if cuda else time.process_time()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+    return time.process_time() - start
+
+
+def peak_extra_bytes(setup: Setup, variant: str) -> int:
+    """High-water mark above the live memory before one forward + backward of `variant`."""
+    fn = {"head": fwd_bwd(setup.head_loss), "loop": fwd_bwd(setup.loop_loss)}[variant]
+    setup.zero_grad()
+    if setup.dev.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    def rss(key: str) -> int:
+        lines = Path("/proc/self/status").read_text().splitlines()
+        return int(next(ln.split()[1] for ln in lines if ln.startswith(key))) * 1024
+
+    base = rss("VmRSS:")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) to the current RSS
+    fn()
+    return rss("VmHWM:") - base
+
+
+def memory_in_child(args: argparse.Namespace, variant: str) -> int:
+    """Run `peak_extra_bytes` in a fresh process: RSS then reflects exactly what this variant allocates."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    argv = [sys.executable, __file__, *sys.argv[1:], "--memory-of", variant]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f}, min {min(values):.3f}, max {max(values):.3f}, n={len(values)}"
 
 
 def main() -> None:
@@ -60,73 +204,52 @@ def main() -> None:
     ap.add_argument("--llm-dim", type=int, default=4096)
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--teacher-dim", type=int, default=2048)
+    ap.add_argument("--ensemble", type=int, default=1)
     ap.add_argument("--frames", type=int, default=2)
     ap.add_argument("--grid", type=int, default=37)
-    ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--tokens", type=int, default=512, help="the VLA's vision tokens (pooling reference length)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time = work done)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--memory-of", choices=("head", "loop"), help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args()
-    torch.manual_seed(0)
-    dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    grid, image_hw = (args.grid, args.grid), (args.grid * 14, args.grid * 14)
+    torch.set_num_threads(args.threads)
+    setup = Setup(args)
+    if args.memory_of:
+        print(json.dumps({"peak_extra_bytes": peak_extra_bytes(setup, args.memory_of)}))
+        return
 
-    spec = ProjectorSpec(name="rocket", hidden_dim=args.hidden)
-    bank = RocketProjector.build(args.pairs, args.llm_dim, args.teacher_dim, spec, 1).to(dev)
-    head = AlignmentHead(bank, args.tokens, grid, image_hw)
-    states = [torch.randn(args.batch, args.tokens, args.llm_dim, device=dev, requires_grad=True)
-              for _ in range(args.pairs)]
-    raw = [torch.randn(args.batch, args.frames, PATCH_START + args.grid**2, args.teacher_dim, device=dev)
-           for _ in range(args.pairs)]
-
-    def ours() -> torch.Tensor:
-        return head(states, [t[:, :, PATCH_START:] for t in raw]).loss
-
-    def baseline() -> torch.Tensor:
-        return reference_style_loss(bank, states, raw, grid, image_hw)
-
-    with torch.no_grad():
-        a, b = ours(), baseline()
-    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (float(a), float(b))
-    print(f"device {dev}, {args.pairs} pairs, llm {args.llm_dim}, hidden {args.hidden}, teacher {args.teacher_dim}, "
-          f"{args.frames}x{args.grid}x{args.grid} -> {args.tokens} tokens, batch {args.batch}; "
-          f"losses agree: {float(a):.6f} vs {float(b):.6f}")
-
-    for fn in (ours, baseline):  # warm-up
-        timed(fn, sync)
-    times: dict[str, list[float]] = {"head": [], "per-pair loop": []}
-    for _ in range(args.repeats):  # interleaved, so drift hits both alike
-        times["head"].append(timed(ours, sync))
-        times["per-pair loop"].append(timed(baseline, sync))
-        bank.zero_grad(set_to_none=True)
-        for s in states:
-            s.grad = None
-
-    # Where the head's time goes (same inputs): pooling, projection + loss forward, backward.
-    phases: dict[str, list[float]] = {"pool targets": [], "project + loss (fwd)": [], "backward": []}
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        targets = head.pool_targets([t[:, :, PATCH_START:] for t in raw])
-        sync()
-        t1 = time.perf_counter()
-        loss = head(states, targets=targets).loss
-        sync()
-        t2 = time.perf_counter()
-        loss.backward()
-        sync()
-        t3 = time.perf_counter()
-        for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
-            phases[name].append(dt)
-
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for name, values in times.items():
-        print(f"{name:>22}: median {med[name] * 1e3:9.1f} ms  (min {min(values) * 1e3:.1f}, n={len(values)})")
-    total = sum(statistics.median(v) for v in phases.values())
-    for name, values in phases.items():
-        m = statistics.median(values)
-        print(f"{'head ' + name:>22}: median {m * 1e3:9.1f} ms  ({100 * m / total:4.1f} %)")
-    print(f"align_head_speedup: {med['per-pair loop'] / med['head']:.2f}")
+    load_before = os.getloadavg()
+    print(f"device {setup.dev}, {torch.get_num_threads()} thread(s), {args.pairs} pairs x {args.ensemble} member(s), "
+          f"llm {args.llm_dim}, hidden {args.hidden}, teacher {args.teacher_dim}, {args.frames}x{args.grid}x{args.grid} "
+          f"patches -> {setup.tokens} tokens (reference length {args.tokens}), batch {args.batch}, "
+          f"{'bf16 autocast' if setup.dev.type == 'cuda' else 'float32'}")
+    check(setup)
+    variants = {"head": fwd_bwd(setup.head_loss), "loop": fwd_bwd(setup.loop_loss), "floor": setup.floor}
+    for fn in variants.values():  # warm-up
+        timed(fn, setup)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    for rep in range(args.repeats):
+        for name in names[rep % 3 :] + names[: rep % 3]:  # rotating order: drift hits every variant alike
+            times[name].append(timed(variants[name], setup))
+    unit = "wall s (synchronised)" if setup.dev.type == "cuda" else "CPU s"
+    for name, label in (("head", "fused head"), ("loop", "per-pair loop"), ("floor", "GEMM-only floor")):
+        print(f"{label:>16}: {spread(times[name])} {unit}")
+    speedup = [lp / hd for lp, hd in zip(times["loop"], times["head"])]
+    vs_floor = [hd / fl for hd, fl in zip(times["head"], times["floor"])]
+    print(f"paired loop/head: {spread(speedup)}")
+    print(f"paired head/floor: {spread(vs_floor)}")
+    if setup.dev.type == "cuda":
+        head_mem, loop_mem = peak_extra_bytes(setup, "head"), peak_extra_bytes(setup, "loop")
+    else:
+        head_mem, loop_mem = memory_in_child(args, "head"), memory_in_child(args, "loop")
+    print(f"peak extra memory: head {head_mem / 2**30:.3f} GiB, loop {loop_mem / 2**30:.3f} GiB "
+          f"(head/loop {head_mem / loop_mem:.2f})")
+    print(f"load average: {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
+    print(f"head_vs_floor: {statistics.median(vs_floor):.3f}")
+    print(f"align_head_speedup: {statistics.median(speedup):.3f}")
 
 
 if __name__ == "__main__":

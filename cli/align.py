@@ -238,6 +238,7 @@ def register(app: typer.Typer) -> None:
             10.0, min=0, help="Also write a checkpoint every N minutes of wall time (0: off); Ctrl-C always writes one."
         ),
         num_processes: int = typer.Option(1, min=1, help="Data-parallel processes (DDP)."),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
         allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Train on NaN/inf states or actions."),
     ) -> None:
@@ -291,8 +292,14 @@ def register(app: typer.Typer) -> None:
         if main and saved is not None and ckpt is None:
             console.print(f"no checkpoint in '{run_dir}' yet (its first save never completed): "
                           "restarting the run from step 0", highlight=False, soft_wrap=True)
+        from rocket_core.threads import configure_threads
+
         try:
-            result = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes).train()
+            trainer = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes)
+            choice = configure_threads(threads, trainer.module, trainer.teacher)
+            if main:
+                console.print(f"[dim]{choice}[/]")
+            result = trainer.train()
         except KeyboardInterrupt:
             from rocket_core.train.checkpoint import latest_name
 

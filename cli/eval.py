@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
         videos: str = typer.Option("first", help="MP4 videos: none, first (episode 0 of each task), failures, all."),
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Results folder (resumable)."),
         progress: bool = typer.Option(True, help="Progress bar."),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
     ) -> None:
         """Evaluate a policy on a benchmark with the protocol pinned; resumable, parallel, with videos."""
         from rocket_core.eval.base import find_benchmark
@@ -124,7 +125,7 @@ def register(app: typer.Typer) -> None:
         bench.python()  # fails early with the --setup hint
         server = None
         try:
-            url, server = _policy_url(policy, vla, preset)
+            url, server = _policy_url(policy, vla, preset, threads)
             _evaluate(bench, suites, url, protocol, trials, max_steps, seed, open_loop_steps, task_sel, ep_sel,
                       workers, videos, output_dir, progress, unnorm_key, record)
         finally:
@@ -132,13 +133,16 @@ def register(app: typer.Typer) -> None:
                 server.stop()
 
 
-def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, Any]:
+def _policy_url(policy: str | None, vla: str | None, preset: str, threads: int | None = None) -> tuple[str, Any]:
     from rocket_core.hub import resolve_policy
+    from rocket_core.threads import configure_threads
 
     source = resolve_policy(policy) if policy else None  # a URL, replay:DIR, or a local folder (Hub ids fetched)
     if isinstance(source, str) and source.startswith(("ws://", "wss://")):
         if vla:
             raise RocketError("give either --policy or --vla, not both")
+        if threads is not None:
+            configure_threads(threads)
         return source, None
     from cli.serve import load_policy
     from rocket_core.eval.server import PolicyServer
@@ -153,6 +157,7 @@ def _policy_url(policy: str | None, vla: str | None, preset: str) -> tuple[str, 
         raise RocketError("no policy: give --policy ws://HOST:PORT (rocket serve), --policy CHECKPOINT_DIR, "
                           "or --vla NAME --preset tiny")
     loaded = load_policy(Path(source) if source else None, vla, preset, None)
+    console.print(f"[dim]{configure_threads(threads, loaded.model)}[/]")
     server = PolicyServer(loaded, port=0).start()
     console.print(f"serving {loaded.vla_name} in-process on {server.url}", highlight=False)
     return server.url, server

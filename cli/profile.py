@@ -80,12 +80,15 @@ def _bar(label: str, total: int) -> Iterator[Any]:
 
 
 def _run_models(checkpoint: Path | None, spec_flags: dict[str, Any], preset: str | None, config: Path | None,
-                data: str | None, any_layers: bool = False) -> tuple[AlignPlan, Any, Any, dict[str, Any]]:
+                data: str | None, any_layers: bool = False, threads: int | None = None
+                ) -> tuple[AlignPlan, Any, Any, dict[str, Any]]:
     """A trained run (checkpoint) or a fresh one from the flags: (plan, AlignModule, teacher, source fields).
 
     Built in `rocket align`'s order and seed, so a fresh tiny model is the one `rocket align` starts from.
     `any_layers`: a spec whose layer map does not resolve (no default) still builds (CKA ignores pairs).
     """
+    from rocket_core.threads import configure_threads
+
     if checkpoint is not None:
         given = [f"--{k.replace('_', '-')}" for k, v in spec_flags.items() if v is not None]
         if given or config is not None:
@@ -93,6 +96,7 @@ def _run_models(checkpoint: Path | None, spec_flags: dict[str, Any], preset: str
                               "the checkpoint's own spec is used (only --data may replace its dataset)")
         run = _prof().load_trained(checkpoint, dataset=data)
         _check_preset(run.plan.spec, preset)
+        console.print(f"[dim]{configure_threads(threads, run.module, run.teacher)}[/]")
         return run.plan, run.module, run.teacher, {"checkpoint": str(run.path), "step": run.checkpoint.step}
     spec = _spec_from_flags(config, preset, data=data, **spec_flags)
     try:
@@ -104,6 +108,7 @@ def _run_models(checkpoint: Path | None, spec_flags: dict[str, Any], preset: str
             raise
         plan = _prof().feature_plan(spec)
     module, teacher = _prof().build_models(plan)
+    console.print(f"[dim]{configure_threads(threads, module, teacher)}[/]")
     return plan, module, teacher, {"checkpoint": None, "step": 0}
 
 
@@ -139,6 +144,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the sample draw and of the sketch."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
         output_dir: Path = typer.Option(Path("profiles/cka"), "--output-dir", "-o", help="Where the files go."),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
     ) -> None:
         """CKA between every VLA hidden state and every teacher layer; Hungarian matching; a layer map."""
         check_output_dir(output_dir, "--output-dir")
@@ -146,7 +152,8 @@ def register(app: typer.Typer) -> None:
             raise RocketError(f"--method '{method}' is not one of auto, exact, sketch")
         dev = _prof().resolve_device(device)
         flags = {"vla": vla, "teacher": teacher, "vla_checkpoint": vla_checkpoint, "teacher_checkpoint": teacher_checkpoint}
-        plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data, any_layers=True)
+        plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data, any_layers=True,
+                                                          threads=threads)
         vla_layers, teacher_layers = _prof().parse_cka_layers(layers, plan.vla, plan.vla_info, plan.teacher,
                                                            plan.teacher_info)
         dataset = _prof().analysis_dataset(plan)
@@ -172,10 +179,10 @@ def register(app: typer.Typer) -> None:
 
     def _checkpoint_command(kind: str, checkpoint: Path | None, flags: dict[str, Any], preset: str | None,
                             config: Path | None, data: str | None, samples: int, seed: int, device: str,
-                            output_dir: Path, run: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+                            output_dir: Path, run: Any, threads: int | None) -> tuple[dict[str, Any], dict[str, Path]]:
         check_output_dir(output_dir, "--output-dir")
         dev = _prof().resolve_device(device)
-        plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data)
+        plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data, threads=threads)
         dataset = _prof().analysis_dataset(plan)
         indices = _prof().sample_indices(len(dataset), samples, seed)
         teacher_model.to(dev)  # type: ignore[attr-defined]
@@ -203,6 +210,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the sample draw."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
         output_dir: Path = typer.Option(Path("profiles/grad-conflict"), "--output-dir", "-o"),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
     ) -> None:
         """Cosine between the pairs' alignment-loss gradients on monitored parameters (L x L, batch mean)."""
         patterns = [p.strip() for p in (params or "").split(",") if p.strip()]
@@ -219,7 +227,7 @@ def register(app: typer.Typer) -> None:
 
         doc, files = _checkpoint_command(
             "grad-conflict", checkpoint, {"vla": vla, "teacher": teacher, "projector": projector, "layers": layers},
-            preset, config, data, samples, seed, device, output_dir, run)
+            preset, config, data, samples, seed, device, output_dir, run, threads)
         mean = doc["summary"]["mean_off_diagonal"]
         console.print(f"{doc['params']['tensors']} monitored tensors ({doc['params']['numel']:,} values), "
                       f"{doc['batches']} batches; mean off-diagonal cosine "
@@ -242,6 +250,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the sample draw."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
         output_dir: Path = typer.Option(Path("profiles/projector-similarity"), "--output-dir", "-o"),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
     ) -> None:
         """Token-mean cosine between pairs of projector inputs, outputs and targets; output-target cosine."""
 
@@ -253,7 +262,7 @@ def register(app: typer.Typer) -> None:
         doc, files = _checkpoint_command(
             "projector-similarity", checkpoint,
             {"vla": vla, "teacher": teacher, "projector": projector, "layers": layers},
-            preset, config, data, samples, seed, device, output_dir, run)
+            preset, config, data, samples, seed, device, output_dir, run, threads)
         table = Table(title="output vs target cosine per pair")
         for col in ("pair", "VLA hidden state", "teacher layer", "cosine"):
             table.add_column(col, justify="right")

@@ -40,11 +40,14 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, help="Port (0: any free port, printed)."),
         ema: bool | None = typer.Option(None, "--ema/--no-ema", help="Serve the EMA weights (default: when the checkpoint has them)."),
         device: str = typer.Option(None, help="torch device (default: where the plugin builds, CPU here)."),
+        threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
     ) -> None:
         """Serve a policy over websocket + msgpack-numpy; GET /healthz for the health check."""
         from rocket_core.eval.server import PolicyServer
+        from rocket_core.threads import configure_threads
 
         policy = load_policy(checkpoint, vla, preset, options, ema, device)
+        console.print(f"[dim]{configure_threads(threads, policy.model)}[/]")
         server = PolicyServer(policy, host=host, port=port)
         meta = policy.metadata()
         console.print(f"serving {meta['vla']} ({meta['source']}) on {server.url}: cameras {meta['cameras']}, "

@@ -1,10 +1,10 @@
-"""The alignment head: pool every selected teacher layer, project every pair, one cosine loss.
+"""The alignment head: pool every selected teacher layer, then project every pair and take its loss.
 
-Per step it pools all selected teacher layers in a single interpolate call (the sin-cos embedding is
-cached), projects each pair through its (prefix of the) projector, and computes the loss of every
-pair and ensemble member in one batched cosine. Projection stays a per-pair loop on purpose: pairs have
-different inputs and prefix widths, so a masked full-width batch would spend more FLOPs than it saves
-(see benchmarks/align_head.py).
+Teacher layers are pooled one by one into one preallocated (L, B, N, C) output (the sin-cos embedding is
+pooled once and cached), never stacked raw. Projection and loss of all pairs and ensemble members are
+one fused autograd node (rocket_core/align/fused.py): predictions are never stacked, each pair's weight
+gradient goes into its prefix slice in place, and peak memory stays below the per-pair autograd loop's
+(benchmarks/align_head.py measures time and memory against that loop).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rocket_core.align.loss import cosine_loss
-from rocket_core.align.pooling import bilinear_pool, random_pool
+from rocket_core.align.fused import fused_ensemble_losses
+from rocket_core.align.pooling import bilinear_pool, pooled_grid, random_indices
 from rocket_core.align.projector import ProjectorBank
 
 
@@ -50,40 +50,44 @@ class AlignmentHead(nn.Module):
         self.generator: torch.Generator | None = None  # random pooling's own stream (checkpointed by the trainer)
 
     def pool_targets(self, teacher_layers: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """L tensors (B, S, P, C) (or one (L, B, S, P, C)) -> (L, B, N, C) targets, in one pooling call."""
-        stacked = teacher_layers if isinstance(teacher_layers, torch.Tensor) else torch.stack(list(teacher_layers))
-        num_layers, batch = stacked.shape[:2]
-        flat = stacked.reshape(num_layers * batch, *stacked.shape[2:])
+        """L tensors (B, S, P, C) (or one (L, B, S, P, C)) -> (L, B, N, C) targets, pooled layer by layer
+        into one output (random pooling draws one token set for all layers)."""
+        first = teacher_layers[0]
+        batch, frames, patches, dim = first.shape
         if self.pooling == "bilinear":
-            pooled = bilinear_pool(
-                flat, self.teacher_grid, self.num_vision_tokens, self.teacher_image_hw, self.teacher_pe
-            )
+            oh, ow = pooled_grid(frames, self.teacher_grid, self.num_vision_tokens)
+            tokens = frames * oh * ow
         else:
-            pooled = random_pool(flat, self.num_vision_tokens, self.generator)
-        return pooled.reshape(num_layers, batch, *pooled.shape[1:])
+            tokens = self.num_vision_tokens
+            idx = random_indices(frames * patches, tokens, self.generator).to(first.device)
+        out = first.new_empty(len(teacher_layers), batch, tokens, dim)
+        for layer, dst in zip(teacher_layers, out):
+            if self.pooling == "bilinear":
+                bilinear_pool(layer, self.teacher_grid, self.num_vision_tokens, self.teacher_image_hw,
+                              self.teacher_pe, out=dst)
+            else:
+                torch.index_select(layer.reshape(batch, frames * patches, dim), 1, idx, out=dst)
+        return out
 
     def project(self, vision_states: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(L, E, B, V, C): pair i through its pool with its layer index."""
-        outs = []
-        for pair, x in enumerate(vision_states):
-            layer_index = self.projector.layer_index(pair)
-            outs.append(torch.stack([proj(x, layer_index) for proj in self.projector.pool(pair)]))
-        return torch.stack(outs)
+        """(L, E, B, V, C) predictions, stacked: for analysis (profile); training never materialises them."""
+        return torch.stack([
+            torch.stack([proj(x, self.projector.layer_index(pair)) for proj in self.projector.pool(pair)])
+            for pair, x in enumerate(vision_states)
+        ])
 
     def forward(
         self,
         vision_states: Sequence[torch.Tensor],
         teacher_layers: Sequence[torch.Tensor] | torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
-        targets: torch.Tensor | None = None,
+        targets: Sequence[torch.Tensor] | torch.Tensor | None = None,
     ) -> AlignOutput:
         """Loss averaged over the ensemble, then the pairs. Pass raw `teacher_layers` or pooled `targets`."""
         if targets is None:
             if teacher_layers is None:
                 raise ValueError("pass teacher_layers or pooled targets")
             targets = self.pool_targets(teacher_layers)
-        preds = self.project(vision_states)
-        mask = None if token_mask is None else token_mask[None, None]
-        ensemble_losses = cosine_loss(preds, targets[:, None].to(preds.dtype), mask, self.cosine_eps)
+        ensemble_losses = fused_ensemble_losses(self.projector, vision_states, targets, token_mask, self.cosine_eps)
         pair_losses = ensemble_losses.mean(1)
         return AlignOutput(pair_losses.mean(), pair_losses, ensemble_losses)

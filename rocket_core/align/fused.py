@@ -1,0 +1,320 @@
+"""Projection and cosine loss of every (pair, ensemble member), with fused backward nodes.
+
+Why (benchmarks/align_head.py measures it against the per-pair autograd loop): through autograd, each
+pair's prefix slice of a shared projector gets a full-size zero-filled weight gradient that is then
+summed, the predictions, their unit vectors and the normalised targets stay alive for backward, and
+under autocast every weight slice is cast again. Here, instead:
+
+- the loss ends the chain, so the gradient with respect to each prediction is formed in the forward and
+  the prediction is dropped: per member only the projector input, the pre-activation, the activation and
+  that gradient are kept;
+- each pair's target is unit-normalised once, without gradient, and cos = <p, t_hat> / |p|;
+- weights are cast to the autocast dtype once per call;
+- weight gradients are accumulated in place into each pair's prefix of one buffer per weight.
+
+The graph: a collector node takes the projector parameters and hands a token to one node per pair. A
+pair node's backward adds its weight gradients into the shared buffers and its saved tensors are freed
+right after, as the loop's are (one node for all pairs would hold every pair's until the end, which
+costs more peak memory than the loop). The collector runs after every pair node and returns the
+buffers as the parameters' gradients. Gradients equal autograd's through the per-pair loop up to float
+rounding (tests/unit/test_align_fused.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from rocket_core.align.loss import cosine_weights, loss_from_cosine
+from rocket_core.align.projector import AlignProjector, ProjectorBank
+
+FIELDS = 6  # per projector: norm weight, norm bias, fc1 weight, fc1 bias, fc2 weight, fc2 bias
+NORM_W, NORM_B, W1, B1, W2, B2 = range(FIELDS)
+RECORD = 6  # per member: fc1 input, norm mean, norm rstd, pre-activation, activation, grad of the output
+
+
+@dataclass(frozen=True)
+class Member:
+    pair: int
+    slot: int  # ensemble member
+    proj: int  # index into Layout.projectors
+    width: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which projector prefix each (pair, member) uses; everything a call needs besides tensors."""
+
+    num_pairs: int
+    ensemble: int
+    members: tuple[Member, ...]
+    norm_eps: tuple[float | None, ...]  # per projector; None without LayerNorm
+    approximate: tuple[str, ...]  # per projector: GELU variant
+    cosine_eps: float | None
+    autocast_dtype: torch.dtype | None
+
+    @classmethod
+    def of(cls, bank: ProjectorBank, cosine_eps: float | None, autocast_dtype: torch.dtype | None) -> Layout:
+        projectors: list[AlignProjector] = [p for pool in bank for p in pool]
+        index = {id(p): k for k, p in enumerate(projectors)}
+        members = tuple(
+            Member(pair, slot, index[id(proj)], proj.width(bank.layer_index(pair)))
+            for pair in range(bank.num_pairs)
+            for slot, proj in enumerate(bank.pool(pair))
+        )
+        return cls(bank.num_pairs, bank.ensemble_size, members,
+                   tuple(None if p.vlm_norm is None else p.vlm_norm.eps for p in projectors),
+                   tuple(p.approximate for p in projectors), cosine_eps, autocast_dtype)
+
+    def members_of(self, pair: int) -> list[Member]:
+        return [m for m in self.members if m.pair == pair]
+
+    @staticmethod
+    def params(bank: ProjectorBank) -> list[torch.Tensor | None]:
+        out: list[torch.Tensor | None] = []
+        for pool in bank:
+            for p in pool:
+                norm = p.vlm_norm
+                out += [None if norm is None else norm.weight, None if norm is None else norm.bias,
+                        p.fc1.weight, p.fc1.bias, p.fc2.weight, p.fc2.bias]
+        return out
+
+
+def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """LayerNorm input: float32 under autocast (its layer_norm policy), else the weights' dtype."""
+    return x.float() if layout.autocast_dtype is not None else x.to(dtype)
+
+
+def _pair_forward(
+    run: _Run, pair: int, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, keep: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """(E,) losses of one pair; with `keep`, also each member's RECORD tensors for backward."""
+    layout, params, casts = run.layout, run.params, run.casts
+    batch, tokens, dim = x.shape
+    if tuple(target.shape[:2]) != (batch, tokens):
+        raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {(batch, tokens)} "
+                         "vision tokens; the pooled grid does not match the VLA's vision tokens")
+    t = target.detach().reshape(batch * tokens, -1).float()
+    t_norm = torch.linalg.vector_norm(t, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
+    t_norm = t_norm.clamp_min(1e-12) if layout.cosine_eps is None else t_norm + layout.cosine_eps
+    t_hat = torch.div(t, t_norm, out=run.scratch.get("t_hat", t.shape, torch.float32, x.device))
+    weights = cosine_weights((batch, tokens), mask, x.device).reshape(-1) if keep else None
+    norm_in = _norm_input(layout, x, run.dtype)
+    losses = torch.empty(layout.ensemble, device=x.device)
+    records: list[torch.Tensor | None] = []
+    for member in layout.members_of(pair):
+        base, w, eps = member.proj * FIELDS, member.width, layout.norm_eps[member.proj]
+        if eps is None:
+            xn, mean, rstd = norm_in, None, None
+        else:
+            xn, mean, rstd = torch.native_layer_norm(norm_in, (dim,), params[base + NORM_W], params[base + NORM_B], eps)
+        xc = xn.reshape(batch * tokens, dim).to(run.dtype)
+        h = torch.addmm(casts[base + B1][:w], xc, casts[base + W1][:w].t())  # type: ignore[index]
+        a = F.gelu(h, approximate=layout.approximate[member.proj])
+        p = torch.addmm(casts[base + B2], a, casts[base + W2][:, :w].t()).float()  # type: ignore[index, arg-type]
+        norm = torch.linalg.vector_norm(p, dim=-1)
+        denom = norm.clamp_min(1e-12) if layout.cosine_eps is None else norm + layout.cosine_eps
+        cos = torch.mul(p, t_hat, out=run.scratch.get("prod", p.shape, p.dtype, x.device)).sum(-1) / denom
+        losses[member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
+        if keep:
+            # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
+            live = norm >= 1e-12 if layout.cosine_eps is None else norm > 0
+            step = weights / denom  # type: ignore[operator]
+            coef = torch.where(live, cos / norm.clamp_min(1e-30), 0.0) * step
+            grad_p = p.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
+            records += [xc, mean, rstd, h, a, grad_p.to(run.dtype)]
+    return losses, records
+
+
+class _Grads:
+    """One full-size buffer per parameter that each member adds its prefix into, in place.
+
+    A buffer's first write overwrites its prefix and zero-fills the rest (once, not once per pair), so
+    members may come in any order.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor | None]) -> None:
+        self.params = params
+        self.bufs: list[torch.Tensor | None] = [None] * len(params)
+
+    def _view(self, i: int, dim: int, width: int) -> tuple[torch.Tensor, bool]:
+        buf, fresh = self.bufs[i], self.bufs[i] is None
+        if buf is None:
+            buf = self.bufs[i] = torch.empty_like(self.params[i])  # type: ignore[arg-type]
+            buf.narrow(dim, width, buf.shape[dim] - width).zero_()
+        return buf.narrow(dim, 0, width), fresh
+
+    def add(self, i: int, dim: int, width: int, value: torch.Tensor, alpha: float = 1.0) -> None:
+        view, fresh = self._view(i, dim, width)
+        if fresh:
+            torch.mul(value, alpha, out=view) if alpha != 1 else view.copy_(value)
+        else:
+            view.add_(value, alpha=alpha)
+
+    def addmm(self, i: int, dim: int, width: int, m1: torch.Tensor, m2: torch.Tensor, alpha: float = 1.0) -> None:
+        if m1.dtype != self.params[i].dtype:  # autocast: a prefix-sized product, accumulated in the weights' dtype
+            self.add(i, dim, width, m1 @ m2, alpha)
+            return
+        view, fresh = self._view(i, dim, width)
+        view.addmm_(m1, m2, beta=0 if fresh else 1, alpha=alpha)
+
+
+class _Scratch:
+    """Work buffers reused across pairs: a fresh large tensor costs its page faults (~0.15 ms per MB) each time."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        n = 1
+        for size in shape:
+            n *= size
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = self.bufs[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(*shape)
+
+    def clear(self) -> None:
+        self.bufs.clear()
+
+
+class _Run:
+    """What the nodes of one call share: layout, parameters and their casts, the gradient buffers."""
+
+    def __init__(self, layout: Layout, params: list[torch.Tensor | None], dtype: torch.dtype) -> None:
+        self.layout, self.params, self.dtype = layout, params, dtype
+        with torch.no_grad():  # cast once per call, not once per pair
+            self.casts = [None if p is None or i % FIELDS in (NORM_W, NORM_B) else p.detach().to(dtype)
+                          for i, p in enumerate(params)]
+        self.need = [torch.is_grad_enabled() and p is not None and p.requires_grad for p in params]
+        self.collector: Any = None  # the collector's graph node, when parameters need gradients
+        self.scratch = _Scratch()  # forward's, cleared after it; then backward's, cleared after each pass
+        self.grads: _Grads | None = None
+
+    def grads_of_this_backward(self) -> _Grads | None:
+        """The buffers of the running backward pass; None if it does not reach the parameters."""
+        if self.collector is None or not torch._C._will_engine_execute_node(self.collector):
+            return None
+        if self.grads is None:
+            self.grads = _Grads(self.params)
+        return self.grads
+
+    def take(self) -> list[torch.Tensor | None]:
+        bufs = self.grads.bufs if self.grads is not None else [None] * len(self.params)
+        self.grads = None  # the next backward pass (retain_graph) starts afresh
+        self.scratch.clear()
+        return bufs
+
+
+class _Collect(torch.autograd.Function):
+    """Parameters -> token; backward returns the buffers the pair nodes filled."""
+
+    @staticmethod
+    def forward(ctx: Any, run: _Run, *params: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        ctx.run = run
+        return torch.empty(0, device=params[W1].device)  # type: ignore[union-attr]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return (None, *ctx.run.take())
+
+
+class _Pair(torch.autograd.Function):
+    """(run, pair, target, mask, token, state) -> (E,) losses of one pair."""
+
+    @staticmethod
+    def forward(ctx: Any, run: _Run, pair: int, target: torch.Tensor, mask: torch.Tensor | None,  # type: ignore[override]
+                token: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # dtypes are chosen explicitly
+            losses, records = _pair_forward(run, pair, x, target, mask, keep=True)
+        ctx.run, ctx.pair = run, pair
+        # weights too, so that changing them in place before backward is caught like anywhere in autograd
+        ctx.save_for_backward(x, *run.params, *run.casts, *records)
+        return losses
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        run: _Run = ctx.run
+        layout, nparams = run.layout, len(run.params)
+        saved = ctx.saved_tensors
+        x, params, casts, records = saved[0], saved[1 : 1 + nparams], saved[1 + nparams : 1 + 2 * nparams], \
+            saved[1 + 2 * nparams :]
+        need_x = ctx.needs_input_grad[5]
+        grads = run.grads_of_this_backward()
+        need = [grads is not None and n for n in run.need]
+        scales = grad_losses.float().tolist()
+        dx: torch.Tensor | None = None
+        with torch.autocast(x.device.type, enabled=False):
+            for k, member in enumerate(layout.members_of(ctx.pair)):
+                scale, base, w = scales[member.slot], member.proj * FIELDS, member.width
+                if scale == 0:
+                    continue
+                xc, mean, rstd, h, a, grad_p = records[k * RECORD : (k + 1) * RECORD]
+                if need[base + B2]:
+                    grads.add(base + B2, 0, grad_p.shape[1], grad_p.sum(0), scale)  # type: ignore[union-attr]
+                if need[base + W2]:
+                    grads.addmm(base + W2, 1, w, grad_p.t(), a, scale)  # type: ignore[union-attr]
+                norm = mean is not None
+                norm_grads = norm and (need[base + NORM_W] or need[base + NORM_B])
+                if not (need_x or norm_grads or need[base + W1] or need[base + B1]):
+                    continue
+                dh = torch.mm(grad_p, casts[base + W2][:, :w],
+                              out=run.scratch.get("dh", (grad_p.shape[0], w), grad_p.dtype, x.device))
+                torch.ops.aten.gelu_backward.grad_input(dh, h, approximate=layout.approximate[member.proj],
+                                                        grad_input=dh)
+                dh.mul_(scale)
+                if need[base + B1]:
+                    grads.add(base + B1, 0, w, dh.sum(0))  # type: ignore[union-attr]
+                if need[base + W1]:
+                    grads.addmm(base + W1, 0, w, dh.t(), xc)  # type: ignore[union-attr]
+                if not (need_x or norm_grads):
+                    continue
+                # into scratch only when LayerNorm's backward makes the state's gradient from it
+                out = run.scratch.get("dxn", (dh.shape[0], x.shape[-1]), dh.dtype, x.device) if norm else None
+                dxn = torch.mm(dh, casts[base + W1][:w], out=out).view(x.shape)
+                if norm:
+                    norm_in = _norm_input(layout, x, run.dtype)
+                    outputs = [need_x, need[base + NORM_W], need[base + NORM_B]]
+                    dxn, dgamma, dbeta = torch.ops.aten.native_layer_norm_backward(
+                        dxn.to(norm_in.dtype), norm_in, [x.shape[-1]], mean, rstd, params[base + NORM_W],
+                        params[base + NORM_B], outputs)
+                    for field, value in ((NORM_W, dgamma), (NORM_B, dbeta)):
+                        if value is not None:
+                            grads.add(base + field, 0, value.shape[0], value)  # type: ignore[union-attr]
+                if need_x:
+                    dx = dxn.to(x.dtype) if dx is None else dx.add_(dxn)
+        if grads is None:  # no collector runs in this pass to clear them
+            run.scratch.clear()
+        token_grad = torch.empty(0, device=x.device) if ctx.needs_input_grad[4] else None
+        return None, None, None, None, token_grad, dx
+
+
+def fused_ensemble_losses(
+    bank: ProjectorBank,
+    states: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor] | torch.Tensor,
+    mask: torch.Tensor | None,
+    cosine_eps: float | None,
+) -> torch.Tensor:
+    """(L, E) loss of each pair and ensemble member; targets are constants (the teacher is frozen)."""
+    device = states[0].device.type
+    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    layout = Layout.of(bank, cosine_eps, autocast)
+    params = Layout.params(bank)
+    run = _Run(layout, params, autocast or params[W1].dtype)  # type: ignore[union-attr]
+    mask = None if mask is None else mask.detach()
+    token = _Collect.apply(run, *params) if any(run.need) else None
+    if token is not None:
+        run.collector = token.grad_fn
+    if token is None and not (torch.is_grad_enabled() and any(s.requires_grad for s in states)):
+        with torch.autocast(device, enabled=False):
+            return torch.stack([_pair_forward(run, i, x, targets[i], mask, keep=False)[0]
+                                for i, x in enumerate(states)])
+    losses = torch.stack([_Pair.apply(run, i, targets[i], mask, token, x) for i, x in enumerate(states)])
+    run.scratch.clear()
+    return losses
