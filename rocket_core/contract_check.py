@@ -139,6 +139,7 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
     """Before the first step: the plan's layers through the real first batch; raises one line on a breach.
 
     Runs without gradients and restores every random state, so a checked run trains exactly as an unchecked one.
+    `teacher` None checks the VLA alone (a run that reads its targets from the teacher cache never calls it).
     """
     from rocket_core.align.targets import teacher_features
     from rocket_core.data import collate_batch, to_device
@@ -147,7 +148,7 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
     b = min(plan.spec.training.batch_size, len(dataset))
     batch = to_device(collate_batch([dataset[i] for i in range(b)]), device)
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    layers = list(plan.layers.vla) if teacher is not None else []
+    layers = list(plan.layers.vla) if plan.spec.alignment.coefficient > 0 else []
     tokens, how = vinfo.num_vision_tokens, ""
     if plan.spec.alignment.pooling == "bilinear":
         tokens, how = pooled_token_count(vinfo, tinfo)

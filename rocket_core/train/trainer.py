@@ -348,7 +348,8 @@ class Trainer:
         created = not self.run_dir.exists()
         main = self.acc.is_main_process
         if t.distributed != "fsdp":  # sharded parameters cannot run outside FSDP's wrapper; info() was checked
-            check_run(self.plan, self.acc.unwrap_model(self.module).vla, self.teacher, self.dataset, self.acc.device)
+            check_run(self.plan, self.acc.unwrap_model(self.module).vla, self.teacher if self.cache is None else None,
+                      self.dataset, self.acc.device)
         history: list[dict[str, Any]] = []
         labels = [f"pair{i}_v{v}_t{tt}" for i, (v, tt) in enumerate(self.plan.layers.pairs)]
         checkpoint, interrupted = None, False

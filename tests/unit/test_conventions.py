@@ -9,7 +9,7 @@ import torch
 
 from rocket_core.conventions import Conventions, GroupNorm, Normalization, detect_gripper, from_dataset, oft_folder
 from rocket_core.data import DataSpec, VLADataset
-from rocket_core.data.normalize import Normalizer
+from rocket_core.data.normalize import GroupNormalizer, Normalizer
 from rocket_core.errors import RocketError
 from rocket_core.eval.protocol import GripperMap, apply_conventions, libero_preset
 
@@ -64,8 +64,11 @@ def test_from_dataset_keeps_one_set_per_group() -> None:
     assert single.gripper.kind == "libero_raw" and not single.gripper.normalized
     stats = ds.reader.stats
     shifted = {k: {n: np.asarray(v) + (1.0 if n in ("q01", "q99") else 0.0) for n, v in s.items()} for k, s in stats.items()}
-    grouped = SimpleNamespace(**{k: getattr(ds, k) for k in ("reader", "state_norm", "action_norm", "image_size", "slots")},
-                              group_stats={"libero_spatial": stats, "libero_goal": shifted})
+    group_stats = {"libero_spatial": stats, "libero_goal": shifted}
+    norms = {name: GroupNormalizer.from_group_stats(group_stats, key, spec.normalization, exclude)
+             for name, key, exclude in (("state_norms", ds.keys.state, spec.state_norm_exclude),
+                                        ("action_norms", ds.keys.action, spec.action_norm_exclude))}
+    grouped = SimpleNamespace(**{k: getattr(ds, k) for k in ("reader", "keys", "image_size", "slots")}, **norms)
     conv = from_dataset(grouped, spec)
     assert list(conv.normalization.groups) == ["libero_spatial", "libero_goal"]
     goal = Normalizer.from_dict(conv.normalization.groups["libero_goal"].action.model_dump())

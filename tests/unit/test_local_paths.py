@@ -68,5 +68,5 @@ def test_policy_sources(in_tmp: Path) -> None:
 def test_checkpoint_flags_take_hf_urls() -> None:
     from rocket_core.specs import TeacherSpec, VLASpec
 
-    assert VLASpec(checkpoint="hf://openvla/openvla-7b").checkpoint == "openvla/openvla-7b"
-    assert TeacherSpec(checkpoint="./local/vggt").checkpoint == "./local/vggt"
+    assert VLASpec(name="openvla", checkpoint="hf://openvla/openvla-7b").checkpoint == "openvla/openvla-7b"
+    assert TeacherSpec(name="vggt", checkpoint="./local/vggt").checkpoint == "./local/vggt"
