@@ -7,7 +7,6 @@ their metadata (plugins import torch inside `build` and their model modules, nev
 """
 from __future__ import annotations
 
-import os
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -306,9 +305,11 @@ class BenchmarkAdapter(_Plugin):
 
     @classmethod
     def worker_env(cls) -> dict[str, str]:
-        """Environment variables of a worker process (PYTHONPATH reaches this repository's light modules)."""
-        path = os.environ.get("PYTHONPATH", "")
-        return {"PYTHONPATH": str(_REPO_ROOT) + (os.pathsep + path if path else "")}
+        """Environment variables of a worker process: a PYTHONPATH holding only rocket_core and the package of
+        `sim_module`, so the benchmark's own environment keeps its pinned versions of everything else."""
+        from rocket_core.eval.envs import packages_path
+
+        return {"PYTHONPATH": str(packages_path(["rocket_core", cls.sim_module.split(".")[0]]))}
 
     @classmethod
     def setup(cls, log: Callable[[str], None] = print, force: bool = False, assets: bool = False) -> dict[str, Any]:
@@ -325,8 +326,6 @@ class BenchmarkAdapter(_Plugin):
         """The results table a task belongs to besides its suite (LIBERO-Plus: perturbation dimension)."""
         return task.get("group")
 
-
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PLUGIN_BASES: dict[str, type[_Plugin]] = {
     "vla": VLAAdapter,

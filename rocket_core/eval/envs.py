@@ -165,3 +165,34 @@ class IsolatedEnv:
                 "print(json.dumps(out))" % (list(names),))
         res = self.run(code)
         return json.loads(res.stdout) if res.returncode == 0 else {}
+
+
+def packages_path(packages: Sequence[str]) -> Path:
+    """A folder holding only `packages` (links to where this interpreter imports them from), for a worker's
+    PYTHONPATH: the parent of an installed package is all of site-packages, which would shadow the
+    benchmark environment's own pins. Keyed by what it links, built atomically, reused."""
+    import hashlib
+    import importlib.util
+
+    links: dict[str, Path] = {}
+    for name in dict.fromkeys(packages):
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise RocketError(f"cannot find the package '{name}' to hand to a benchmark worker; is it installed?")
+        if spec.submodule_search_locations:
+            links[name] = Path(list(spec.submodule_search_locations)[0]).resolve()
+        elif spec.origin:
+            links[f"{name}.py"] = Path(spec.origin).resolve()
+    digest = hashlib.sha256(json.dumps({k: str(v) for k, v in sorted(links.items())}).encode()).hexdigest()[:16]
+    folder = envs_root().parent / "pythonpath" / digest
+    if folder.is_dir():
+        return folder
+    tmp = folder.with_name(f".{digest}-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for link, target in links.items():
+        (tmp / link).symlink_to(target, target_is_directory=target.is_dir())
+    try:
+        tmp.replace(folder)
+    except OSError:  # another process made it first: same links
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -318,3 +318,16 @@ def test_policy_server_serves_a_policy_object() -> None:
         assert client.infer({"images": [np.zeros((5, 5, 3), np.uint8)] * 2, "task": "t"}).shape == (8, 3)
         with pytest.raises(PolicyError, match="camera frames"):
             client.infer({"images": [], "task": "t"})
+
+
+def test_worker_pythonpath_holds_only_our_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark worker's PYTHONPATH links rocket_core and the sim module's package, never a site-packages."""
+    from rocket_core.eval.base import find_benchmark
+
+    monkeypatch.setenv("ROCKET_ENVS", str(tmp_path / "envs"))
+    bench, _ = find_benchmark("toy")
+    folder = Path(bench.worker_env()["PYTHONPATH"])
+    top = bench.sim_module.split(".")[0]
+    assert sorted(p.name for p in folder.iterdir()) == sorted({"rocket_core", top})
+    assert (folder / "rocket_core" / "eval" / "worker.py").is_file()
+    assert Path(bench.worker_env()["PYTHONPATH"]) == folder  # reused, not rebuilt
