@@ -79,7 +79,7 @@ class PolicyClient:
         self._connect()
 
     def _connect(self) -> None:
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -91,7 +91,7 @@ class PolicyClient:
             why = {401: "it wants a token: give the server's with --token or ROCKET_SERVE_TOKEN",
                    403: "it refused this origin", 503: "it is at its connection cap; retry later"}.get(code, "")
             raise PolicyError(f"the policy server at {self.url} refused the connection (HTTP {code}); {why}") from None
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
             raise PolicyError(f"cannot connect to the policy server at {self.url} ({exc}); "
                               "is `rocket serve` running there?") from None
         first = self._recv("metadata")

@@ -140,6 +140,7 @@ class PolicyServer:
         self._open_lock = threading.Lock()
         self._count_tokens: Callable[[str], int] | None = None
         self._stopping = threading.Event()
+        self._served = False
         try:
             self._server = serve(self._handle, host, port, process_request=self._http, max_size=self.frame_bytes,
                                  max_queue=1, compression=None, ping_interval=None,
@@ -176,6 +177,9 @@ class PolicyServer:
                     body = b"too many connections; try again later\n"
                     sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: "
                                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.settimeout(0.2)  # read the request briefly: closing with it unread resets the reply
+                    sock.recv(65536)
                 except OSError:
                     pass
                 finally:
@@ -303,17 +307,22 @@ class PolicyServer:
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def serve_forever(self) -> None:
+        self._served = True
         self._server.serve_forever()
 
     def start(self) -> PolicyServer:
         """Serve in a background thread (tests, `rocket eval --serve`)."""
+        self._served = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="rocket-serve")
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.shutdown()
+        if self._served:
+            self._server.shutdown()
+        else:  # websockets' shutdown waits for a serve loop that never ran
+            self._server.socket.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._worker.join(timeout=5)
