@@ -143,7 +143,7 @@ class PolicyServer:
         self._served = False
         try:
             self._server = serve(self._handle, host, port, process_request=self._http, max_size=self.frame_bytes,
-                                 max_queue=1, compression=None, ping_interval=None,
+                                 max_queue=1, compression=None, ping_interval=None, close_timeout=2,
                                  open_timeout=min(10.0, self.limits.idle_timeout))
         except OSError as exc:
             raise RocketError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
