@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.request
 from typing import Any
@@ -18,6 +19,7 @@ from rocket_core.errors import RocketError
 from rocket_core.eval.wire import PROTOCOL_VERSION, WireError, packb, unpackb
 
 TOKEN_ENV = "ROCKET_SERVE_TOKEN"
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_REPLY_BYTES = 16 * 1024 * 1024  # metadata and action chunks are tiny; a bigger frame is hostile
 
 
@@ -94,12 +96,20 @@ class PolicyClient:
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
             raise PolicyError(f"cannot connect to the policy server at {self.url} ({exc}); "
                               "is `rocket serve` running there?") from None
-        first = self._recv("metadata")
+        try:
+            first = self._recv("metadata")
+        except ConnectionClosed as exc:
+            raise PolicyError(f"the policy server at {self.url} closed the connection before its metadata ({exc})") from None
+        policy = first.get("policy")
         if (first.get("kind") != "metadata" or first.get("protocol_version") != PROTOCOL_VERSION
-                or not isinstance(first.get("policy"), dict)):
+                or not isinstance(policy, dict)):
             self._ws.close()
             raise PolicyError(f"{self.url} is not a rocket policy server of protocol version {PROTOCOL_VERSION}")
-        self.metadata = first["policy"]
+        if not isinstance(policy.get("vla", ""), str) or not SAFE_NAME.fullmatch(policy.get("vla") or "x"):
+            self._ws.close()  # the name ends up in result paths
+            raise PolicyError(f"the policy server at {self.url} names its VLA {str(policy.get('vla'))[:40]!r}; "
+                              "expected letters, digits, '.', '_' or '-'")
+        self.metadata = policy
         self.limits = first.get("limits") if isinstance(first.get("limits"), dict) else {}
 
     def _recv(self, what: str) -> dict[str, Any]:
@@ -139,7 +149,7 @@ class PolicyClient:
                     raise PolicyError(f"the policy server at {self.url} closed the connection ({exc})") from None
                 self._connect()
         if reply.get("kind") == "error":
-            raise PolicyError(f"policy server: {str(reply.get('error'))[:500]}")
+            raise PolicyError("policy server: " + " ".join(str(reply.get("error")).split())[:500])
         return reply
 
     def close(self) -> None:

@@ -114,6 +114,24 @@ class FairQueue:
             return item
 
 
+def _refuse_busy(sock: socket.socket) -> None:
+    """HTTP 503 on a raw socket: read the request first (bounded), as closing with it unread resets the reply."""
+    sock.settimeout(1.0)
+    request = b""
+    while b"\r\n\r\n" not in request and len(request) < 16384:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:  # a silent client gets the answer anyway
+            break
+        if not chunk:
+            break
+        request += chunk
+    body = b"too many connections; try again later\n"
+    sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sock.shutdown(socket.SHUT_WR)
+
+
 @dataclass
 class _Job:
     obs: Any
@@ -174,18 +192,15 @@ class PolicyServer:
                     self._open += 1
             if not admitted:
                 try:
-                    body = b"too many connections; try again later\n"
-                    sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: "
-                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-                    sock.shutdown(socket.SHUT_WR)
-                    sock.settimeout(0.2)  # read the request briefly: closing with it unread resets the reply
-                    sock.recv(65536)
+                    _refuse_busy(sock)
                 except OSError:
                     pass
                 finally:
                     sock.close()
-                    with self._server.lock:  # websockets waits on this set at shutdown
-                        self._server.handler_threads.discard(threading.current_thread())
+                    threads = getattr(self._server, "handler_threads", None)  # websockets waits on it at shutdown
+                    if threads is not None:
+                        with self._server.lock:
+                            threads.discard(threading.current_thread())
                 return
             try:
                 handler(sock, addr)
@@ -228,7 +243,12 @@ class PolicyServer:
                     ws.close(CloseCode.GOING_AWAY, f"idle for {self.limits.idle_timeout:g} s")
                     return
                 reply = self._answer(raw, ws)
-                ws.send(packb(reply))
+                try:
+                    data = packb(reply)
+                except (TypeError, WireError) as exc:  # a policy reply the wire cannot carry
+                    reply = {"kind": "error", "error": f"the policy's reply cannot be sent ({exc})"}
+                    data = packb(reply)
+                ws.send(data)
                 if reply["kind"] == "error":
                     time.sleep(ERROR_PAUSE_S)
         except ConnectionClosed:

@@ -1,6 +1,7 @@
 """The policy wire is hostile input: the codec, the two remote-code exploits, admission and fairness of `rocket serve`."""
 from __future__ import annotations
 
+import contextlib
 import pickle
 import socket
 import threading
@@ -118,21 +119,29 @@ def test_server_refuses_a_pickle_in_the_observation(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.fixture
-def malicious_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A 'policy server' whose metadata carries the pickle payload."""
-    marker = tmp_path / "pwned"
+@contextlib.contextmanager
+def _fake_server(metadata: dict[Any, Any], reply: dict[Any, Any] | None = None) -> Iterator[str]:
+    """A 'policy server' sending `metadata` on connect and `reply` to every message (plain msgpack)."""
 
     def handler(ws: Any) -> None:
-        ws.send(msgpack.packb({"kind": "metadata", "protocol_version": PROTOCOL_VERSION,
-                               "policy": {"vla": "evil", "norm": _exploit(marker)}}, use_bin_type=True))
-        time.sleep(0.5)
+        ws.send(msgpack.packb({"kind": "metadata", "protocol_version": PROTOCOL_VERSION, **metadata},
+                              use_bin_type=True))
+        for _ in ws:
+            ws.send(msgpack.packb(reply, use_bin_type=True))
 
     with serve(handler, "127.0.0.1", 0) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
-        yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}", marker
+        yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
         server.shutdown()
+
+
+@pytest.fixture
+def malicious_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A 'policy server' whose metadata carries the pickle payload."""
+    marker = tmp_path / "pwned"
+    with _fake_server({"policy": {"vla": "evil", "norm": _exploit(marker)}}) as url:
+        yield url, marker
 
 
 def test_client_refuses_a_pickle_in_the_metadata(malicious_server: tuple[str, Path]) -> None:
@@ -147,6 +156,21 @@ def test_rocket_eval_refuses_a_malicious_server_in_one_line(malicious_server: tu
     code, output = run_rocket("eval", "--benchmark", "toy", "--policy", url, "-o", str(tmp_path / "out"), cwd=tmp_path)
     assert_one_line_error(code, output, "refused the policy server's metadata")
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_client_refuses_a_hostile_server_in_one_line(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    with _fake_server({"policy": {"vla": "../../home"}}) as url:
+        with pytest.raises(PolicyError, match="names its VLA '../../home'"):
+            PolicyClient(url)
+    with _fake_server({"policy": {"vla": "ok"}}, {"kind": "actions", "actions": _exploit(marker)}) as url:
+        with PolicyClient(url) as client, pytest.raises(PolicyError, match="refused the policy server's reply"):
+            client.infer(_obs())
+    with _fake_server({"policy": {"vla": "ok"}}, {"kind": "error", "error": "line one\nTraceback: two"}) as url:
+        with PolicyClient(url) as client, pytest.raises(PolicyError) as err:
+            client.infer(_obs())
+        assert str(err.value) == "policy server: line one Traceback: two"
+    assert not marker.exists()
 
 
 # ---- admission: token, origin, binding ---------------------------------------------------------------
@@ -258,7 +282,11 @@ def test_connection_cap_refuses_before_the_handshake() -> None:
         first, second = PolicyClient(server.url), PolicyClient(server.url)
         with pytest.raises(PolicyError, match="HTTP 503.*connection cap"):
             PolicyClient(server.url)
-        with socket.create_connection(("127.0.0.1", server.port)) as raw:  # refused before any bytes are read
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:  # refused before the handshake
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert raw.recv(64).startswith(b"HTTP/1.1 503")
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:  # a silent one is answered within 1 s
+            raw.settimeout(5)
             assert raw.recv(64).startswith(b"HTTP/1.1 503")
         first.close()
         time.sleep(0.2)
