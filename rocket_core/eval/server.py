@@ -101,6 +101,9 @@ class FairQueue:
             self._cv.notify()
             return True
 
+    def __len__(self) -> int:
+        return self._size
+
     def get(self, timeout: float | None = None) -> Any:
         """The next item of the key at the front (None after `timeout`)."""
         with self._cv:
@@ -162,7 +165,7 @@ class PolicyServer:
         try:
             self._server = serve(self._handle, host, port, process_request=self._http, max_size=self.frame_bytes,
                                  max_queue=1, compression=None, ping_interval=None, close_timeout=2,
-                                 open_timeout=min(10.0, self.limits.idle_timeout))
+                                 open_timeout=10)
         except OSError as exc:
             raise RocketError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                               "choose another --port or stop the process using it") from None
@@ -224,7 +227,8 @@ class PolicyServer:
         if not self._authorised(request):
             return connection.respond(HTTPStatus.UNAUTHORIZED, f"missing or wrong token (--token / {TOKEN_ENV})\n")
         if request.path.rstrip("/") == "/healthz":
-            body = json.dumps({"status": "ok", "vla": self.meta.get("vla"), "requests": self.requests}) + "\n"
+            body = json.dumps({"status": "ok", "vla": self.meta.get("vla"), "requests": self.requests,
+                               "queued": len(self._queue), "connections": self._open}) + "\n"
             return connection.respond(HTTPStatus.OK, body)
         return None
 

@@ -309,10 +309,11 @@ def test_fair_queue_is_round_robin_and_bounded() -> None:
 
 def test_a_pipelining_client_cannot_hold_the_others() -> None:
     served: list[str] = []
+    release = threading.Event()
 
     def slow(obs: Any) -> np.ndarray:
         served.append(obs["task"])
-        time.sleep(0.15)
+        release.wait(10)  # the first request holds the model until the others have queued
         return np.ones((4, 3))
 
     with serve_callable(META, slow, port=0) as server:
@@ -320,11 +321,15 @@ def test_a_pipelining_client_cannot_hold_the_others() -> None:
         greedy.recv()
         for k in range(4):  # four requests at once, none of the replies read yet
             greedy.send(packb({"kind": "infer", "obs": _obs(task=f"greedy{k}")}))
-        time.sleep(0.05)
         others = [PolicyClient(server.url) for _ in range(2)]
         threads = [threading.Thread(target=c.infer, args=(_obs(task=f"other{k}"),)) for k, c in enumerate(others)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 10
+        while health(server.url)["queued"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert served == ["greedy0"] and health(server.url)["queued"] == 2  # greedy's next one is not read yet
+        release.set()
         for t in threads:
             t.join(timeout=10)
         for _ in range(4):
