@@ -117,6 +117,31 @@ class FairQueue:
             return item
 
 
+def _connection_class() -> type:
+    """websockets' connection, but a peer whose frame is over the limit is cut off at once.
+
+    websockets answers such a frame's header with close code 1009, then reads and discards what the peer
+    still sends: about 2 of the 3 ms of server CPU an oversized 6 MB request cost. Shutting the socket down
+    skips that (1 ms left, the connection's own set-up).
+    """
+    from websockets.frames import CloseCode
+    from websockets.sync.server import ServerConnection
+
+    class _Connection(ServerConnection):
+        def send_data(self) -> None:
+            super().send_data()
+            sent = self.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                try:
+                    self.socket.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    return _Connection
+
+
+
+
 def _refuse_busy(sock: socket.socket) -> None:
     """HTTP 503 on a raw socket: read the request first (bounded), as closing with it unread resets the reply."""
     sock.settimeout(1.0)
@@ -165,7 +190,7 @@ class PolicyServer:
         try:
             self._server = serve(self._handle, host, port, process_request=self._http, max_size=self.frame_bytes,
                                  max_queue=1, compression=None, ping_interval=None, close_timeout=2,
-                                 open_timeout=10)
+                                 open_timeout=10, create_connection=_connection_class())
         except OSError as exc:
             raise RocketError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                               "choose another --port or stop the process using it") from None

