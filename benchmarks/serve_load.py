@@ -10,7 +10,8 @@ median round trip of one well-behaved client in three phases, side by side:
    refused cheaply: prints `good_client_latency_ratio` (target <= 2.0 on an idle 2-core machine);
 3. busy: `--clients` clients send valid observations back to back. Round-robin serving gives each a fair
    share, so the good client waits about (clients + 1) inferences: prints `busy_latency_ratio` and that target.
-Every loop is bounded (the phases end after `--requests` good requests; the load processes stop then).
+The phases alternate for `--rounds` rounds (drift on a shared machine hits them alike); every loop is
+bounded (a phase ends after `--requests` good requests and its load process stops then).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rocket_core.eval.client import PolicyClient, wait_healthy  # noqa: E402
+from rocket_core.eval.client import PolicyClient, health, wait_healthy  # noqa: E402
 from rocket_core.eval.wire import packb  # noqa: E402
 
 KINDS = ("oversized", "malformed", "idle")
@@ -107,6 +108,9 @@ def _valid(url: str, stop: Any, counts: Any) -> None:
 
 def _load(url: str, kinds: list[str], stop: Any, counts: Any) -> None:
     """One process holding all load clients as threads (spawned: no state shared with the parent)."""
+    import logging
+
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)  # the cut-off clients' own complaints
     threads = [threading.Thread(target=_valid if k == "valid" else _hostile,
                                 args=(url, stop, counts) if k == "valid" else (url, k, stop, counts), daemon=True)
                for k in kinds]
@@ -125,43 +129,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def median_latency(client: PolicyClient, obs: dict[str, Any], n: int) -> float:
+def latencies(client: PolicyClient, obs: dict[str, Any], n: int) -> list[tuple[float, float]]:
+    """(round trip, the server's own inference time) of `n` requests, in seconds."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        client.infer(obs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        reply = client.request({"kind": "infer", "obs": obs})
+        times.append((time.perf_counter() - t0, reply["timing"]["infer_ms"] / 1000))
+    return times
 
 
-def run_phase(url: str, kinds: list[str], requests: int, warmup: float, server_pid: int
-              ) -> tuple[float, dict[str, int]]:
-    """The good client's median latency while `kinds` load clients run; counts include the server's CPU share."""
+def measure(url: str, kinds: list[str], requests: int, server_pid: int, warmup: float = 3.0
+            ) -> tuple[list[tuple[float, float]], dict[str, float]]:
+    """The good client's latencies while `kinds` load clients run (none: idle), the load's counts and the
+    server's CPU (cores) meanwhile."""
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         stop, counts = manager.Event(), manager.dict({k: 0 for k in (*KINDS, "valid")})
-        proc = ctx.Process(target=_load, args=(url, kinds, stop, counts))
-        proc.start()
-        try:
+        proc = ctx.Process(target=_load, args=(url, kinds, stop, counts)) if kinds else None
+        if proc is not None:
+            proc.start()
             time.sleep(warmup)
+        try:
             with PolicyClient(url) as client:
                 obs = observation(client.metadata)
                 client.infer(obs)
-                cpu, t0 = cpu_seconds(server_pid), time.perf_counter()
-                latency = median_latency(client, obs, requests)
-                counts["server_cpu"] = (cpu_seconds(server_pid) - cpu) / (time.perf_counter() - t0)
+                cpu, t0, served = cpu_seconds(server_pid), time.perf_counter(), health(url)["requests"]
+                times = latencies(client, obs, requests)
+                window = time.perf_counter() - t0
+                counts["server_cpu"] = (cpu_seconds(server_pid) - cpu) / window
+                counts["service_s"] = window / max(1, health(url)["requests"] - served)  # per request, all clients
         finally:
             stop.set()
-            proc.join(timeout=60)
-            if proc.is_alive():
-                proc.terminate()
-        return latency, dict(counts)
+            if proc is not None:
+                proc.join(timeout=60)
+                if proc.is_alive():
+                    proc.terminate()
+        return times, dict(counts)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=10)
-    ap.add_argument("--requests", type=int, default=20, help="good-client requests per phase (median)")
+    ap.add_argument("--requests", type=int, default=10, help="good-client requests per phase and round")
+    ap.add_argument("--rounds", type=int, default=3, help="idle/hostile/busy rounds, interleaved against drift")
     ap.add_argument("--vla", default="openvla")
     args = ap.parse_args()
 
@@ -170,33 +181,43 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--vla", args.vla, "--preset", "tiny", "--port",
                                str(port), "--idle-timeout", "2"], cwd=REPO, stdout=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    hostile_kinds = [KINDS[k % len(KINDS)] for k in range(args.clients)]
+    phases = {"idle": [], "hostile": hostile_kinds, "busy": ["valid"] * args.clients}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
+    totals: dict[str, dict[str, float]] = {name: {} for name in phases}
     try:
         wait_healthy(url, timeout=300)
         with PolicyClient(url) as client:
-            obs = observation(client.metadata)
-            for _ in range(3):
-                client.infer(obs)  # warm up
-            cpu, t0 = cpu_seconds(server.pid), time.perf_counter()
-            idle = median_latency(client, obs, args.requests)
-            idle_cpu = (cpu_seconds(server.pid) - cpu) / (time.perf_counter() - t0)
-        print(f"idle: good client median {idle * 1000:.1f} ms over {args.requests} requests ({args.vla} tiny); "
-              f"server CPU {idle_cpu:.2f} cores")
-
-        hostile_kinds = [KINDS[k % len(KINDS)] for k in range(args.clients)]
-        hostile, counts = run_phase(url, hostile_kinds, args.requests, warmup=3.0, server_pid=server.pid)
-        mix = ", ".join(f"{hostile_kinds.count(k)} {k}" for k in KINDS)
-        print(f"hostile ({mix}): good client median {hostile * 1000:.1f} ms; refused {counts['oversized']} oversized "
-              f"frames, {counts['malformed']} malformed messages, {counts['idle']} idle connections closed; "
-              f"server CPU {counts['server_cpu']:.2f} cores")
-        print(f"good_client_latency_ratio = {hostile / idle:.2f}  (target <= 2.0)")
-
-        busy, counts = run_phase(url, ["valid"] * args.clients, args.requests, warmup=3.0, server_pid=server.pid)
-        print(f"busy ({args.clients} valid clients, {counts['valid']} of their requests served): "
-              f"good client median {busy * 1000:.1f} ms; server CPU {counts['server_cpu']:.2f} cores")
-        print(f"busy_latency_ratio = {busy / idle:.2f}  (fair share: about clients + 1 = {args.clients + 1})")
+            latencies(client, observation(client.metadata), 3)  # warm up
+        for _ in range(args.rounds):
+            for name, kinds in phases.items():
+                got, counts = measure(url, kinds, args.requests, server.pid)
+                times[name] += got
+                for key, value in counts.items():
+                    mean = key in ("server_cpu", "service_s")
+                    totals[name][key] = totals[name].get(key, 0) + value / (args.rounds if mean else 1)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    med = {name: statistics.median(t for t, _ in got) for name, got in times.items()}
+    infer = {name: statistics.median(i for _, i in got) for name, got in times.items()}
+    n = args.rounds * args.requests
+    print(f"idle: good client median {med['idle'] * 1000:.1f} ms over {n} requests ({args.vla} tiny); "
+          f"server CPU {totals['idle']['server_cpu']:.2f} cores")
+    h = totals["hostile"]
+    mix = ", ".join(f"{hostile_kinds.count(k)} {k}" for k in KINDS)
+    print(f"hostile ({mix}): good client median {med['hostile'] * 1000:.1f} ms; refused {h['oversized']:.0f} "
+          f"oversized frames, {h['malformed']:.0f} malformed messages, closed {h['idle']:.0f} idle connections; "
+          f"server CPU {h['server_cpu']:.2f} cores")
+    print(f"good_client_latency_ratio = {med['hostile'] / med['idle']:.2f}  (target <= 2.0)")
+    b = totals["busy"]
+    print(f"busy ({args.clients} valid clients): good client median {med['busy'] * 1000:.1f} ms; the server "
+          f"answered a request every {b['service_s'] * 1000:.1f} ms (model time {infer['busy'] * 1000:.1f} ms; "
+          f"idle {med['idle'] * 1000:.1f} ms); server CPU {b['server_cpu']:.2f} cores")
+    print(f"busy_latency_ratio = {med['busy'] / med['idle']:.2f}  (fair share: about clients + 1 = {args.clients + 1} "
+          "when a busy request costs what an idle one does)")
+    print(f"busy_requests_waited = {med['busy'] / b['service_s']:.2f}  (the good client's wait in the busy server's "
+          f"requests: clients + 1 = {args.clients + 1} when round-robin is fair)")
     return 0
 
 
