@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rocket_core.errors import RocketError
-from rocket_core.eval.wire import PROTOCOL_VERSION, WireError, packb, unpackb
+from rocket_core.eval.wire import PROTOCOL_VERSION, TOKEN_ENV, WireError, packb, unpackb
 
-TOKEN_ENV = "ROCKET_SERVE_TOKEN"
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_REPLY_BYTES = 16 * 1024 * 1024  # metadata and action chunks are tiny; a bigger frame is hostile
 

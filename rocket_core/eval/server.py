@@ -8,7 +8,7 @@ Hostile clients must not run code (the codec decodes numeric arrays only) nor st
 expensive thing is bounded and refused before it costs anything:
 * the handshake: a browser `Origin` (403), a missing or wrong shared token when one is set (401), and a
   connection cap (503, enforced before the connection gets its threads);
-* each frame: a size limit from the policy's own cameras (websockets drops a larger frame after its header);
+* each frame: a size limit from the policy's own cameras (a larger frame is cut off after its header);
 * each observation: image sides and the task's length (bytes here, tokens in the worker), before queueing;
 * time: an idle timeout per connection and a pause after each refused message;
 * inference: one worker thread takes requests from a bounded queue round-robin per connection, so a client
@@ -29,11 +29,10 @@ from http import HTTPStatus
 from typing import Any, Callable, Protocol as _Proto
 
 from rocket_core.errors import RocketError
-from rocket_core.eval.wire import PROTOCOL_VERSION, WireError, packb, unpackb
+from rocket_core.eval.wire import PROTOCOL_VERSION, TOKEN_ENV, WireError, packb, unpackb
 
 log = logging.getLogger("rocket.serve")
 
-TOKEN_ENV = "ROCKET_SERVE_TOKEN"
 MIN_TOKEN_CHARS = 16
 DEFAULT_IMAGE_SIDE = 224  # the input side of every VLA we ship (OpenVLA, pi0, pi0.5)
 FRAME_MARGIN = 64 * 1024  # state, task, msgpack framing
@@ -138,8 +137,6 @@ def _connection_class() -> type:
                     pass
 
     return _Connection
-
-
 
 
 def _refuse_busy(sock: socket.socket) -> None:
@@ -311,7 +308,9 @@ class PolicyServer:
         if not isinstance(obs, dict):
             return None
         images = obs.get("images")
-        for k, im in enumerate(images if isinstance(images, (list, tuple)) else [images]):
+        if not isinstance(images, (list, tuple)):
+            images = list(images) if getattr(images, "ndim", 0) == 4 else [images]  # (cameras, H, W, 3) or one
+        for k, im in enumerate(images):
             shape = getattr(im, "shape", ())
             if len(shape) >= 2 and max(shape[:2]) > self.limits.image_side:
                 return (f"image {k} is {shape[0]}x{shape[1]}; this server takes images of at most "

@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 
 PROTOCOL_VERSION = 1
+TOKEN_ENV = "ROCKET_SERVE_TOKEN"  # the shared secret of `rocket serve --token`, read by both sides
 MAX_NDIM = 8
 MAX_ELEMENTS = 1 << 28  # per array; the frame size limit is the tighter bound in practice
 

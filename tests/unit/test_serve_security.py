@@ -256,6 +256,8 @@ def test_input_limits_refuse_before_inference() -> None:
     with PolicyServer(policy, port=0, limits=limits) as server, PolicyClient(server.url) as client:
         with pytest.raises(PolicyError, match="image 0 is 65x8.*at most 64 px"):
             client.infer(_obs(images=[np.zeros((65, 8, 3), np.uint8)]))
+        with pytest.raises(PolicyError, match="image 0 is 8x65"):
+            client.infer(_obs(images=np.zeros((1, 8, 65, 3), np.uint8)))  # stacked cameras
         with pytest.raises(PolicyError, match="characters; this server takes at most 10 tokens"):
             client.infer(_obs(task="x" * 161))
         with pytest.raises(PolicyError, match="11 tokens; this server takes at most 10"):
