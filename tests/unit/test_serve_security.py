@@ -190,6 +190,20 @@ def test_token_is_required_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
             assert client.infer(_obs()).shape == (4, 3)
 
 
+def test_rocket_eval_sends_the_token_to_its_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROCKET_SERVE_TOKEN", raising=False)
+    toy = {"vla": "scripted", "num_images": 2, "state_dim": 8, "action_dim": 7, "chunk_size": 4, "cameras": ["a", "b"]}
+    args = ("eval", "--benchmark", "toy", "--trials", "1", "--tasks", "0", "--max-steps", "3", "--no-progress")
+    with serve_callable(toy, lambda obs: np.zeros((4, 7)), port=0, token=TOKEN) as server:
+        code, output = run_rocket(*args, "--policy", server.url, "-o", str(tmp_path / "refused"), cwd=tmp_path)
+        assert_one_line_error(code, output, "HTTP 401")
+        assert not (tmp_path / "refused").exists()
+        code, output = run_rocket(*args, "--policy", server.url, "--token", TOKEN, "-o", str(tmp_path / "ok"),
+                                  cwd=tmp_path)
+        assert code == 0, output
+        assert server.requests > 0 and (tmp_path / "ok" / "results.json").is_file()  # served to the workers
+
+
 def test_browser_origins_are_refused_unless_allowed() -> None:
     with serve_callable(META, _scripted, port=0, origins=("http://dash.local",)) as server:
         with pytest.raises(InvalidStatus) as err:
