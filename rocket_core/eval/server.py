@@ -10,7 +10,8 @@ expensive thing is bounded and refused before it costs anything:
   connection cap (503, enforced before the connection gets its threads);
 * each frame: a size limit from the policy's own cameras (a larger frame is cut off after its header);
 * each observation: image sides and the task's length (bytes here, tokens in the worker), before queueing;
-* time: an idle timeout per connection and a pause after each refused message;
+* time: an idle timeout per connection, a pause after each refused message, and a growing wait before the
+  next handshake of a host that keeps offending (`Strikes`);
 * inference: one worker thread takes requests from a bounded queue round-robin per connection, so a client
   waits for at most one request of every other client.
 """
@@ -116,7 +117,42 @@ class FairQueue:
             return item
 
 
-def _connection_class() -> type:
+class Strikes:
+    """Recent offences per peer host (oversized frames, refused messages, idle hogging), fading over time.
+
+    A host with strikes waits before its next handshake (a tarpit): a hostile client that reconnects after
+    every refusal then sleeps instead of costing the server a handshake each time, while its other
+    connections, and every other host's, are unaffected.
+    """
+
+    def __init__(self, per_strike_s: float = 0.05, max_wait_s: float = 1.0, fade_per_s: float = 2.0) -> None:
+        self.per_strike_s, self.max_wait_s, self.fade_per_s = per_strike_s, max_wait_s, fade_per_s
+        self._hosts: dict[str, tuple[float, float]] = {}  # host -> (strikes, when counted)
+        self._lock = threading.Lock()
+
+    def _now(self, host: str, now: float) -> float:
+        count, then = self._hosts.get(host, (0.0, now))
+        return max(0.0, count - (now - then) * self.fade_per_s)
+
+    def add(self, host: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._hosts) > 4096:  # bounded memory: forget the hosts whose strikes have faded
+                self._hosts = {h: v for h, v in self._hosts.items() if self._now(h, now) > 0}
+            self._hosts[host] = (min(self._now(host, now) + 1, self.max_wait_s / self.per_strike_s), now)
+
+    def wait(self, host: str) -> float:
+        """Seconds `host` should wait before its next handshake."""
+        with self._lock:
+            return min(self.max_wait_s, self._now(host, time.monotonic()) * self.per_strike_s)
+
+
+def _peer(connection: Any) -> str:
+    address = getattr(connection, "remote_address", None)
+    return str(address[0]) if isinstance(address, tuple) and address else ""
+
+
+def _connection_class(on_cut_off: Callable[[str], None]) -> type:
     """websockets' connection, but a peer whose frame is over the limit is cut off at once.
 
     websockets answers such a frame's header with close code 1009, then reads and discards what the peer
@@ -134,7 +170,8 @@ def _connection_class() -> type:
                 try:
                     self.socket.shutdown(socket.SHUT_RDWR)
                 except OSError:
-                    pass
+                    return  # already cut off
+                on_cut_off(_peer(self))
 
     return _Connection
 
@@ -184,10 +221,11 @@ class PolicyServer:
         self._count_tokens: Callable[[str], int] | None = None
         self._stopping = threading.Event()
         self._served = False
+        self.strikes = Strikes()
         try:
             self._server = serve(self._handle, host, port, process_request=self._http, max_size=self.frame_bytes,
                                  max_queue=1, compression=None, ping_interval=None, close_timeout=2,
-                                 open_timeout=10, create_connection=_connection_class())
+                                 open_timeout=10, create_connection=_connection_class(self.strikes.add))
         except OSError as exc:
             raise RocketError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                               "choose another --port or stop the process using it") from None
@@ -228,6 +266,9 @@ class PolicyServer:
                             threads.discard(threading.current_thread())
                 return
             try:
+                wait = self.strikes.wait(str(addr[0]) if isinstance(addr, tuple) and addr else "")
+                if wait:
+                    time.sleep(wait)
                 handler(sock, addr)
             finally:
                 with self._open_lock:
@@ -266,6 +307,7 @@ class PolicyServer:
                 try:
                     raw = ws.recv(timeout=self.limits.idle_timeout)
                 except TimeoutError:
+                    self.strikes.add(_peer(ws))
                     ws.close(CloseCode.GOING_AWAY, f"idle for {self.limits.idle_timeout:g} s")
                     return
                 reply = self._answer(raw, ws)
@@ -276,6 +318,7 @@ class PolicyServer:
                     data = packb(reply)
                 ws.send(data)
                 if reply["kind"] == "error":
+                    self.strikes.add(_peer(ws))
                     time.sleep(ERROR_PAUSE_S)
         except ConnectionClosed:
             pass

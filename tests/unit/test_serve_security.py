@@ -18,7 +18,7 @@ from websockets.sync.server import serve
 
 from rocket_core.errors import RocketError
 from rocket_core.eval.client import PolicyClient, PolicyError, health
-from rocket_core.eval.server import FairQueue, Limits, PolicyServer, is_loopback, serve_callable
+from rocket_core.eval.server import FairQueue, Limits, PolicyServer, Strikes, is_loopback, serve_callable
 from rocket_core.eval.wire import MAX_NDIM, PROTOCOL_VERSION, WireError, packb, unpackb
 from tests.robustness.harness import assert_one_line_error, run_rocket
 
@@ -309,6 +309,26 @@ def test_connection_cap_refuses_before_the_handshake() -> None:
         with PolicyClient(server.url) as third:
             assert third.infer(_obs()).shape == (4, 3)
         second.close()
+
+
+def test_offending_hosts_wait_before_their_next_handshake() -> None:
+    strikes = Strikes(per_strike_s=0.1, max_wait_s=0.25, fade_per_s=0.0)
+    for _ in range(2):
+        strikes.add("10.0.0.1")
+    assert strikes.wait("10.0.0.1") == pytest.approx(0.2) and strikes.wait("10.0.0.2") == 0.0
+    for _ in range(5):
+        strikes.add("10.0.0.1")
+    assert strikes.wait("10.0.0.1") == pytest.approx(0.25)  # capped
+    fading = Strikes(per_strike_s=0.1, fade_per_s=100.0)
+    fading.add("h")
+    time.sleep(0.05)
+    assert fading.wait("h") == 0.0
+    with serve_callable(META, _scripted, port=0) as server:
+        with connect(server.url) as ws:
+            ws.recv()
+            ws.send(b"\xc1")
+            assert unpackb(ws.recv())["kind"] == "error"
+        assert server.strikes.wait("127.0.0.1") > 0.0  # the next connection from there is slowed
 
 
 # ---- fairness ----------------------------------------------------------------------------------------
