@@ -154,7 +154,8 @@ def measure(url: str, kinds: list[str], requests: int, server_pid: int, warmup: 
             with PolicyClient(url) as client:
                 obs = observation(client.metadata)
                 client.infer(obs)
-                cpu, t0, served = cpu_seconds(server_pid), time.perf_counter(), health(url)["requests"]
+                served = health(url)["requests"]
+                cpu, t0 = cpu_seconds(server_pid), time.perf_counter()
                 times = latencies(client, obs, requests)
                 window = time.perf_counter() - t0
                 counts["server_cpu"] = (cpu_seconds(server_pid) - cpu) / window
