@@ -191,7 +191,8 @@ def test_token_is_required_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rocket_eval_sends_the_token_to_its_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ROCKET_SERVE_TOKEN", raising=False)
+    monkeypatch.setenv("ROCKET_SERVE_TOKEN", "")  # recorded, so the token `rocket eval --token` sets is undone
+    monkeypatch.delenv("ROCKET_SERVE_TOKEN")
     toy = {"vla": "scripted", "num_images": 2, "state_dim": 8, "action_dim": 7, "chunk_size": 4, "cameras": ["a", "b"]}
     args = ("eval", "--benchmark", "toy", "--trials", "1", "--tasks", "0", "--max-steps", "3", "--no-progress")
     with serve_callable(toy, lambda obs: np.zeros((4, 7)), port=0, token=TOKEN) as server:
