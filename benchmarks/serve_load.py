@@ -190,10 +190,13 @@ def main() -> int:
         wait_healthy(url, timeout=300)
         with PolicyClient(url) as client:
             latencies(client, observation(client.metadata), 3)  # warm up
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
+            line = []
             for name, kinds in phases.items():
                 got, counts = measure(url, kinds, args.requests, server.pid)
                 times[name] += got
+                line.append(f"{name} {statistics.median(t for t, _ in got) * 1000:.1f} ms")
+                print(f"round {r + 1}: " + ", ".join(line), end="\r" if len(line) < len(phases) else "\n", flush=True)
                 for key, value in counts.items():
                     mean = key in ("server_cpu", "service_s")
                     totals[name][key] = totals[name].get(key, 0) + value / (args.rounds if mean else 1)

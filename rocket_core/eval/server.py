@@ -148,7 +148,10 @@ class Strikes:
 
 
 def _peer(connection: Any) -> str:
-    address = getattr(connection, "remote_address", None)
+    try:
+        address = connection.remote_address
+    except OSError:  # already disconnected
+        return ""
     return str(address[0]) if isinstance(address, tuple) and address else ""
 
 
@@ -167,11 +170,12 @@ def _connection_class(on_cut_off: Callable[[str], None]) -> type:
             super().send_data()
             sent = self.protocol.close_sent
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                peer = _peer(self)
                 try:
                     self.socket.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     return  # already cut off
-                on_cut_off(_peer(self))
+                on_cut_off(peer)
 
     return _Connection
 
