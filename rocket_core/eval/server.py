@@ -166,16 +166,18 @@ def _connection_class(on_cut_off: Callable[[str], None]) -> type:
     from websockets.sync.server import ServerConnection
 
     class _Connection(ServerConnection):
+        cut_off = False
+
         def send_data(self) -> None:
             super().send_data()
             sent = self.protocol.close_sent
-            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
-                peer = _peer(self)
+            if not self.cut_off and sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.cut_off = True
+                on_cut_off(_peer(self))
                 try:
                     self.socket.shutdown(socket.SHUT_RDWR)
                 except OSError:
-                    return  # already cut off
-                on_cut_off(peer)
+                    pass
 
     return _Connection
 

@@ -232,12 +232,14 @@ def test_non_loopback_needs_a_token_or_insecure() -> None:
 def test_frame_limit_comes_from_the_policy_cameras() -> None:
     with serve_callable({**META, "num_images": 2}, _scripted, port=0) as server:
         assert server.frame_bytes == 2 * 896 * 896 * 3 + 64 * 1024
+        server.strikes.fade_per_s = 0.0
         with connect(server.url, max_size=None) as ws:
             ws.recv()
             with pytest.raises(ConnectionClosed) as err:
                 ws.send(b"\0" * (server.frame_bytes + 1))
                 ws.recv()
             assert err.value.rcvd is None or err.value.rcvd.code == 1009  # cut off, or told "message too big"
+        assert server.strikes.wait("127.0.0.1") == pytest.approx(0.05)  # counted against its host
         with PolicyClient(server.url) as client:  # the client checks its own frames first
             big = [np.zeros((896, 896, 3), np.uint8)] * 3
             with pytest.raises(PolicyError, match="over the server's frame limit"):
