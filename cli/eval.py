@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ def register(app: typer.Typer) -> None:
         output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Results folder (resumable)."),
         progress: bool = typer.Option(True, help="Progress bar."),
         threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
+        token: str = typer.Option(None, envvar="ROCKET_SERVE_TOKEN", show_default=False,
+                                  help="The policy server's token (rocket serve --token)."),
     ) -> None:
         """Evaluate a policy on a benchmark with the protocol pinned; resumable, parallel, with videos."""
         from rocket_core.eval.base import find_benchmark
@@ -124,6 +127,8 @@ def register(app: typer.Typer) -> None:
         task_sel, ep_sel = parse_indices(tasks, "tasks"), parse_indices(episodes, "episodes")
         bench.python()  # fails early with the --setup hint
         server = None
+        if token:  # the simulator workers inherit it
+            os.environ["ROCKET_SERVE_TOKEN"] = token
         try:
             url, server = _policy_url(policy, vla, preset, threads)
             _evaluate(bench, suites, url, protocol, trials, max_steps, seed, open_loop_steps, task_sel, ep_sel,
@@ -167,12 +172,11 @@ def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trial
               max_steps: int | None, seed: int | None, open_loop: int | None, tasks: list[int] | None,
               episodes: list[int] | None, workers: int, videos: str, output_dir: Path | None,
               progress: bool, unnorm_key: str | None = None, record: Path | None = None) -> None:
-    from rocket_core.eval.client import PolicyClient, wait_healthy
+    from rocket_core.eval.client import PolicyClient
     from rocket_core.eval.protocol import apply_conventions
     from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 
-    wait_healthy(url, timeout=30)
-    with PolicyClient(url) as client:
+    with PolicyClient(url) as client:  # fails at once, in one line, when nothing answers there
         meta = client.metadata
     family = family or meta.get("eval_family") or "openvla-oft"
     plans = []

