@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugins.projectors.builtin import RocketProjector  # noqa: E402
+from rocket_plugins.projectors.builtin import RocketProjector  # noqa: E402
 from rocket_core.align.head import AlignmentHead  # noqa: E402
 from rocket_core.align.pooling import pooled_grid, sincos_2d_table  # noqa: E402
 from rocket_core.align.projector import ProjectorBank  # noqa: E402

@@ -9,7 +9,7 @@ with the ratio to the baseline and the issue's targets:
 
     python benchmarks/cli_startup.py [--runs 5]
 
-The commands run this checkout's code (`python -m cli` with the repository first on PYTHONPATH), as
+The commands run this checkout's code (`python -m rocket_cli` with the repository first on PYTHONPATH), as
 installed plugins are found through their entry points like in a user's environment.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"help_cpu_s": 0.5, "plugins_cpu_s": 1.5}
 COMMANDS = {
     "python_cpu_s": ["-c", "pass"],  # baseline: the interpreter alone
-    "help_cpu_s": ["-m", "cli", "--help"],
-    "plugins_cpu_s": ["-m", "cli", "plugins"],
+    "help_cpu_s": ["-m", "rocket_cli", "--help"],
+    "plugins_cpu_s": ["-m", "rocket_cli", "plugins"],
 }
 
 

@@ -41,7 +41,7 @@ def quickstart(extra: list[str]) -> Run:
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "cli", *QUICKSTART, *extra], cwd=tmp, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "rocket_cli", *QUICKSTART, *extra], cwd=tmp, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         output = proc.stdout.read()  # type: ignore[union-attr]
         _, status, usage = os.wait4(proc.pid, 0)

@@ -179,7 +179,7 @@ def main() -> int:
 
     port = _free_port()
     url = f"ws://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--vla", args.vla, "--preset", "tiny", "--port",
+    server = subprocess.Popen([sys.executable, "-m", "rocket_cli", "serve", "--vla", args.vla, "--preset", "tiny", "--port",
                                str(port), "--idle-timeout", "2"], cwd=REPO, stdout=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     hostile_kinds = [KINDS[k % len(KINDS)] for k in range(args.clients)]

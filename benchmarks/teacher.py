@@ -20,9 +20,9 @@ from typing import Callable
 
 import torch
 
-from plugins.teachers.vggt.config import DinoConfig, DPTConfig, VGGTConfig
-from plugins.teachers.vggt.model import VGGT
-from plugins.teachers.vggt.teacher import FrozenVGGT
+from rocket_plugins.teachers.vggt.config import DinoConfig, DPTConfig, VGGTConfig
+from rocket_plugins.teachers.vggt.model import VGGT
+from rocket_plugins.teachers.vggt.teacher import FrozenVGGT
 from rocket_core.contracts import TeacherInfo
 from rocket_core.engine import plan_run
 from rocket_core.recipes import list_recipes

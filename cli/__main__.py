@@ -1,4 +1,4 @@
-"""`python -m cli` runs the `rocket` command."""
-from cli.main import run
+"""`python -m rocket_cli` runs the `rocket` command."""
+from rocket_cli.main import run
 
 run()

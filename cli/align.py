@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from cli.common import (
+from rocket_cli.common import (
     DEFAULT_PLUGINS,
     ConfigOpt,
     DataOpt,
@@ -119,7 +119,7 @@ def _relaunch(num_processes: int) -> None:
     i = args.index("--num-processes")
     del args[i : i + 2]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
-           "-m", "cli", *args]
+           "-m", "rocket_cli", *args]
     proc = subprocess.Popen(cmd)
     # Ctrl-C reaches torchrun too (same process group), which passes one SIGINT to its workers (their own
     # session): they finish the step and checkpoint. This process must not kill torchrun meanwhile.

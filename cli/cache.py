@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import DEFAULT_PLUGINS, console, handle_errors
+from rocket_cli.common import DEFAULT_PLUGINS, console, handle_errors
 from rocket_core.progress import Bar
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_dir

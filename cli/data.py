@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 
 MAX_TASKS = 50  # longer task lists are cut, with the count of the rest
 

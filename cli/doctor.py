@@ -9,7 +9,7 @@ import json
 
 import typer
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_dir
 
@@ -149,7 +149,7 @@ def _policy_url(policy: str | None, vla: str | None, preset: str, threads: int |
         if threads is not None:
             configure_threads(threads)
         return source, None
-    from cli.serve import load_policy
+    from rocket_cli.serve import load_policy
     from rocket_core.eval.server import PolicyServer
 
     if policy and policy.startswith("replay:"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 from rocket_core.errors import RocketError
 
 MANIFEST = "manifest.json"
@@ -118,7 +118,7 @@ def _step(ckpt: Path) -> int:
 
 def _hf_config(spec: Any, dest: Path) -> dict[str, Any]:
     """config.json of the base model (a preset's own for tiny models); tokenizer files are copied beside it."""
-    from plugins.vla.openvla.options import DEFAULT_CHECKPOINT, PRESETS
+    from rocket_plugins.vla.openvla.options import DEFAULT_CHECKPOINT, PRESETS
     from rocket_core.hub import resolve_weights
 
     if spec.vla.preset is not None:

@@ -7,7 +7,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_file
 from rocket_core.registry import get_registry

@@ -30,22 +30,22 @@ from rocket_core.registry import (
 
 # command -> (module whose `register(app)` adds it, summary for `rocket --help`), in listing order.
 BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
-    "plugins": ("cli.plugins_cmd", "List installed VLAs, teachers, projectors, benchmarks and their problems."),
-    "select-layers": ("cli.layers", "Pick K evenly spread layer pairs with the balanced rule."),
-    "recipes": ("cli.align", "List the paper recipes usable with `rocket align --recipe NAME`."),
-    "align": ("cli.align", "Align a VLA's hidden states to a frozen 3D teacher at several layers at once."),
-    "cache": ("cli.cache", "Teacher-feature cache (targets computed once, read during training)."),
-    "profile": ("cli.profile", "Layer CKA, gradient conflict, projector similarity; JSON + PNG."),
-    "teacher": ("cli.teacher", "Look at what a teacher predicts, to check that its weights are sane."),
-    "pull": ("cli.pull", "Download weights into the Hugging Face cache; later runs work offline."),
-    "push": ("cli.push", "Upload a checkpoint to the Hugging Face Hub with a generated model card."),
-    "serve": ("cli.serve", "Serve a policy over websockets (observation -> action chunk)."),
-    "eval": ("cli.eval", "Evaluate a policy on a benchmark with the protocol pinned."),
-    "doctor": ("cli.doctor", "Check what works on this machine, and how to fix what does not."),
-    "data": ("cli.data", "Inspect a LeRobot dataset: format, features, statistics, task groups, key mapping."),
-    "export": ("cli.export", "Write a checkpoint as an OpenVLA-OFT folder (merged LoRA) with its conventions."),
+    "plugins": ("rocket_cli.plugins_cmd", "List installed VLAs, teachers, projectors, benchmarks and their problems."),
+    "select-layers": ("rocket_cli.layers", "Pick K evenly spread layer pairs with the balanced rule."),
+    "recipes": ("rocket_cli.align", "List the paper recipes usable with `rocket align --recipe NAME`."),
+    "align": ("rocket_cli.align", "Align a VLA's hidden states to a frozen 3D teacher at several layers at once."),
+    "cache": ("rocket_cli.cache", "Teacher-feature cache (targets computed once, read during training)."),
+    "profile": ("rocket_cli.profile", "Layer CKA, gradient conflict, projector similarity; JSON + PNG."),
+    "teacher": ("rocket_cli.teacher", "Look at what a teacher predicts, to check that its weights are sane."),
+    "pull": ("rocket_cli.pull", "Download weights into the Hugging Face cache; later runs work offline."),
+    "push": ("rocket_cli.push", "Upload a checkpoint to the Hugging Face Hub with a generated model card."),
+    "serve": ("rocket_cli.serve", "Serve a policy over websockets (observation -> action chunk)."),
+    "eval": ("rocket_cli.eval", "Evaluate a policy on a benchmark with the protocol pinned."),
+    "doctor": ("rocket_cli.doctor", "Check what works on this machine, and how to fix what does not."),
+    "data": ("rocket_cli.data", "Inspect a LeRobot dataset: format, features, statistics, task groups, key mapping."),
+    "export": ("rocket_cli.export", "Write a checkpoint as an OpenVLA-OFT folder (merged LoRA) with its conventions."),
 }
-PLUGIN_PANEL = "Commands from plugins"
+PLUGIN_PANEL = "Commands from rocket_plugins"
 HEAVY_MODULES = ("torch", "transformers")  # what a command module must not import when loaded
 
 
@@ -67,7 +67,7 @@ class RocketGroup(TyperGroup):
             self._load(BUILTIN_COMMANDS[args[0]][0])
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None and any(a in ctx.help_option_names for a in rest):
-            from cli.common import live_help
+            from rocket_cli.common import live_help
 
             live_help(command)
         return name, command, rest

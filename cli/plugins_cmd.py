@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.markup import escape
 from rich.text import Text
 
-from cli.common import console, err_console, handle_errors
+from rocket_cli.common import console, err_console, handle_errors
 from rocket_core.errors import RocketError
 from rocket_core.registry import PluginRecord, get_registry
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import typer
 from rich.table import Table
 
-from cli.common import (
+from rocket_cli.common import (
     DEFAULT_PLUGINS,
     ConfigOpt,
     DataOpt,

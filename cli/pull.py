@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 from rocket_core.errors import RocketError
 from rocket_core.hub import as_repo_id, snapshot
 from rocket_core.registry import get_registry

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 from rocket_core.errors import RocketError
 
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, handle_errors
+from rocket_cli.common import console, handle_errors
 from rocket_core.paths import check_output_file
 from rocket_core.registry import get_registry
 from rocket_core.specs import TeacherSpec

@@ -19,7 +19,7 @@ class Recipe:
 
 
 def _files() -> dict[str, Any]:
-    return {f.name.removesuffix(".yaml"): f for f in resources.files("recipes").iterdir() if f.name.endswith(".yaml")}
+    return {f.name.removesuffix(".yaml"): f for f in resources.files("rocket_recipes").iterdir() if f.name.endswith(".yaml")}
 
 
 def list_recipes() -> list[Recipe]:

@@ -1,7 +1,7 @@
 """Plugin discovery: built-ins and third-party packages alike come through entry points.
 
 Group `rocket` holds plugin modules (VLAs, teachers, projectors, benchmarks); group `rocket.commands` holds
-light modules that add CLI commands (loaded by `cli.main`). A broken package never takes the CLI down: an
+light modules that add CLI commands (loaded by `rocket_cli.main`). A broken package never takes the CLI down: an
 import error, a raising hook, an unknown hook name, a class that is not an adapter of its kind and a name
 that two packages claim are each recorded as a `Problem` naming the package (`rocket plugins` lists them),
 and everything else keeps working. Only *using* a name that two packages claim fails, naming both.
@@ -79,7 +79,7 @@ class CommandModule:
 
 @dataclass
 class CommandPlugins:
-    """What `cli.main` loaded from `rocket.commands`, kept here so the registry can list it."""
+    """What `rocket_cli.main` loaded from `rocket.commands`, kept here so the registry can list it."""
 
     modules: list[CommandModule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -252,7 +252,7 @@ _CACHED: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use; it also lists what `cli.main` loaded as commands."""
+    """The process-wide registry, built on first use; it also lists what `rocket_cli.main` loaded as commands."""
     global _CACHED
     if _CACHED is None:
         _CACHED = load_registry()

@@ -45,7 +45,7 @@ BROKEN_DISTS: dict[str, tuple[dict[str, dict[str, str]], dict[str, str], str]] =
         {"rocket": {"dup": "thirdparty_dup"}},
         {"thirdparty_dup": """
             from rocket_core import hookimpl
-            from plugins.projectors.builtin import SharedProjector
+            from rocket_plugins.projectors.builtin import SharedProjector
 
             class MySharedProjector(SharedProjector):
                 description = "a second 'shared'"
@@ -55,7 +55,7 @@ BROKEN_DISTS: dict[str, tuple[dict[str, dict[str, str]], dict[str, str], str]] =
                 register(MySharedProjector)
             """},
         "rocket-duplicate (thirdparty_dup): projector name 'shared' is also registered by built-in "
-        "(plugins.projectors.builtin); using it fails until one of them is renamed or uninstalled",
+        "(rocket_plugins.projectors.builtin); using it fails until one of them is renamed or uninstalled",
     ),
     "rocket-not-adapter": (
         {"rocket": {"notadapter": "thirdparty_notadapter"}},

@@ -36,7 +36,7 @@ class LiberoBenchmark(BenchmarkAdapter):
     name = "libero"
     description = "LIBERO spatial/object/goal/10/90 (MuJoCo, headless), OpenVLA-OFT and openpi protocols"
     suites: ClassVar[tuple[str, ...]] = tuple(LIBERO_MAX_STEPS)
-    sim_module = "plugins.benchmarks.libero_sim"
+    sim_module = "rocket_plugins.benchmarks.libero_sim"
     env_name: ClassVar[str | None] = "libero"
     packages: ClassVar[tuple[str, ...]] = LIBERO_PACKAGES
     versions: ClassVar[tuple[str, ...]] = VERSIONS

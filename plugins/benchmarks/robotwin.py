@@ -61,7 +61,7 @@ class RoboTwinBenchmark(BenchmarkAdapter):
     name = "robotwin"
     description = "RoboTwin 2.0: 50 dual-arm tasks (SAPIEN, needs a Vulkan GPU), clean and randomized"
     suites: ClassVar[tuple[str, ...]] = ("clean", "randomized")
-    sim_module = "plugins.benchmarks.robotwin_sim"
+    sim_module = "rocket_plugins.benchmarks.robotwin_sim"
     env_name: ClassVar[str | None] = "robotwin"
 
     @classmethod

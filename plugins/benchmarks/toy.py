@@ -12,7 +12,7 @@ class ToyBenchmark(BenchmarkAdapter):
     name = "toy"
     description = "Simulator-free point reaching (tests, smoke checks of rocket serve); no physics"
     suites: ClassVar[tuple[str, ...]] = ("reach",)
-    sim_module = "plugins.benchmarks.toy_sim"
+    sim_module = "rocket_plugins.benchmarks.toy_sim"
 
     @classmethod
     def protocol(cls, suite: str, family: str) -> Protocol:

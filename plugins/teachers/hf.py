@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from plugins.teachers.options import check_options
+from rocket_plugins.teachers.options import check_options
 from rocket_core import hookimpl
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PretrainedConfig, PreTrainedModel
 
-    from plugins.teachers.hf_model import FrozenDinoFamily
+    from rocket_plugins.teachers.hf_model import FrozenDinoFamily
 
 _TINY_VIT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=56, patch_size=14)
 
@@ -91,7 +91,7 @@ class _DinoFamilyTeacher(TeacherAdapter):
     def build(cls, spec: TeacherSpec) -> FrozenDinoFamily:
         import torch
 
-        from plugins.teachers.hf_model import FrozenDinoFamily
+        from rocket_plugins.teachers.hf_model import FrozenDinoFamily
         from rocket_core.hub import resolve_weights
 
         resize = check_options(cls.name, spec.options)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from plugins.teachers.common import FrozenTeacher
+from rocket_plugins.teachers.common import FrozenTeacher
 from rocket_core.contracts import TeacherInfo
 from rocket_core.vision import normalize
 

@@ -1,6 +1,6 @@
 """A simulator worker: runs episodes for `rocket eval`, in the benchmark's own Python environment.
 
-    python -m rocket_core.eval.worker --sim plugins.benchmarks.libero.sim --url ws://127.0.0.1:8000
+    python -m rocket_core.eval.worker --sim rocket_plugins.benchmarks.libero.sim --url ws://127.0.0.1:8000
     python -m rocket_core.eval.worker --sim ... --list SUITE --protocol '{...}'
 
 Reads one JSON job per stdin line (`{"suite", "task", "episode", "protocol", "video": path|null,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _rocket(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "rocket_cli", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_tiny_default_trains_and_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ STEPS = 10
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
+    return [sys.executable, "-m", "rocket_cli", *args]
 
 
 def _records(run: Path) -> list[dict]:

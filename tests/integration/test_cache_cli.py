@@ -11,10 +11,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-import plugins.projectors.builtin as builtin_projectors
+import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
 import tests.toy_plugins as toy
-from cli.cache import register
+from rocket_cli.cache import register
 from rocket_core.data import VLADataset
 from rocket_core.engine import plan_run
 from rocket_core.registry import Registry
@@ -30,7 +30,7 @@ Usage = namedtuple("Usage", "total used free")
 def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     reg = Registry()
     reg.register_module(toy, "toy (tests.toy_plugins)")
-    reg.register_module(builtin_projectors, "built-in (plugins.projectors.builtin)")
+    reg.register_module(builtin_projectors, "built-in (rocket_plugins.projectors.builtin)")
     monkeypatch.setattr(registry_module, "_CACHED", reg)
     local = typer.Typer()
     register(local)

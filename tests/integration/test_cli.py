@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import plugins.projectors.builtin as builtin_projectors
+import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
 import tests.toy_plugins as toy
-from cli.main import app
+from rocket_cli.main import app
 from rocket_core.registry import Registry
 
 runner = CliRunner()
@@ -23,14 +23,14 @@ runner = CliRunner()
 def toy_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
     reg = Registry()
     reg.register_module(toy, "toy (tests.toy_plugins)")
-    reg.register_module(builtin_projectors, "built-in (plugins.projectors.builtin)")
+    reg.register_module(builtin_projectors, "built-in (rocket_plugins.projectors.builtin)")
     monkeypatch.setattr(registry_module, "_CACHED", reg)
     return reg
 
 
 def _rocket(*args: str) -> subprocess.CompletedProcess[str]:
     """The installed console script, as a user runs it (a fresh process: real entry-point discovery)."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "rocket_cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_plugins_json_lists_projector_strategies() -> None:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _rocket(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "rocket_cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def _obs(seed: int = 0) -> dict:
@@ -72,8 +72,8 @@ def test_export_then_serve_reproduces_the_run(run_dir: Path, tmp_path: Path) -> 
 def _reference_folder(root: Path) -> tuple[Path, dict]:
     """A folder shaped like a published OFT/ROCKET checkpoint: merged tiny model, DDP-prefixed .pt parts,
     per-suite statistics with the gripper masked out, no conventions.json, no manifest."""
-    from plugins.vla.openvla.adapter import OpenVLAAdapter
-    from plugins.vla.openvla.options import PRESETS
+    from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
+    from rocket_plugins.vla.openvla.options import PRESETS
     from rocket_core.specs import VLASpec
 
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.benchmarks.libero import LiberoBenchmark
+from rocket_plugins.benchmarks.libero import LiberoBenchmark
 from rocket_core.eval.client import wait_healthy
 from rocket_core.eval.video import count_frames
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.benchmarks.libero_plus import LiberoPlusBenchmark
+from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import serve_callable
 
@@ -27,7 +27,7 @@ def plus_env() -> None:
     if not env.ready():
         if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
             pytest.skip(f"LIBERO-Plus is not set up ({env.path}); run: rocket eval --setup libero_plus")
-        code = ("from plugins.benchmarks.libero_plus import LiberoPlusBenchmark as B\n"
+        code = ("from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark as B\n"
                 "from rocket_core.eval.envs import system_installs\n"
                 "with system_installs(True): B.setup()")  # CI agrees to the system packages (--yes)
         res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=1800)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import rocket_core.registry as registry_module
-from cli.main import app
+from rocket_cli.main import app
 from tests.fake_dist import BROKEN_DISTS, fake_dist
 from tests.unit.test_registry import HELLO
 
@@ -44,14 +44,14 @@ def test_each_broken_package_leaves_plugins_and_a_builtin_dry_run_working(
 
 
 def test_installed_packages_in_a_fresh_process(tmp_path: Path) -> None:
-    """All five broken packages and one command package at once, through `python -m cli` as a user runs it."""
+    """All five broken packages and one command package at once, through `python -m rocket_cli` as a user runs it."""
     for dist, (entry_points, modules, _) in BROKEN_DISTS.items():
         fake_dist(tmp_path, dist, entry_points, modules)
     fake_dist(tmp_path, "rocket-hello", {"rocket.commands": {"hello": "thirdparty_hello"}}, {"thirdparty_hello": HELLO})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "COLUMNS": "80"}
 
     def rocket(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env,
+        return subprocess.run([sys.executable, "-m", "rocket_cli", *args], capture_output=True, text=True, env=env,
                               timeout=300, cwd=tmp_path)
 
     listing = rocket("plugins")
@@ -60,7 +60,7 @@ def test_installed_packages_in_a_fresh_process(tmp_path: Path) -> None:
     assert any(line.split()[:3] == ["command", "hello", "rocket-hello"] for line in listing.stdout.splitlines())
 
     helped = rocket("--help")
-    assert helped.returncode == 0 and "Commands from plugins" in helped.stdout
+    assert helped.returncode == 0 and "Commands from rocket_plugins" in helped.stdout
     assert "Greet someone, from a plugin." in helped.stdout
     hello = rocket("hello", "--name", "rocket")
     assert (hello.returncode, hello.stdout) == (0, "hello rocket\n"), hello.stderr
@@ -70,5 +70,5 @@ def test_installed_packages_in_a_fresh_process(tmp_path: Path) -> None:
     ambiguous = rocket(*DRY_RUN, "--projector", "shared")
     assert ambiguous.returncode == 2
     assert ambiguous.stderr.strip().splitlines() == [
-        "error: projector plugin 'shared' is ambiguous: it is registered by built-in (plugins.projectors.builtin) "
+        "error: projector plugin 'shared' is ambiguous: it is registered by built-in (rocket_plugins.projectors.builtin) "
         "and by rocket-duplicate (thirdparty_dup); uninstall or rename one of them"]

@@ -10,8 +10,8 @@ import typer
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from cli import profile as profile_cli
-from cli.main import app as rocket_app
+from rocket_cli import profile as profile_cli
+from rocket_cli.main import app as rocket_app
 from rocket_core.analysis import plots
 from rocket_core.select.layermap import read_layer_map
 

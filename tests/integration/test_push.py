@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import rocket_core.registry as registry_module
-from cli.main import app
+from rocket_cli.main import app
 from rocket_core.engine import plan_run
 from rocket_core.publish import build_push_folder
 from rocket_core.train.trainer import Trainer

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
+from rocket_cli.main import app
 from rocket_core.recipes import load_recipe
 
 
@@ -32,7 +32,7 @@ def test_pi05_libero_recipe_matches_the_reference() -> None:
 
 
 def test_pi05_without_state_input_prompts_the_task_only() -> None:
-    from plugins.vla.pi05 import Pi05Adapter
+    from rocket_plugins.vla.pi05 import Pi05Adapter
     from rocket_core.specs import VLASpec
 
     batch = {"task": ["pick_up the\nbowl"], "state": torch.zeros(1, 8)}
@@ -42,7 +42,7 @@ def test_pi05_without_state_input_prompts_the_task_only() -> None:
 
 
 def test_openvla_proprio_projector_can_stay_fp32_in_a_bf16_model() -> None:
-    from plugins.vla.openvla.adapter import OpenVLAAdapter
+    from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
     from rocket_core.specs import VLASpec
 
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("align") / "run"
-    cmd = [sys.executable, "-m", "cli", "align", "--vla", "openvla", "--teacher", "vggt", "--preset", "tiny",
+    cmd = [sys.executable, "-m", "rocket_cli", "align", "--vla", "openvla", "--teacher", "vggt", "--preset", "tiny",
            "-o", str(out), "--max-steps", "1"]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -64,8 +64,8 @@ def _free_port() -> int:
 
 def test_rocket_serve_cli_answers_observations(tiny_run: Path) -> None:
     port = _free_port()
-    # cli.main may not register `serve` yet: a local app with the command module
-    code = ("import sys, typer; from cli import serve; app = typer.Typer(); serve.register(app)\n"
+    # rocket_cli.main may not register `serve` yet: a local app with the command module
+    code = ("import sys, typer; from rocket_cli import serve; app = typer.Typer(); serve.register(app)\n"
             "@app.callback()\ndef _c(): pass\napp()")
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--checkpoint", str(tiny_run), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli import pull, teacher
+from rocket_cli import pull, teacher
 from tests.conftest import SHARED_FIXTURES, fixture_dir
 
 FIXTURE = fixture_dir("ROCKET_VGGT_FIXTURE", SHARED_FIXTURES / "vggt" / "tiny")

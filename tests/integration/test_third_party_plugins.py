@@ -14,9 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import plugins.projectors.builtin as builtin_projectors
+import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
-from cli.main import app
+from rocket_cli.main import app
 from rocket_core import hookspecs
 from rocket_core.registry import Registry
 
@@ -44,7 +44,7 @@ def doc_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     import my_rocket_plugins
 
     reg = Registry()
-    reg.register_module(builtin_projectors, "built-in (plugins.projectors.builtin)")
+    reg.register_module(builtin_projectors, "built-in (rocket_plugins.projectors.builtin)")
     reg.register_module(my_rocket_plugins, "docs/plugins.md example")
     monkeypatch.setattr(registry_module, "_CACHED", reg)
     yield reg
@@ -92,7 +92,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _rocket(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "rocket_cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=600)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import plugins.projectors.builtin as builtin_projectors  # noqa: E402
+import rocket_plugins.projectors.builtin as builtin_projectors  # noqa: E402
 import tests.toy_plugins as toy  # noqa: E402
 from rocket_core.engine import plan_run  # noqa: E402
 from rocket_core.registry import Registry  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
+from rocket_plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
 from tests.conftest import SHARED_FIXTURES, fixture_dir
 
 FIXTURE = fixture_dir("ROCKET_OPENVLA_FIXTURE", SHARED_FIXTURES / "openvla" / "tiny")

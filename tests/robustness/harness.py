@@ -27,7 +27,7 @@ class Case:
 
 def run_rocket(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run `rocket ARGS` in-process (fast: torch is imported once) and return (exit code, stdout + stderr)."""
-    from cli.main import app
+    from rocket_cli.main import app
 
     old = Path.cwd()
     try:

@@ -172,7 +172,7 @@ def test_read_only_check_without_root(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_error_lines_keep_brackets() -> None:
     """Messages quote shapes and user input verbatim: rich markup in them must not vanish."""
-    import cli.common as common
+    import rocket_cli.common as common
 
     with common.err_console.capture() as captured:
         common.fail("expected [height, width, 3] but got [bold]x[/bold]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
+from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool

@@ -378,7 +378,7 @@ def test_on_augment_teacher_falls_back_to_the_live_teacher(tmp_path: Path, teach
 
 
 def test_vggt_tiny_fill_then_hit(tmp_path: Path) -> None:
-    from plugins.teachers.vggt import VGGTTeacher
+    from rocket_plugins.teachers.vggt import VGGTTeacher
 
     spec = TeacherSpec(name="vggt", preset="tiny")
     info = VGGTTeacher.info(spec)

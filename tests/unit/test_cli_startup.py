@@ -1,4 +1,4 @@
-"""The CLI starts without torch: importing `cli.main`, `rocket --help` and `rocket X --help` (issue 15).
+"""The CLI starts without torch: importing `rocket_cli.main`, `rocket --help` and `rocket X --help` (issue 15).
 
 Each probe runs in a fresh interpreter and reports which heavy packages ended up in `sys.modules`.
 """
@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import BUILTIN_COMMANDS
+from rocket_cli.main import BUILTIN_COMMANDS
 from tests.fake_dist import fake_dist
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import contextlib, io, sys
 if sys.argv[1:]:
-    from cli.main import app
+    from rocket_cli.main import app
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             app(sys.argv[1:])
         except SystemExit as exc:
             assert not exc.code, f"exit {exc.code}"
 else:
-    import cli.main
+    import rocket_cli.main
 print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers"})))
 """
 def heavy_modules(*args: str) -> str:
@@ -70,7 +70,7 @@ def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None
             pass
         """})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
-    probe = "import cli.main; from rocket_core.registry import COMMANDS; print([p.line() for p in COMMANDS.problems])"
+    probe = "import rocket_cli.main; from rocket_core.registry import COMMANDS; print([p.line() for p in COMMANDS.problems])"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str([

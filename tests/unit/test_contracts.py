@@ -13,11 +13,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner
 
-import plugins.projectors.builtin as builtin_projectors
+import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
 import tests.toy_plugins as toy
-from cli.main import app
-from plugins.projectors.builtin import RocketProjector
+from rocket_cli.main import app
+from rocket_plugins.projectors.builtin import RocketProjector
 from rocket_core import hookimpl
 from rocket_core.contract_check import check_plugin
 from rocket_core.contracts import VLAInfo, VLAOutput
@@ -51,8 +51,8 @@ def test_the_core_imports_no_plugin() -> None:
 
 def test_the_import_walk_sees_nested_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from plugins.vla import openvla\n    import plugins.teachers\n")
-    assert [name for _, name in _imported_modules(bad)] == ["plugins.vla", "plugins.teachers"]
+    bad.write_text("def f():\n    from rocket_plugins.vla import openvla\n    import rocket_plugins.teachers\n")
+    assert [name for _, name in _imported_modules(bad)] == ["rocket_plugins.vla", "rocket_plugins.teachers"]
 
 
 def test_builtin_plugin_modules_import_without_torch() -> None:
@@ -60,8 +60,8 @@ def test_builtin_plugin_modules_import_without_torch() -> None:
     from importlib.metadata import entry_points
 
     modules = sorted({ep.value for ep in entry_points(group="rocket")} | {
-        "plugins.vla.openvla", "plugins.vla.pi0", "plugins.vla.pi05", "plugins.teachers.vggt", "plugins.teachers.hf",
-        "plugins.projectors.builtin", "plugins.benchmarks.plugin"})
+        "rocket_plugins.vla.openvla", "rocket_plugins.vla.pi0", "rocket_plugins.vla.pi05", "rocket_plugins.teachers.vggt", "rocket_plugins.teachers.hf",
+        "rocket_plugins.projectors.builtin", "rocket_plugins.benchmarks.plugin"})
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "from rocket_core.registry import load_registry\n"
@@ -73,9 +73,9 @@ def test_builtin_plugin_modules_import_without_torch() -> None:
 
 
 def test_eval_family_comes_from_the_plugin() -> None:
-    from plugins.vla.openvla import OpenVLAAdapter
-    from plugins.vla.pi0 import Pi0Adapter
-    from plugins.vla.pi05 import Pi05Adapter
+    from rocket_plugins.vla.openvla import OpenVLAAdapter
+    from rocket_plugins.vla.pi0 import Pi0Adapter
+    from rocket_plugins.vla.pi05 import Pi05Adapter
 
     assert OpenVLAAdapter.info(VLASpec(name="openvla", preset="tiny")).eval_family == "openvla-oft"
     for adapter in (Pi0Adapter, Pi05Adapter):
@@ -143,7 +143,7 @@ class _WrongVLAs:
 def wrong_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
     reg = Registry()
     reg.register_module(toy, "toy (tests.toy_plugins)")
-    reg.register_module(builtin_projectors, "built-in (plugins.projectors.builtin)")
+    reg.register_module(builtin_projectors, "built-in (rocket_plugins.projectors.builtin)")
     reg.register_module(_WrongVLAs(), "wrong (tests.unit.test_contracts)")
     monkeypatch.setattr(registry_module, "_CACHED", reg)
     return reg

@@ -47,7 +47,7 @@ def test_protocol_from_conventions_lists_each_change_with_its_reason() -> None:
         "action": {"q01": [0.0] * 7, "q99": [1.0] * 7}}}).model_dump(mode="json"))
     assert same == preset and none == {}  # a single-suite OFT folder is what the OFT preset assumes
     assert apply_conventions(preset, None) == (preset, {})
-    from plugins.benchmarks.robotwin import RoboTwinBenchmark
+    from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark
 
     twin = RoboTwinBenchmark.protocol("clean", "openpi")
     kept, _ = apply_conventions(twin, raw.model_copy(update={"gripper": detect_gripper(0, 1)}).model_dump(mode="json"))

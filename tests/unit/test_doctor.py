@@ -6,13 +6,13 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from cli import doctor
+from rocket_cli import doctor
 import pytest
 
 from rocket_core.eval import doctor as doctor_mod
 from rocket_core.eval.doctor import probe_egl, probe_osmesa, probe_vulkan, run_checks
-from plugins.benchmarks.robotwin import RoboTwinBenchmark
-from plugins.benchmarks.toy import ToyBenchmark
+from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark
+from rocket_plugins.benchmarks.toy import ToyBenchmark
 
 
 def test_probes_return_results_not_fixed_text() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins.benchmarks.robotwin import RoboTwinBenchmark, runtime_requirements
-from plugins.benchmarks.robotwin_sim import QPOS_DIM, policy_observation, to_qpos_action
+from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark, runtime_requirements
+from rocket_plugins.benchmarks.robotwin_sim import QPOS_DIM, policy_observation, to_qpos_action
 
 REQUIRES = ["gymnasium==0.29.1", "torch==2.8.0", "numpy==1.26.4",
             'sapien==3.0.0b1; platform_system == "Linux" and platform_machine == "x86_64"', "toppra==0.6.3"]

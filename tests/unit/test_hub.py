@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from plugins.teachers.vggt import VGGTTeacher
+from rocket_plugins.teachers.vggt import VGGTTeacher
 from rocket_core.errors import RocketError
 from rocket_core.hub import find_weights_file, load_state_dict, resolve_weights
 from rocket_core.specs import TeacherSpec

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from plugins.benchmarks.libero_plus import DIMENSIONS, LiberoPlusBenchmark
-from plugins.benchmarks.libero_plus_sim import dimension, skip_reason
-from plugins.benchmarks.toy import ToyBenchmark
+from rocket_plugins.benchmarks.libero_plus import DIMENSIONS, LiberoPlusBenchmark
+from rocket_plugins.benchmarks.libero_plus_sim import dimension, skip_reason
+from rocket_plugins.benchmarks.toy import ToyBenchmark
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import serve_callable
 

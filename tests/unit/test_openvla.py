@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from plugins.projectors.builtin import RocketProjector
-from plugins.vla.openvla import OpenVLAAdapter
-from plugins.vla.openvla import processor as proc
-from plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
-from plugins.vla.openvla.options import OPENVLA_7B_CONFIG, TINY_CONFIG, OpenVLAOptions
-from plugins.vla.openvla.policy import OpenVLAPolicy
-from plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
+from rocket_plugins.projectors.builtin import RocketProjector
+from rocket_plugins.vla.openvla import OpenVLAAdapter
+from rocket_plugins.vla.openvla import processor as proc
+from rocket_plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
+from rocket_plugins.vla.openvla.options import OPENVLA_7B_CONFIG, TINY_CONFIG, OpenVLAOptions
+from rocket_plugins.vla.openvla.policy import OpenVLAPolicy
+from rocket_plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
 from rocket_core.align.head import AlignmentHead
 from rocket_core.errors import RocketError
 from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec

@@ -6,13 +6,13 @@ from typing import Sequence
 import pytest
 import torch
 
-from plugins.projectors.builtin import RocketProjector
-from plugins.vla.paligemma.config import LORA_LEAVES, TINY_ARCH
-from plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
-from plugins.vla.paligemma.preprocess import pad_last, preprocess_images
-from plugins.vla.paligemma.tokenizer import load_tokenizer
-from plugins.vla.pi0 import Pi0Adapter
-from plugins.vla.pi05 import Pi05Adapter
+from rocket_plugins.projectors.builtin import RocketProjector
+from rocket_plugins.vla.paligemma.config import LORA_LEAVES, TINY_ARCH
+from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
+from rocket_plugins.vla.paligemma.preprocess import pad_last, preprocess_images
+from rocket_plugins.vla.paligemma.tokenizer import load_tokenizer
+from rocket_plugins.vla.pi0 import Pi0Adapter
+from rocket_plugins.vla.pi05 import Pi05Adapter
 from rocket_core.align.head import AlignmentHead
 from rocket_core.contracts import Batch
 from rocket_core.errors import RocketError
@@ -231,7 +231,7 @@ def test_lora_mode_trains_adapters_and_the_small_modules(name: str) -> None:
 
 def test_lerobot_config_gives_the_real_sizes() -> None:
     """A LeRobot config.json names variants (gemma_2b / gemma_300m); the policy fields come along."""
-    from plugins.vla.paligemma.config import GEMMA_2B, GEMMA_300M, arch_from_config
+    from rocket_plugins.vla.paligemma.config import GEMMA_2B, GEMMA_300M, arch_from_config
 
     data = {"type": "pi05", "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
             "chunk_size": 10, "max_state_dim": 16, "max_action_dim": 16, "num_inference_steps": 4}

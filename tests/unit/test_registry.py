@@ -8,9 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import plugins.projectors.builtin as builtin_projectors
+import rocket_plugins.projectors.builtin as builtin_projectors
 import tests.toy_plugins as toy
-from cli.main import BUILTIN_COMMANDS, PLUGIN_PANEL, load_plugin_commands
+from rocket_cli.main import BUILTIN_COMMANDS, PLUGIN_PANEL, load_plugin_commands
 from rocket_core import hookimpl
 from rocket_core.errors import RocketError
 from rocket_core.registry import COMMANDS, Registry, load_registry
@@ -69,10 +69,10 @@ def test_an_ambiguous_name_fails_only_when_used_naming_both_packages(site: Path)
     with pytest.raises(RocketError) as err:
         reg.get("projector", "shared")
     assert str(err.value) == (
-        "projector plugin 'shared' is ambiguous: it is registered by built-in (plugins.projectors.builtin) and by "
+        "projector plugin 'shared' is ambiguous: it is registered by built-in (rocket_plugins.projectors.builtin) and by "
         "rocket-duplicate (thirdparty_dup); uninstall or rename one of them")
     assert [r.source for r in reg.records() if r.name == "shared"] == [
-        "built-in (plugins.projectors.builtin)", "rocket-duplicate (thirdparty_dup)"]
+        "built-in (rocket_plugins.projectors.builtin)", "rocket-duplicate (thirdparty_dup)"]
 
 
 def test_unknown_name_lists_available() -> None:
@@ -190,6 +190,6 @@ def test_builtin_command_table_matches_the_modules() -> None:
         for name in typer.main.get_group(holder).commands:
             declared[name] = module
     assert declared == {name: module for name, (module, _) in BUILTIN_COMMANDS.items()}
-    on_disk = {f"cli.{p.stem}" for p in Path(__file__).parents[2].joinpath("cli").glob("*.py")
+    on_disk = {f"rocket_cli.{p.stem}" for p in Path(__file__).parents[2].joinpath("cli").glob("*.py")
                if "\ndef register(app" in p.read_text()}
-    assert on_disk == set(declared.values()), "a command module is missing from cli.main.BUILTIN_COMMANDS"
+    assert on_disk == set(declared.values()), "a command module is missing from rocket_cli.main.BUILTIN_COMMANDS"

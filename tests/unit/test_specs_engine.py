@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import plugins.projectors.builtin as builtin_projectors
+import rocket_plugins.projectors.builtin as builtin_projectors
 import tests.toy_plugins as toy
 from rocket_core.engine import plan_run
 from rocket_core.errors import RocketError

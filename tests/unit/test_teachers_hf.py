@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plugins.teachers.hf import DepthAnythingTeacher, DINOv2Teacher
+from rocket_plugins.teachers.hf import DepthAnythingTeacher, DINOv2Teacher
 from rocket_core.errors import RocketError
 from rocket_core.registry import load_registry
 from rocket_core.specs import TeacherSpec

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from plugins.teachers.vggt.adapter import VGGTTeacher
+from rocket_plugins.teachers.vggt.adapter import VGGTTeacher
 from rocket_core import hookimpl
 
 __all__ = ["VGGTTeacher", "register_teachers"]

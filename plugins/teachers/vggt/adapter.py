@@ -9,14 +9,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
-from plugins.teachers.options import check_options
-from plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
+from rocket_plugins.teachers.options import check_options
+from rocket_plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
     from rocket_core.specs import TeacherSpec
-    from plugins.teachers.vggt.teacher import FrozenVGGT
+    from rocket_plugins.teachers.vggt.teacher import FrozenVGGT
 
 
 def resolve_config(spec: TeacherSpec) -> VGGTConfig:
@@ -61,7 +61,7 @@ class VGGTTeacher(TeacherAdapter):
     @classmethod
     def build(cls, spec: TeacherSpec, heads: bool = False) -> FrozenVGGT:
         """Feature-only by default (the heads' weights are then never read); `heads=True` for previews."""
-        from plugins.teachers.vggt.teacher import FrozenVGGT, build_model
+        from rocket_plugins.teachers.vggt.teacher import FrozenVGGT, build_model
 
         resize = check_options(cls.name, spec.options)
         model = build_model(spec, heads, cls.default_checkpoint, cls.weight_patterns)
@@ -70,7 +70,7 @@ class VGGTTeacher(TeacherAdapter):
     @classmethod
     def preview(cls, spec: TeacherSpec, images: Sequence[Path], output: Path) -> None:
         """Inputs next to the predicted depth and confidence, one row per image."""
-        from plugins.teachers.preview import load_images, render
+        from rocket_plugins.teachers.preview import load_images, render
 
         frames = load_images(list(images))
         pred = cls.build(spec, heads=True).predict(frames)

@@ -9,9 +9,9 @@ from typing import Any, Collection, Sequence
 
 import torch
 
-from plugins.teachers.common import FrozenTeacher
-from plugins.teachers.vggt.adapter import resolve_config
-from plugins.teachers.vggt.model import VGGT
+from rocket_plugins.teachers.common import FrozenTeacher
+from rocket_plugins.teachers.vggt.adapter import resolve_config
+from rocket_plugins.teachers.vggt.model import VGGT
 from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
 from rocket_core.hub import check_keys, find_weights_file, load_state_dict, resolve_weights

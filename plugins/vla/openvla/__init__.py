@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from plugins.vla.openvla.adapter import OpenVLAAdapter
+from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
 from rocket_core import hookimpl
 
 __all__ = ["OpenVLAAdapter"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
+from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
 from rocket_core.contracts import VLAAdapter, VLAInfo
 
 if TYPE_CHECKING:
     from rocket_core.specs import VLASpec
-    from plugins.vla.openvla.modeling import OpenVLAConfig
-    from plugins.vla.openvla.policy import OpenVLAPolicy
+    from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
+    from rocket_plugins.vla.openvla.policy import OpenVLAPolicy
 
 
 class OpenVLAAdapter(VLAAdapter):
@@ -51,7 +51,7 @@ class OpenVLAAdapter(VLAAdapter):
 
     @classmethod
     def info(cls, spec: VLASpec) -> VLAInfo:
-        from plugins.vla.openvla.loading import model_config
+        from rocket_plugins.vla.openvla.loading import model_config
 
         opts = parse_options(spec)
         return cls.describe(model_config(spec, opts), opts)
@@ -59,6 +59,6 @@ class OpenVLAAdapter(VLAAdapter):
     @classmethod
     def build(cls, spec: VLASpec) -> OpenVLAPolicy:
         """The model, every parameter with `requires_grad` as created; `configure_training` decides what trains."""
-        from plugins.vla.openvla.loading import build
+        from rocket_plugins.vla.openvla.loading import build
 
         return build(spec, parse_options(spec))

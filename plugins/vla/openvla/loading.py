@@ -11,11 +11,11 @@ from typing import Any, Sequence
 
 import torch
 
-from plugins.vla.openvla import processor as proc
-from plugins.vla.openvla.modeling import OpenVLAConfig
-from plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, LORA_DIR, OPENVLA_7B_CONFIG, PRESETS, OpenVLAOptions
-from plugins.vla.openvla.policy import OpenVLAPolicy, upcast_lora
-from plugins.vla.openvla.weights import (
+from rocket_plugins.vla.openvla import processor as proc
+from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
+from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, LORA_DIR, OPENVLA_7B_CONFIG, PRESETS, OpenVLAOptions
+from rocket_plugins.vla.openvla.policy import OpenVLAPolicy, upcast_lora
+from rocket_plugins.vla.openvla.weights import (
     find_part_file,
     load_lora_adapter,
     load_openvla_weights,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
+from rocket_plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
 from rocket_core.errors import RocketError
 
 IGNORE_INDEX = -100

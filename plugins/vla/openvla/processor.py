@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
+from rocket_plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
 from rocket_core.errors import RocketError
 
 # Per fused ViT (DINOv2 first, then SigLIP): the normalisation its timm data config uses.

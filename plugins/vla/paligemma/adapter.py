@@ -4,12 +4,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, ClassVar
 
-from plugins.vla.paligemma.config import PALIGEMMA_TOKENIZER, PolicyOptions, arch_for, vla_info
+from rocket_plugins.vla.paligemma.config import PALIGEMMA_TOKENIZER, PolicyOptions, arch_for, vla_info
 from rocket_core.contracts import VLAAdapter, VLAInfo
 
 if TYPE_CHECKING:
     from rocket_core.specs import VLASpec
-    from plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
+    from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
 
 class PaliGemmaFlowAdapter(VLAAdapter):
     """`info` / `build` for both plugins; a subclass names its policy class, default checkpoint and tokenizer length."""

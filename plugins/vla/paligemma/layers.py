@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 
-from plugins.vla.paligemma.config import Arch
+from rocket_plugins.vla.paligemma.config import Arch
 
 # openpi/LeRobot's additive mask value: far below any score, yet leaves bf16 headroom (finfo.min would overflow).
 MASK_VALUE = -2.3819763e38

@@ -1,14 +1,14 @@
 """pi0 over transformers' native `PI0ForConditionalGeneration` (config, modules and LeRobot key conversion).
 
 The weights live in transformers' PI0 modules and load through its own `from_pretrained`, which maps
-LeRobot's pi0 key names. The forward is the shared joint VLM+expert loop of `plugins.vla.paligemma`, so the
+LeRobot's pi0 key names. The forward is the shared joint VLM+expert loop of `rocket_plugins.vla.paligemma`, so the
 per-layer prefix states come from the same pass as the action loss (docs/pi0.md explains why).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from plugins.vla.paligemma.adapter import PaliGemmaFlowAdapter
+from rocket_plugins.vla.paligemma.adapter import PaliGemmaFlowAdapter
 from rocket_core import hookimpl
 
 
@@ -17,7 +17,7 @@ class Pi0Adapter(PaliGemmaFlowAdapter):
 
     name = "pi0"
     description = "pi0 (LeRobot lerobot/pi0_base) on transformers' PI0, flow matching"
-    policy_class = "plugins.vla.pi0.model:Pi0Policy"
+    policy_class = "rocket_plugins.vla.pi0.model:Pi0Policy"
     default_checkpoint = "lerobot/pi0_base"
     normalization = "mean_std"  # openpi / LeRobot pi0: MEAN_STD state and actions
 

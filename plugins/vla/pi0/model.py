@@ -1,7 +1,7 @@
 """pi0 over transformers' native `PI0ForConditionalGeneration` (config, modules and LeRobot key conversion).
 
 The weights live in transformers' PI0 modules and load through its own `from_pretrained`, which maps
-LeRobot's pi0 key names. The forward is the shared joint VLM+expert loop of `plugins.vla.paligemma`, so the
+LeRobot's pi0 key names. The forward is the shared joint VLM+expert loop of `rocket_plugins.vla.paligemma`, so the
 per-layer prefix states come from the same pass as the action loss (docs/pi0.md explains why).
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PaliGemmaModel, PI0Config, PI0ForConditionalGeneration
 
-from plugins.vla.paligemma.config import Arch, PolicyOptions
-from plugins.vla.paligemma.layers import time_embedding
-from plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
+from rocket_plugins.vla.paligemma.config import Arch, PolicyOptions
+from rocket_plugins.vla.paligemma.layers import time_embedding
+from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
 from rocket_core.contracts import Batch, VLAInfo
 from rocket_core.errors import RocketError
 

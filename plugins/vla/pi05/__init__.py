@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from plugins.vla.paligemma.adapter import PaliGemmaFlowAdapter
+from rocket_plugins.vla.paligemma.adapter import PaliGemmaFlowAdapter
 from rocket_core import hookimpl
 
 
@@ -17,7 +17,7 @@ class Pi05Adapter(PaliGemmaFlowAdapter):
 
     name = "pi05"
     description = "pi0.5 (LeRobot lerobot/pi05_base), flow matching, native implementation"
-    policy_class = "plugins.vla.pi05.model:Pi05Policy"
+    policy_class = "rocket_plugins.vla.pi05.model:Pi05Policy"
     default_checkpoint = "lerobot/pi05_base"
     normalization = "quantile"  # openpi / LeRobot pi0.5: q01/q99 (QUANTILES); the state bins need [-1, 1]
 

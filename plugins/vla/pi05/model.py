@@ -15,9 +15,9 @@ from torch import nn
 from transformers import PaliGemmaModel
 from transformers.models.gemma.modeling_gemma import GemmaAttention, GemmaMLP
 
-from plugins.vla.paligemma.config import Arch, PolicyOptions
-from plugins.vla.paligemma.layers import AdaptiveRMSNorm, time_embedding
-from plugins.vla.paligemma.policy import PaliGemmaFlowPolicy, load_safetensors
+from rocket_plugins.vla.paligemma.config import Arch, PolicyOptions
+from rocket_plugins.vla.paligemma.layers import AdaptiveRMSNorm, time_embedding
+from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy, load_safetensors
 from rocket_core.contracts import Batch, VLAInfo
 from rocket_core.errors import RocketError
 
