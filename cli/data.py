@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from rocket_core.data.keymap import default_cameras, episode_groups, resolve_keys
-        from rocket_core.data.lerobot import STAT_NAMES, LeRobotReader
+        from rocket_core.data.lerobot import LeRobotReader
+        from rocket_core.data.lerobot_files import STAT_NAMES
         from rocket_core.data.spec import DataSpec
         from rocket_core.data.stats import cache_path, load_group_stats, stat_features
         from rocket_core.errors import RocketError

@@ -14,7 +14,7 @@ _WHERE = {
     "bundled_dataset_path": "dataset", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
     "dataset_fingerprint": "fingerprint",
     "PRESETS": "keymap", "KeyMap": "keymap", "episode_groups": "keymap", "libero_suite": "keymap", "resolve_keys": "keymap",
-    "LeRobotReader": "lerobot", "delta_offsets": "lerobot", "resolve_dataset_root": "lerobot",
+    "LeRobotReader": "lerobot", "delta_offsets": "lerobot_files", "resolve_dataset_root": "lerobot_files",
     "GroupNormalizer": "normalize", "Normalizer": "normalize",
     "GroupStats": "stats", "load_group_stats": "stats",
     "AugmentSpec": "spec", "DataSpec": "spec",
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     )
     from rocket_core.data.fingerprint import dataset_fingerprint
     from rocket_core.data.keymap import PRESETS, KeyMap, episode_groups, libero_suite, resolve_keys
-    from rocket_core.data.lerobot import LeRobotReader, delta_offsets, resolve_dataset_root
+    from rocket_core.data.lerobot import LeRobotReader
+    from rocket_core.data.lerobot_files import delta_offsets, resolve_dataset_root
     from rocket_core.data.normalize import GroupNormalizer, Normalizer
     from rocket_core.data.spec import AugmentSpec, DataSpec
     from rocket_core.data.stats import GroupStats, load_group_stats

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from rocket_core.data.lerobot import resolve_dataset_root
+from rocket_core.data.lerobot_files import resolve_dataset_root
 
 _BLOCK = 1 << 20  # bytes hashed at the head, middle and tail of each data/video file
 

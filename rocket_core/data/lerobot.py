@@ -14,9 +14,6 @@ naming the file and the fix, before any training starts.
 from __future__ import annotations
 
 import io
-import json
-import math
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,219 +21,27 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from rocket_core.data.lerobot_files import (
+    CAMERA_DTYPES,
+    CODEBASE_VERSION,
+    TOLERANCE_S,
+    aggregate_stats,
+    delta_offsets,
+    flat_size,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    read_parquets,
+    resolve_dataset_root,
+    to_numpy,
+    validate_info,
+    values_per_row,
+)
 from rocket_core.data.video import decode_video_frames
 from rocket_core.errors import RocketError
-
-CODEBASE_VERSION = "v3.0"
-SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
-TOLERANCE_S = 1e-4  # LeRobot's default: a delta or a video frame must sit this close to a frame time
-CAMERA_DTYPES = ("image", "video")
-REQUIRED_FEATURES = ("index", "episode_index", "task_index", "timestamp")
-STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")  # per-dimension statistics (count is per feature)
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def resolve_dataset_root(source: str | Path, revision: str | None = None) -> Path:
-    """A local dataset folder, or a Hub dataset repo id downloaded (or found in the HF cache)."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not (path / "meta" / "info.json").is_file():
-            raise RocketError(
-                f"'{path}' is not a LeRobot dataset (no meta/info.json); "
-                "give the dataset root, the folder holding meta/ and data/"
-            )
-        return path.resolve()
-    text = str(source)
-    if text.startswith((".", "/", "~")) or not _REPO_ID.match(text):
-        raise RocketError(f"dataset folder '{text}' does not exist; check the path or give a Hub repo id like 'owner/name'")
-    return resolve_dataset_root(_download(text, revision))
-
-
-def _download(repo_id: str, revision: str | None) -> str:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision)
-    except RepositoryNotFoundError:
-        raise RocketError(
-            f"dataset '{repo_id}' is not a local folder and not a Hub dataset repo (or it is private: run `hf auth login`); "
-            "check the path or repo id"
-        ) from None
-    except RevisionNotFoundError:
-        raise RocketError(
-            f"revision '{revision}' of dataset '{repo_id}' does not exist on the Hub; check the revision"
-        ) from None
-    except LocalEntryNotFoundError:
-        raise RocketError(
-            f"dataset '{repo_id}' is not a local folder and not in the Hugging Face cache, and the Hub cannot be reached "
-            f"(offline); download it first (`hf download --repo-type dataset {repo_id}`) or give a local path"
-        ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise RocketError(
-            f"could not download dataset '{repo_id}' from the Hub ({exc}); retry or give a local path"
-        ) from None
-
-
-def delta_offsets(deltas_s: Sequence[float], fps: float) -> np.ndarray:
-    """Deltas in seconds -> integer frame offsets; each delta must be a multiple of 1/fps (within TOLERANCE_S)."""
-    deltas = np.asarray(deltas_s, dtype=np.float64)
-    offsets = np.round(deltas * fps).astype(np.int64)
-    off = np.abs(offsets / fps - deltas)
-    if off.size and off.max() > TOLERANCE_S:
-        bad = deltas[off.argmax()]
-        raise RocketError(
-            f"delta timestamp {bad} s is not a multiple of 1/fps = {1 / fps:.6g} s; use multiples of the frame period"
-        )
-    return offsets
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise RocketError(f"'{path}' is missing; the LeRobot dataset is incomplete: re-download or re-create it")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise RocketError(f"'{path}' is not valid JSON ({where}); re-download the dataset") from None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise RocketError(f"'{path}' is missing; the LeRobot dataset is incomplete: re-download or re-create it")
-    rows = []
-    try:
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise RocketError(f"line {number} of '{path}' is not a JSON object; re-download the dataset")
-                rows.append(row)
-    except json.JSONDecodeError as exc:
-        raise RocketError(f"line {number} of '{path}' is not valid JSON ({exc.msg}); re-download the dataset") from None
-    except UnicodeDecodeError:
-        raise RocketError(f"'{path}' is not UTF-8 text; re-download the dataset") from None
-    return rows
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    """One file, memory-mapped (image bytes are paged in on access). `ParquetFile.read` skips the dataset
-    layer of `read_table`, several times faster on the thousands of small files of a v2 dataset."""
-    try:
-        with pq.ParquetFile(path, memory_map=True) as f:
-            return f.read()
-    except (pa.ArrowInvalid, OSError) as exc:
-        detail = " ".join(str(exc).split())
-        raise RocketError(f"cannot read the dataset's parquet file '{path}' ({detail}); re-download the dataset") from None
-
-
-def _read_parquets(paths: Sequence[Path]) -> pa.Table:
-    if not paths:
-        raise RocketError("the LeRobot dataset has no parquet files where meta/info.json says; re-download or re-create it")
-    try:
-        return pa.concat_tables([_read_parquet(p) for p in paths], promote_options="default")
-    except pa.ArrowInvalid as exc:
-        detail = " ".join(str(exc).split())
-        raise RocketError(f"the dataset's parquet files do not share one schema ({detail}); re-create the dataset") from None
-
-
-def _size(shape: Sequence[int]) -> int:
-    return int(np.prod(shape)) if shape else 1
-
-
-def _to_numpy(column: pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:
-    """A (possibly nested) list column -> (N, *shape); a scalar column -> (N,), as LeRobot returns them."""
-    array = column.combine_chunks()
-    nested = False
-    while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
-        array, nested = array.flatten(), True
-    values = array.to_numpy(zero_copy_only=False)
-    return values.reshape(len(column), *shape) if nested else values
-
-
-def _values_per_row(column: pa.ChunkedArray) -> np.ndarray:
-    """Number of leaf values in each row of a (possibly nested) list column; 1 for a scalar column."""
-    array = column.combine_chunks()
-    counts = np.ones(len(array), dtype=np.int64)
-    while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
-        if pa.types.is_fixed_size_list(array.type):
-            counts *= array.type.list_size
-        else:  # variable lists: every row must hold the same count, checked against info.json by the caller
-            lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
-            if len(np.unique(lengths)) > 1:
-                return np.full(len(array), -1)
-            counts *= int(lengths[0]) if len(lengths) else 1
-        array = array.flatten()
-    return counts
-
-
-def validate_info(info: Any, path: Path) -> None:
-    """meta/info.json holds what the reader needs: a version, fps > 0, and features with valid shapes."""
-    fix = f"fix '{path}' or re-create the dataset with LeRobot"
-    if not isinstance(info, dict):
-        raise RocketError(f"'{path}' must hold a JSON object; {fix}")
-    version = info.get("codebase_version")
-    if version not in SUPPORTED_VERSIONS:
-        raise RocketError(
-            f"dataset '{path.parent.parent}' is LeRobot format {version}; supported: {', '.join(SUPPORTED_VERSIONS)}; "
-            "convert it with LeRobot's conversion scripts (e.g. `convert_dataset_v21_to_v30`)"
-        )
-    fps = info.get("fps")
-    if fps is None:
-        raise RocketError(f"'{path}' has no 'fps'; add the recording's frame rate (e.g. \"fps\": 10)")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise RocketError(f"'{path}' has fps {fps!r}; it must be a positive number of frames per second: {fix}")
-    features = info.get("features")
-    if not isinstance(features, dict) or not features:
-        raise RocketError(f"'{path}' has no 'features' mapping; {fix}")
-    for key, feature in features.items():
-        shape = feature.get("shape") if isinstance(feature, dict) else None
-        if not isinstance(feature, dict) or not isinstance(feature.get("dtype"), str):
-            raise RocketError(f"feature '{key}' in '{path}' has no 'dtype'; {fix}")
-        if (not isinstance(shape, list) or not shape
-                or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
-            raise RocketError(f"feature '{key}' in '{path}' has shape {shape!r}; shapes are lists of positive integers: {fix}")
-        if feature["dtype"] in CAMERA_DTYPES and (len(shape) != 3 or 3 not in shape):
-            raise RocketError(f"camera '{key}' in '{path}' has shape {shape}; a camera has shape (height, width, 3): {fix}")
-    missing = [k for k in REQUIRED_FEATURES if k not in features]
-    if missing:
-        raise RocketError(f"'{path}' lists no {', '.join(missing)} feature; {fix}")
-    if version != CODEBASE_VERSION:
-        templates = ["data_path"] + (["video_path"] if any(f["dtype"] == "video" for f in features.values()) else [])
-        for name in templates:
-            if not isinstance(info.get(name), str):
-                raise RocketError(f"'{path}' has no '{name}' template, which LeRobot {version} needs; {fix}")
-        chunks = info.get("chunks_size")
-        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
-            raise RocketError(f"'{path}' has chunks_size {chunks!r}; it must be a positive integer: {fix}")
-
-
-def aggregate_stats(per_episode: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
-    """Dataset-wide min/max/mean/std/count from per-episode ones (v2.1's episodes_stats.jsonl), as LeRobot does:
-    count-weighted means, and the variance of the union (within-episode variance + spread of the means)."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key in {k for stats in per_episode for k in stats}:
-        parts = [s[key] for s in per_episode if key in s and "count" in s[key]]
-        if not parts:
-            continue
-        counts = np.array([float(np.sum(p["count"])) for p in parts])
-        weights = (counts / counts.sum()).reshape(-1, *([1] * np.ndim(parts[0]["mean"])))
-        means, stds = np.stack([p["mean"] for p in parts]), np.stack([p["std"] for p in parts])
-        mean = (weights * means).sum(0)
-        variance = (weights * (stds**2 + (means - mean) ** 2)).sum(0)
-        out[key] = {"min": np.min([p["min"] for p in parts], 0), "max": np.max([p["max"] for p in parts], 0),
-                    "mean": mean, "std": np.sqrt(variance), "count": np.array([counts.sum()])}
-    return out
-
 
 class LeRobotReader:
     """Read-only view of one LeRobot dataset (v2.0, v2.1 or v3.0): metadata, frames and delta-timestamp windows.
@@ -249,7 +54,7 @@ class LeRobotReader:
         self.root = resolve_dataset_root(source, revision)
         self.source = str(source)
         info_path = self.root / "meta" / "info.json"
-        self.info: dict[str, Any] = _read_json(info_path)
+        self.info: dict[str, Any] = read_json(info_path)
         validate_info(self.info, info_path)
         self.version: str = self.info["codebase_version"]
         self.fps = float(self.info["fps"])
@@ -265,7 +70,7 @@ class LeRobotReader:
         self._files = files
         self._table, self._row_file = self._read_data(files)
         self._columns = {
-            key: _to_numpy(self._table.column(key), self.features[key]["shape"])
+            key: to_numpy(self._table.column(key), self.features[key]["shape"])
             for key in self.features
             if key not in self.camera_keys and key in self._table.column_names
         }
@@ -306,8 +111,8 @@ class LeRobotReader:
         if not path.is_file():
             return {}
         if self.version == "v2.1":
-            return aggregate_stats([self._parse_stats(row.get("stats"), path) for row in _read_jsonl(path)])
-        return self._parse_stats(_read_json(path), path)
+            return aggregate_stats([self._parse_stats(row.get("stats"), path) for row in read_jsonl(path)])
+        return self._parse_stats(read_json(path), path)
 
     def _parse_stats(self, raw: Any, path: Path) -> dict[str, dict[str, np.ndarray]]:
         if not isinstance(raw, dict):
@@ -323,7 +128,7 @@ class LeRobotReader:
             feature = self.features.get(key)
             if feature is None:
                 continue
-            want = 3 if key in self.camera_keys else _size(feature["shape"])
+            want = 3 if key in self.camera_keys else flat_size(feature["shape"])
             for name, values in out[key].items():
                 if name != "count" and values.size != want:
                     raise RocketError(
@@ -486,12 +291,12 @@ class LeRobotReader:
         path = self.root / "meta" / "tasks.parquet"
         if not path.is_file():
             raise RocketError(f"'{path}' is missing; the LeRobot dataset is incomplete: re-download or re-create it")
-        table = _read_parquets([path])
+        table = read_parquets([path])
         return self._task_list(table.column("task_index").to_pylist(), table.column("task").to_pylist(), path)
 
     def _read_v2_tasks(self) -> list[str]:
         path = self.root / "meta" / "tasks.jsonl"
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path)
         return self._task_list([r.get("task_index") for r in rows], [r.get("task") for r in rows], path)
 
     @staticmethod
@@ -511,7 +316,7 @@ class LeRobotReader:
         for key in self.camera_keys:
             if self.features[key]["dtype"] == "video":
                 names += [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
-        table = _read_parquets(paths)
+        table = read_parquets(paths)
         missing = [n for n in names if n not in table.column_names]
         if missing:
             raise RocketError(
@@ -525,7 +330,7 @@ class LeRobotReader:
         """episodes.jsonl -> episode_index and [from, to) row ranges: LeRobot v2 takes the boundaries from the
         cumulative `length`s in episode order."""
         path = self.root / "meta" / "episodes.jsonl"
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path)
         if not rows:
             raise RocketError(f"'{path}' lists no episode; re-create the dataset")
         for row in rows:
@@ -548,7 +353,7 @@ class LeRobotReader:
         for path in files:
             if not path.is_file():
                 raise RocketError(f"data file '{path}' is missing; the dataset is incomplete: re-download it")
-            table = _read_parquet(path)
+            table = read_parquet(path)
             self._check_columns(table, path)
             tables.append(table)
         try:
@@ -574,8 +379,8 @@ class LeRobotReader:
         for key, feature in self.features.items():
             if key in self.camera_keys or key not in table.column_names or table.num_rows == 0:
                 continue
-            counts = _values_per_row(table.column(key))
-            want = _size(feature["shape"])
+            counts = values_per_row(table.column(key))
+            want = flat_size(feature["shape"])
             if not np.all(counts == want):
                 got = "a varying number of" if counts.min() < 0 else str(int(counts[0]))
                 raise RocketError(

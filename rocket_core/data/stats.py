@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from rocket_core.data.keymap import ALL
-from rocket_core.data.lerobot import STAT_NAMES, LeRobotReader
+from rocket_core.data.lerobot import LeRobotReader
+from rocket_core.data.lerobot_files import STAT_NAMES
 from rocket_core.errors import RocketError
 
 GroupStats = dict[str, dict[str, dict[str, np.ndarray]]]  # group -> feature -> stat name -> values

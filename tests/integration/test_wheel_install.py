@@ -6,6 +6,7 @@ A fresh venv sees the machine's packages (`--system-site-packages`, so no torch 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -19,9 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a clean copy: an in-place build would package whatever a stale `build/` still holds."""
+    source = tmp_path_factory.mktemp("src") / "rocket"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "runs",
+                                                                 "__pycache__", ".pytest_cache"))
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True, text=True, timeout=300)
+                    str(source)], check=True, capture_output=True, text=True, timeout=300)
     (whl,) = out.glob("rocket_vla-*.whl")
     return whl
 
