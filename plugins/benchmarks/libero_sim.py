@@ -7,6 +7,7 @@ gripper qpos; images agentview + eye-in-hand rotated 180 degrees; success = the 
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import pickle
 import sys
@@ -24,11 +25,25 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+# What a numpy array's pickle names (numpy 1 and 2 spellings); nothing else may be looked up.
+_ARRAY_GLOBALS = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and refuses every other global, so a tampered asset file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"'{module}.{name}' is not allowed in a LIBERO init-state file")
+
+
 def load_torch_pickle(path: str, **_: Any) -> Any:
     """LIBERO's init states are numpy arrays saved with `torch.save` (a zip holding `*/data.pkl`)."""
     with zipfile.ZipFile(path) as z:
         name = next(n for n in z.namelist() if n.endswith("data.pkl"))
-        return pickle.loads(z.read(name))  # noqa: S301 - the benchmark's own files
+        return _ArrayUnpickler(io.BytesIO(z.read(name))).load()
 
 
 def _torch_shim() -> None:

@@ -331,3 +331,20 @@ def test_worker_pythonpath_holds_only_our_packages(tmp_path: Path, monkeypatch: 
     assert sorted(p.name for p in folder.iterdir()) == sorted({"rocket_core", top})
     assert (folder / "rocket_core" / "eval" / "worker.py").is_file()
     assert Path(bench.worker_env()["PYTHONPATH"]) == folder  # reused, not rebuilt
+
+
+def test_libero_init_states_load_numpy_arrays_and_nothing_else(tmp_path: Path) -> None:
+    """Init-state files are unpickled inside the benchmark env: only numpy's own globals may be looked up."""
+    import os
+    import pickle
+    import zipfile
+
+    from rocket_plugins.benchmarks.libero_sim import load_torch_pickle
+
+    states = np.arange(12.0).reshape(3, 4)
+    for name, payload in (("good.pt", pickle.dumps(states, protocol=2)), ("evil.pt", pickle.dumps(os.system))):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr("archive/data.pkl", payload)
+    assert np.array_equal(load_torch_pickle(str(tmp_path / "good.pt")), states)
+    with pytest.raises(pickle.UnpicklingError, match="system' is not allowed"):
+        load_torch_pickle(str(tmp_path / "evil.pt"))
