@@ -21,8 +21,6 @@ from rocket_core.errors import RocketError
 FILENAME = "conventions.json"
 VERSION = 1
 GripperKind = Literal["libero_raw", "oft_rlds", "none"]
-# What the LIBERO environment expects for the gripper command: -1 opens, +1 closes.
-ENV_OPEN, ENV_CLOSE = -1.0, 1.0
 
 
 class _Model(BaseModel):

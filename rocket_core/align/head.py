@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rocket_core.align.fused import fused_ensemble_losses
-from rocket_core.align.pooling import bilinear_pool, pooled_grid, random_indices
+from rocket_core.align.pooling import bilinear_pool, pooled_grid, random_indices, take_tokens
 from rocket_core.align.projector import ProjectorBank
 
 
@@ -66,7 +66,7 @@ class AlignmentHead(nn.Module):
                 bilinear_pool(layer, self.teacher_grid, self.num_vision_tokens, self.teacher_image_hw,
                               self.teacher_pe, out=dst)
             else:
-                torch.index_select(layer.reshape(batch, frames * patches, dim), 1, idx, out=dst)
+                take_tokens(layer, idx, out=dst)
         return out
 
     def project(self, vision_states: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -115,8 +115,13 @@ def random_indices(total: int, ref_len: int, generator: torch.Generator | None =
     return idx.sort().values
 
 
+def take_tokens(tokens: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, S, P, D) -> (N, len(idx), D): the tokens at `idx` over all frames, into `out` when given."""
+    n, frames, p, dim = tokens.shape
+    return torch.index_select(tokens.reshape(n, frames * p, dim), 1, idx.to(tokens.device), out=out)
+
+
 def random_pool(tokens: torch.Tensor, ref_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(N, S, P, D) -> (N, ref_len, D): sorted random tokens, with replacement only when upsampling."""
-    n, frames, p, dim = tokens.shape
-    idx = random_indices(frames * p, ref_len, generator)
-    return tokens.reshape(n, frames * p, dim)[:, idx.to(tokens.device)]
+    _, frames, p, _ = tokens.shape
+    return take_tokens(tokens, random_indices(frames * p, ref_len, generator))

@@ -239,10 +239,6 @@ def _level(check: Check, failure: Level) -> Level:
     return "ok" if check.ok is True else "info" if check.ok is None else failure
 
 
-def run_checks(benchmarks: list[Any], probe_benchmarks: bool = True) -> list[Check]:
-    return [f.check for f in run_doctor(benchmarks, probe_benchmarks)]
-
-
 def run_doctor(benchmarks: list[Any], probe_benchmarks: bool = True, requested: bool = False) -> list[Finding]:
     """Every check with its level; `requested`: the benchmarks were asked for, so their failures are errors."""
     found = [Finding(c, _level(c, "error")) for c in check_torch()]

@@ -10,7 +10,7 @@ from rocket_cli import doctor
 import pytest
 
 from rocket_core.eval import doctor as doctor_mod
-from rocket_core.eval.doctor import probe_egl, probe_osmesa, probe_vulkan, run_checks
+from rocket_core.eval.doctor import probe_egl, probe_osmesa, probe_vulkan, run_doctor
 from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark
 from rocket_plugins.benchmarks.toy import ToyBenchmark
 
@@ -50,7 +50,7 @@ def test_doctor_cli_one_line_per_check() -> None:
     assert "Hugging Face hub" in names and "plugins" in names and "benchmark toy" in names
     text = CliRunner().invoke(app, ["doctor", "--quick", "--benchmark", "toy"])
     lines = text.output.strip().splitlines()
-    assert text.exit_code == 0 and len(lines) == len(run_checks([ToyBenchmark], False)) + 1  # + the summary
+    assert text.exit_code == 0 and len(lines) == len(run_doctor([ToyBenchmark], False)) + 1  # + the summary
     assert lines[-1].startswith(f"{len(lines) - 1} checks: 0 failed")
 
 
