@@ -9,7 +9,6 @@ may move a few levels; measured 0 with PyAV/libdav1d).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

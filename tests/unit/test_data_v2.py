@@ -13,7 +13,6 @@ import torch
 
 from rocket_core.data import DataSpec, LeRobotReader, VLADataset
 from rocket_core.data.keymap import LIBERO_TASK_SUITE, episode_groups, libero_suite
-from rocket_core.data.stats import load_group_stats
 from rocket_core.errors import RocketError
 from tests.conftest import SHARED_FIXTURES, fixture_dir, needs_fixture
 from tests.robustness.harness import run_rocket
