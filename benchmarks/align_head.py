@@ -41,9 +41,10 @@ from rocket_core.align.projector import ProjectorBank  # noqa: E402
 from rocket_core.specs import ProjectorSpec  # noqa: E402
 
 PATCH_START = 5  # VGGT: camera token + 4 registers before the patches
-# max |diff| / max |loop gradient|. The gate on a CPU runs in float64, where only a real difference shows:
-# in float32, summation order alone reaches ~1e-6 at 1024 tokens. bf16 (GPU): its rounding.
-GRAD_TOL = {torch.float64: 1e-6, torch.float32: 1e-6, torch.bfloat16: 5e-2}
+# max |diff| / max |loop gradient|. The gate on a CPU runs in float64, where the two differ only by
+# summation order (~1e-15), so a stray low-precision step shows; the bound (1e-6) is for float32,
+# where summation order alone reaches ~1e-6 at 1024 tokens. bf16 (GPU): its rounding.
+GRAD_TOL = {torch.float64: 1e-10, torch.float32: 1e-6, torch.bfloat16: 5e-2}
 
 
 class Setup:
@@ -113,7 +114,7 @@ def reference_style_loss(
         tokens = t[:, :, PATCH_START:]
         b, s, _, d = tokens.shape
         oh, ow = pooled_grid(s, grid, ref_len)
-        pe = sincos_2d_table(d, *grid, *image_hw, device=tokens.device)  # rebuilt every call
+        pe = sincos_2d_table(d, *grid, *image_hw, device=tokens.device).to(tokens.dtype)  # rebuilt every call
         frames = tokens.reshape(b * s, *grid, d).permute(0, 3, 1, 2) + 0.1 * pe
         target = F.interpolate(frames, size=(oh, ow), mode="bilinear", align_corners=True)
         target = target.permute(0, 2, 3, 1).reshape(b, s * oh * ow, d)
@@ -134,8 +135,8 @@ def gradients(setup: Setup, loss: Callable[[], torch.Tensor]) -> tuple[float, di
     setup.zero_grad()
     value = loss()
     value.backward()
-    grads = {n: p.grad.detach().float().clone() for n, p in setup.bank.named_parameters()}
-    grads.update({f"state.{i}": s.grad.detach().float().clone() for i, s in enumerate(setup.states)})
+    grads = {n: p.grad.detach().double() for n, p in setup.bank.named_parameters()}
+    grads.update({f"state.{i}": s.grad.detach().double() for i, s in enumerate(setup.states)})
     return float(value.detach()), grads
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from rocket_core.align.loss import cosine_weights, loss_from_cosine
@@ -33,7 +32,8 @@ from rocket_core.align.projector import AlignProjector, ProjectorBank
 
 FIELDS = 6  # per projector: norm weight, norm bias, fc1 weight, fc1 bias, fc2 weight, fc2 bias
 NORM_W, NORM_B, W1, B1, W2, B2 = range(FIELDS)
-RECORD = 6  # per member: fc1 input, norm mean, norm rstd, pre-activation, activation, grad of the output
+RECORD = 7  # per member: fc1 input, norm mean, norm rstd, pre-activation, activation, grad of the output, its column sum
+CHUNK_BYTES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -88,22 +88,27 @@ def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return x.float() if layout.autocast_dtype is not None else x.to(dtype)
 
 
+def _row_chunks(rows: int, width: int, itemsize: int) -> list[slice]:
+    """Row blocks of CHUNK_BYTES: an elementwise chain run block by block reads its operands from DRAM
+    once and then works in a core's L2 cache, instead of streaming every full-size tensor once per op."""
+    step = max(8, CHUNK_BYTES // max(1, width * itemsize))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
 def _pair_forward(
     run: _Run, pair: int, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, keep: bool,
 ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """(E,) losses of one pair; with `keep`, also each member's RECORD tensors for backward."""
-    layout, params, casts = run.layout, run.params, run.casts
+    layout, params, casts, acc = run.layout, run.params, run.casts, run.acc
     batch, tokens, dim = x.shape
     if tuple(target.shape[:2]) != (batch, tokens):
         raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {(batch, tokens)} "
                          "vision tokens; the pooled grid does not match the VLA's vision tokens")
-    t = target.detach().reshape(batch * tokens, -1).float()
-    t_norm = torch.linalg.vector_norm(t, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
-    t_norm = t_norm.clamp_min(1e-12) if layout.cosine_eps is None else t_norm + layout.cosine_eps
-    t_hat = torch.div(t, t_norm, out=run.scratch.get("t_hat", t.shape, torch.float32, x.device))
-    weights = cosine_weights((batch, tokens), mask, x.device).reshape(-1) if keep else None
+    rows = batch * tokens
+    t = target.detach().reshape(rows, -1)
+    weights = cosine_weights((batch, tokens), mask, x.device, acc).reshape(-1) if keep else None
     norm_in = _norm_input(layout, x, run.dtype)
-    losses = torch.empty(layout.ensemble, device=x.device)
+    losses = torch.empty(layout.ensemble, device=x.device, dtype=acc)
     records: list[torch.Tensor | None] = []
     for member in layout.members_of(pair):
         base, w, eps = member.proj * FIELDS, member.width, layout.norm_eps[member.proj]
@@ -111,22 +116,54 @@ def _pair_forward(
             xn, mean, rstd = norm_in, None, None
         else:
             xn, mean, rstd = torch.native_layer_norm(norm_in, (dim,), params[base + NORM_W], params[base + NORM_B], eps)
-        xc = xn.reshape(batch * tokens, dim).to(run.dtype)
-        h = torch.addmm(casts[base + B1][:w], xc, casts[base + W1][:w].t())  # type: ignore[index]
-        a = F.gelu(h, approximate=layout.approximate[member.proj])
-        p = torch.addmm(casts[base + B2], a, casts[base + W2][:, :w].t()).float()  # type: ignore[index, arg-type]
-        norm = torch.linalg.vector_norm(p, dim=-1)
-        denom = norm.clamp_min(1e-12) if layout.cosine_eps is None else norm + layout.cosine_eps
-        cos = torch.mul(p, t_hat, out=run.scratch.get("prod", p.shape, p.dtype, x.device)).sum(-1) / denom
+        xc = xn.reshape(rows, dim).to(run.dtype)
+        h = torch.mm(xc, casts[base + W1][:w].t())  # type: ignore[index]
+        a = torch.empty_like(h)
+        for block in _row_chunks(rows, w, h.element_size()):  # bias and activation, block by block
+            torch.ops.aten.gelu.out(h[block].add_(casts[base + B1][:w]),  # type: ignore[index]
+                                    approximate=layout.approximate[member.proj], out=a[block])
+        p = torch.mm(a, casts[base + W2][:, :w].t())  # type: ignore[index]
+        cos, grad_b2 = _cosine_blocks(run, p, casts[base + B2], t, weights)  # type: ignore[arg-type]
         losses[member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
         if keep:
-            # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
-            live = norm >= 1e-12 if layout.cosine_eps is None else norm > 0
-            step = weights / denom  # type: ignore[operator]
-            coef = torch.where(live, cos / norm.clamp_min(1e-30), 0.0) * step
-            grad_p = p.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
-            records += [xc, mean, rstd, h, a, grad_p.to(run.dtype)]
+            records += [xc, mean, rstd, h, a, p, grad_b2]
     return losses, records
+
+
+def _cosine_blocks(
+    run: _Run, p: torch.Tensor, bias: torch.Tensor, t: torch.Tensor, weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Add the fc2 bias to `p` (rows, C) and return each row's cosine with its target row.
+
+    With `weights` (the loss's gradient per cosine), `p` is overwritten by the loss's gradient with
+    respect to it, and the second value is that gradient's column sum (fc2's bias gradient). Targets
+    are unit-normalised block by block, without gradient: cos = <p, t_hat> / |p|.
+    """
+    acc, cosine_eps = run.acc, run.layout.cosine_eps
+    cos = torch.empty(p.shape[0], device=p.device, dtype=acc)
+    col_sum = torch.zeros(p.shape[1], device=p.device, dtype=acc) if weights is not None else None
+    for block in _row_chunks(p.shape[0], p.shape[1], max(p.element_size(), torch.finfo(acc).bits // 8)):
+        pb = p[block].add_(bias)
+        work = pb.to(acc)  # the bias is added in the compute dtype, as a linear layer does
+        tb = t[block].to(acc)
+        t_norm = torch.linalg.vector_norm(tb, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
+        t_hat = torch.div(tb, t_norm.clamp_min_(1e-12) if cosine_eps is None else t_norm.add_(cosine_eps),
+                          out=run.scratch.get("t_hat", tb.shape, acc, p.device))
+        norm = torch.linalg.vector_norm(work, dim=-1)
+        denom = norm.clamp_min(1e-12) if cosine_eps is None else norm + cosine_eps
+        cb = cos[block]
+        torch.linalg.vecdot(work, t_hat, out=cb).div_(denom)
+        if weights is None:
+            continue
+        # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
+        live = norm >= 1e-12 if cosine_eps is None else norm > 0
+        step = weights[block] / denom
+        coef = torch.where(live, cb / norm.clamp_min(1e-30), 0.0) * step
+        work.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
+        col_sum.add_(work.sum(0))  # type: ignore[union-attr]
+        if work is not pb:
+            pb.copy_(work)
+    return cos, col_sum
 
 
 class _Grads:
@@ -186,6 +223,7 @@ class _Run:
 
     def __init__(self, layout: Layout, params: list[torch.Tensor | None], dtype: torch.dtype) -> None:
         self.layout, self.params, self.dtype = layout, params, dtype
+        self.acc = torch.promote_types(dtype, torch.float32)  # cosines and losses: at least float32
         with torch.no_grad():  # cast once per call, not once per pair
             self.casts = [None if p is None or i % FIELDS in (NORM_W, NORM_B) else p.detach().to(dtype)
                           for i, p in enumerate(params)]
@@ -247,29 +285,33 @@ class _Pair(torch.autograd.Function):
         need_x = ctx.needs_input_grad[5]
         grads = run.grads_of_this_backward()
         need = [grads is not None and n for n in run.need]
-        scales = grad_losses.float().tolist()
+        scales = grad_losses.tolist()
         dx: torch.Tensor | None = None
         with torch.autocast(x.device.type, enabled=False):
             for k, member in enumerate(layout.members_of(ctx.pair)):
                 scale, base, w = scales[member.slot], member.proj * FIELDS, member.width
                 if scale == 0:
                     continue
-                xc, mean, rstd, h, a, grad_p = records[k * RECORD : (k + 1) * RECORD]
+                xc, mean, rstd, h, a, grad_p, grad_b2 = records[k * RECORD : (k + 1) * RECORD]
                 if need[base + B2]:
-                    grads.add(base + B2, 0, grad_p.shape[1], grad_p.sum(0), scale)  # type: ignore[union-attr]
+                    grads.add(base + B2, 0, grad_p.shape[1], grad_b2, scale)  # type: ignore[union-attr, arg-type]
                 if need[base + W2]:
                     grads.addmm(base + W2, 1, w, grad_p.t(), a, scale)  # type: ignore[union-attr]
                 norm = mean is not None
                 norm_grads = norm and (need[base + NORM_W] or need[base + NORM_B])
                 if not (need_x or norm_grads or need[base + W1] or need[base + B1]):
                     continue
-                dh = torch.mm(grad_p, casts[base + W2][:, :w],
-                              out=run.scratch.get("dh", (grad_p.shape[0], w), grad_p.dtype, x.device))
-                torch.ops.aten.gelu_backward.grad_input(dh, h, approximate=layout.approximate[member.proj],
-                                                        grad_input=dh)
-                dh.mul_(scale)
-                if need[base + B1]:
-                    grads.add(base + B1, 0, w, dh.sum(0))  # type: ignore[union-attr]
+                dh = run.scratch.get("dh", (grad_p.shape[0], w), grad_p.dtype, x.device)
+                dh.addmm_(grad_p, casts[base + W2][:, :w], beta=0, alpha=scale)  # the scale for free, in the GEMM
+                grad_b1 = torch.zeros(w, device=x.device, dtype=run.acc) if need[base + B1] else None
+                for block in _row_chunks(dh.shape[0], w, dh.element_size()):
+                    db = dh[block]
+                    torch.ops.aten.gelu_backward.grad_input(db, h[block], approximate=layout.approximate[member.proj],
+                                                            grad_input=db)
+                    if grad_b1 is not None:
+                        grad_b1.add_(db.sum(0, dtype=run.acc))
+                if grad_b1 is not None:
+                    grads.add(base + B1, 0, w, grad_b1)  # type: ignore[union-attr]
                 if need[base + W1]:
                     grads.addmm(base + W1, 0, w, dh.t(), xc)  # type: ignore[union-attr]
                 if not (need_x or norm_grads):

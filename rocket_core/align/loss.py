@@ -31,15 +31,17 @@ def loss_from_cosine(cos: torch.Tensor, mask: torch.Tensor | None = None) -> tor
     return (per_sample * valid).sum(-1) / valid.sum(-1).clamp(min=1)
 
 
-def cosine_weights(shape: tuple[int, int], mask: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """(B, N) float32 `w` with `loss_from_cosine(cos, mask) = const - sum(w * cos)`: minus the loss's
+def cosine_weights(
+    shape: tuple[int, int], mask: torch.Tensor | None, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(B, N) `w` with `loss_from_cosine(cos, mask) = const - sum(w * cos)`: minus the loss's
     gradient with respect to each token's cosine, which a fused backward needs."""
     batch, tokens = shape
     if mask is None:
-        return torch.full(shape, 1.0 / (batch * tokens), device=device)
-    m = mask.to(device=device, dtype=torch.float32)
+        return torch.full(shape, 1.0 / (batch * tokens), device=device, dtype=dtype)
+    m = mask.to(device=device, dtype=dtype)
     count = m.sum(-1, keepdim=True)
-    valid = (count > 0).float()
+    valid = (count > 0).to(dtype)
     return m * valid / (count.clamp(min=1) * valid.sum().clamp(min=1))
 
 
