@@ -30,10 +30,11 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def run(bank: ProjectorBank, fused: bool, mask: torch.Tensor | None, eps: float | None,
         seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
-    hidden = [torch.randn(BATCH, SEQ, DIM_IN, generator=gen).requires_grad_() for _ in range(PAIRS)]
+    dtype = next(bank.parameters()).dtype
+    hidden = [torch.randn(BATCH, SEQ, DIM_IN, generator=gen, dtype=dtype).requires_grad_() for _ in range(PAIRS)]
     states = [h[:, 2 : 2 + TOKENS] for h in hidden]  # non-contiguous slices, as the VLAs give them
-    targets = torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT, generator=gen)
-    weights = torch.rand(PAIRS, bank.ensemble_size, generator=gen)  # uneven upstream gradient per member
+    targets = torch.randn(PAIRS, BATCH, TOKENS, DIM_OUT, generator=gen, dtype=dtype)
+    weights = torch.rand(PAIRS, bank.ensemble_size, generator=gen, dtype=dtype)  # uneven upstream gradient per member
     bank.zero_grad(set_to_none=True)
     if fused:
         head = AlignmentHead(bank, TOKENS, (4, 4), (56, 56), cosine_eps=eps)
@@ -62,12 +63,18 @@ MASKS = {
 }
 
 
+# float32: the bound, where summation order alone is ~1e-7; float64: only a real difference (a
+# stray low-precision step, a missing term) shows, summation order is ~1e-16
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE), ids=["float32", "float64"])
 @pytest.mark.parametrize("eps", [None, 1e-8], ids=["torch", "jax"])
 @pytest.mark.parametrize("mask_name", list(MASKS))
 @pytest.mark.parametrize("bank_name", list(BANKS))
-def test_fused_matches_per_pair_autograd(bank_name: str, mask_name: str, eps: float | None) -> None:
+def test_fused_matches_per_pair_autograd(bank_name: str, mask_name: str, eps: float | None, dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    bank = BANKS[bank_name]()
+    bank = BANKS[bank_name]().to(dtype)
     with torch.no_grad():  # non-zero biases and norm affine, so their gradients and uses are checked too
         for p in bank.parameters():
             if p.ndim == 1:
@@ -75,10 +82,12 @@ def test_fused_matches_per_pair_autograd(bank_name: str, mask_name: str, eps: fl
     mask = MASKS[mask_name]
     ref_losses, ref = run(bank, False, mask, eps)
     losses, got = run(bank, True, mask, eps)
-    torch.testing.assert_close(losses, ref_losses, rtol=0, atol=1e-6)
+    tol = TOLERANCE[dtype]
+    assert losses.dtype == dtype
+    torch.testing.assert_close(losses, ref_losses, rtol=0, atol=tol)
     assert set(got) == set(ref)
     for name, expected in ref.items():
-        assert rel_err(got[name], expected) <= 1e-6, (name, rel_err(got[name], expected))
+        assert got[name].dtype == dtype and rel_err(got[name], expected) <= tol, (name, rel_err(got[name], expected))
     if mask is not None:
         assert all(float(got[f"hidden.{i}"][1].abs().max()) == 0 for i in range(PAIRS))
 
