@@ -88,11 +88,16 @@ def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return x.float() if layout.autocast_dtype is not None else x.to(dtype)
 
 
-def _row_chunks(rows: int, width: int, itemsize: int) -> list[slice]:
-    """Row blocks of CHUNK_BYTES: an elementwise chain run block by block reads its operands from DRAM
-    once and then works in a core's L2 cache, instead of streaming every full-size tensor once per op."""
+def _blocks(width: int, itemsize: int, *tensors: torch.Tensor | None) -> list[tuple[torch.Tensor | None, ...]]:
+    """The tensors cut into the same row blocks of about CHUNK_BYTES (a row being `width` items).
+
+    An elementwise chain run block by block reads its operands from DRAM once and then works in a
+    core's L2 cache, instead of streaming every full-size tensor once per op.
+    """
     step = max(8, CHUNK_BYTES // max(1, width * itemsize))
-    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+    parts = [t.split(step) if t is not None else None for t in tensors]
+    count = len(next(p for p in parts if p is not None))
+    return list(zip(*[p if p is not None else [None] * count for p in parts]))
 
 
 def _pair_forward(
@@ -118,10 +123,9 @@ def _pair_forward(
             xn, mean, rstd = torch.native_layer_norm(norm_in, (dim,), params[base + NORM_W], params[base + NORM_B], eps)
         xc = xn.reshape(rows, dim).to(run.dtype)
         h = torch.mm(xc, casts[base + W1][:w].t())  # type: ignore[index]
-        a = torch.empty_like(h)
-        for block in _row_chunks(rows, w, h.element_size()):  # bias and activation, block by block
-            torch.ops.aten.gelu.out(h[block].add_(casts[base + B1][:w]),  # type: ignore[index]
-                                    approximate=layout.approximate[member.proj], out=a[block])
+        a, bias, approximate = torch.empty_like(h), casts[base + B1][:w], layout.approximate[member.proj]  # type: ignore[index]
+        for hb, ab in _blocks(w, h.element_size(), h, a):  # bias and activation, block by block
+            torch.ops.aten.gelu.out(hb.add_(bias), approximate=approximate, out=ab)  # type: ignore[union-attr]
         p = torch.mm(a, casts[base + W2][:, :w].t())  # type: ignore[index]
         cos, grad_b2 = _cosine_blocks(run, p, casts[base + B2], t, weights)  # type: ignore[arg-type]
         losses[member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
@@ -142,22 +146,22 @@ def _cosine_blocks(
     acc, cosine_eps = run.acc, run.layout.cosine_eps
     cos = torch.empty(p.shape[0], device=p.device, dtype=acc)
     col_sum = torch.zeros(p.shape[1], device=p.device, dtype=acc) if weights is not None else None
-    for block in _row_chunks(p.shape[0], p.shape[1], max(p.element_size(), torch.finfo(acc).bits // 8)):
-        pb = p[block].add_(bias)
-        work = pb.to(acc)  # the bias is added in the compute dtype, as a linear layer does
-        tb = t[block].to(acc)
+    itemsize = max(p.element_size(), torch.finfo(acc).bits // 8)
+    for pb, tb, cb, wb in _blocks(p.shape[1], itemsize, p, t, cos, weights):
+        pb.add_(bias)  # type: ignore[union-attr]
+        work = pb.to(acc)  # type: ignore[union-attr]  # the bias is added in the compute dtype, as a linear layer does
+        tb = tb.to(acc)  # type: ignore[union-attr]
         t_norm = torch.linalg.vector_norm(tb, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
         t_hat = torch.div(tb, t_norm.clamp_min_(1e-12) if cosine_eps is None else t_norm.add_(cosine_eps),
                           out=run.scratch.get("t_hat", tb.shape, acc, p.device))
         norm = torch.linalg.vector_norm(work, dim=-1)
         denom = norm.clamp_min(1e-12) if cosine_eps is None else norm + cosine_eps
-        cb = cos[block]
         torch.linalg.vecdot(work, t_hat, out=cb).div_(denom)
         if weights is None:
             continue
         # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
         live = norm >= 1e-12 if cosine_eps is None else norm > 0
-        step = weights[block] / denom
+        step = wb / denom  # type: ignore[operator]
         coef = torch.where(live, cb / norm.clamp_min(1e-30), 0.0) * step
         work.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
         col_sum.add_(work.sum(0))  # type: ignore[union-attr]
@@ -304,10 +308,9 @@ class _Pair(torch.autograd.Function):
                 dh = run.scratch.get("dh", (grad_p.shape[0], w), grad_p.dtype, x.device)
                 dh.addmm_(grad_p, casts[base + W2][:, :w], beta=0, alpha=scale)  # the scale for free, in the GEMM
                 grad_b1 = torch.zeros(w, device=x.device, dtype=run.acc) if need[base + B1] else None
-                for block in _row_chunks(dh.shape[0], w, dh.element_size()):
-                    db = dh[block]
-                    torch.ops.aten.gelu_backward.grad_input(db, h[block], approximate=layout.approximate[member.proj],
-                                                            grad_input=db)
+                approximate = layout.approximate[member.proj]
+                for db, hb in _blocks(w, dh.element_size(), dh, h):
+                    torch.ops.aten.gelu_backward.grad_input(db, hb, approximate=approximate, grad_input=db)
                     if grad_b1 is not None:
                         grad_b1.add_(db.sum(0, dtype=run.acc))
                 if grad_b1 is not None:
