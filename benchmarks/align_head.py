@@ -7,9 +7,12 @@ reference does; the floor runs only the six GEMMs per pair that any implementati
 every gradient of the head are checked against the loop first.
 
 On a CPU the time is the process's CPU time (one intra-op thread by default, `--threads`): on a shared
-machine other processes change wall time, not the work done. Each repetition runs all three in a
-rotating order with gradients zeroed before every call; each ratio is taken within a repetition and the
-median and spread of those paired ratios are printed. Peak extra memory of one call of each is measured
+machine other processes change wall time far more than the work done. What they still change is memory
+bandwidth, and the head's non-GEMM work (LayerNorm, pooling, activation, cosine) is memory-bound while
+the GEMM floor is not, so the copy bandwidth is printed beside the load average: head_vs_floor rises
+when it drops. Each repetition runs all three in a rotating order with gradients zeroed before every
+call; each ratio is taken within a repetition and the median and spread of those paired ratios are
+printed (12 repetitions by default: one call's CPU time varies by about 2 % here). Peak extra memory of one call of each is measured
 in a child process (resident-set high-water mark; large allocations go straight to the OS), or with the
 CUDA allocator's statistics on a GPU, where the head and the loop run under the trainer's bf16 autocast.
 Prints `head_vs_floor` (target <= 1.10) and `align_head_speedup` (target >= 1.15) last.
@@ -210,6 +213,23 @@ def memory_in_child(args: argparse.Namespace, variant: str) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"])
 
 
+def copy_bandwidth(dev: torch.device, mib: int = 256) -> float:
+    """GB/s of a large copy, best of three: on a shared machine other tenants' memory traffic lowers it, and
+    the head's non-GEMM work is memory-bound, so head_vs_floor rises with it while the GEMM floor does not."""
+    src = torch.ones(mib * 2**18, device=dev)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(3):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        dst.copy_(src)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best / 1e9
+
+
 def spread(values: list[float]) -> str:
     return f"median {statistics.median(values):.3f}, min {min(values):.3f}, max {max(values):.3f}, n={len(values)}"
 
@@ -225,7 +245,8 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=37)
     ap.add_argument("--tokens", type=int, default=512, help="the VLA's vision tokens (pooling reference length)")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=12,
+                    help="repetitions of all three (a multiple of 3 gives each variant each position equally)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time = work done)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--memory-of", choices=("head", "loop"), help=argparse.SUPPRESS)  # child process mode
@@ -236,7 +257,7 @@ def main() -> None:
         print(json.dumps({"peak_extra_bytes": peak_extra_bytes(setup, args.memory_of)}))
         return
 
-    load_before = os.getloadavg()
+    load_before, bandwidth_before = os.getloadavg(), copy_bandwidth(setup.dev)
     print(f"device {setup.dev}, {torch.get_num_threads()} thread(s), {args.pairs} pairs x {args.ensemble} member(s), "
           f"llm {args.llm_dim}, hidden {args.hidden}, teacher {args.teacher_dim}, {args.frames}x{args.grid}x{args.grid} "
           f"patches -> {setup.tokens} tokens (reference length {args.tokens}), batch {args.batch}, "
@@ -250,6 +271,8 @@ def main() -> None:
     for rep in range(args.repeats):
         for name in names[rep % 3 :] + names[: rep % 3]:  # rotating order: drift hits every variant alike
             times[name].append(timed(variants[name], setup))
+        print(f"repetition {rep + 1}/{args.repeats}: head/floor {times['head'][-1] / times['floor'][-1]:.3f}, "
+              f"loop/head {times['loop'][-1] / times['head'][-1]:.3f}", file=sys.stderr, flush=True)
     unit = "wall s (synchronised)" if setup.dev.type == "cuda" else "CPU s"
     for name, label in (("head", "fused head"), ("loop", "per-pair loop"), ("floor", "GEMM-only floor")):
         print(f"{label:>16}: {spread(times[name])} {unit}")
@@ -263,7 +286,8 @@ def main() -> None:
         head_mem, loop_mem = memory_in_child(args, "head"), memory_in_child(args, "loop")
     print(f"peak extra memory: head {head_mem / 2**30:.3f} GiB, loop {loop_mem / 2**30:.3f} GiB "
           f"(head/loop {head_mem / loop_mem:.2f})")
-    print(f"load average: {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
+    print(f"load average: {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1 min); "
+          f"copy bandwidth: {bandwidth_before:.1f} GB/s before, {copy_bandwidth(setup.dev):.1f} GB/s after")
     print(f"head_vs_floor: {statistics.median(vs_floor):.3f}")
     print(f"align_head_speedup: {statistics.median(speedup):.3f}")
 

@@ -113,9 +113,10 @@ def _pair_forward(
     t = target.detach().reshape(rows, -1)
     weights = cosine_weights((batch, tokens), mask, x.device, acc).reshape(-1) if keep else None
     norm_in = _norm_input(layout, x, run.dtype)
-    losses = torch.empty(layout.ensemble, device=x.device, dtype=acc)
-    records: list[torch.Tensor | None] = []
-    for member in layout.members_of(pair):
+    members = layout.members_of(pair)
+    saved: list[list[torch.Tensor | None]] = []
+    outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # each member's fc2 output and fc2 bias
+    for member in members:
         base, w, eps = member.proj * FIELDS, member.width, layout.norm_eps[member.proj]
         if eps is None:
             xn, mean, rstd = norm_in, None, None
@@ -127,47 +128,54 @@ def _pair_forward(
         for hb, ab in _blocks(w, h.element_size(), h, a):  # bias and activation, block by block
             torch.ops.aten.gelu.out(hb.add_(bias), approximate=approximate, out=ab)  # type: ignore[union-attr]
         p = torch.mm(a, casts[base + W2][:, :w].t())  # type: ignore[index]
-        cos, grad_b2 = _cosine_blocks(run, p, casts[base + B2], t, weights)  # type: ignore[arg-type]
+        outputs.append((p, casts[base + B2]))  # type: ignore[arg-type]
+        saved.append([xc, mean, rstd, h, a, p] if keep else [])
+    cosines, grads_b2 = _cosine_blocks(run, outputs, t, weights)
+    losses = torch.empty(layout.ensemble, device=x.device, dtype=acc)
+    records: list[torch.Tensor | None] = []
+    for member, cos, grad_b2, kept in zip(members, cosines, grads_b2, saved):
         losses[member.slot] = loss_from_cosine(cos.view(batch, tokens), mask)
-        if keep:
-            records += [xc, mean, rstd, h, a, p, grad_b2]
+        records += kept + [grad_b2] if keep else []
     return losses, records
 
 
 def _cosine_blocks(
-    run: _Run, p: torch.Tensor, bias: torch.Tensor, t: torch.Tensor, weights: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Add the fc2 bias to `p` (rows, C) and return each row's cosine with its target row.
+    run: _Run, outputs: Sequence[tuple[torch.Tensor, torch.Tensor]], t: torch.Tensor, weights: torch.Tensor | None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Add each member's fc2 bias to its output `p` (rows, C) and return each row's cosine with its target.
 
-    With `weights` (the loss's gradient per cosine), `p` is overwritten by the loss's gradient with
-    respect to it, and the second value is that gradient's column sum (fc2's bias gradient). Targets
-    are unit-normalised block by block, without gradient: cos = <p, t_hat> / |p|.
+    The target rows are unit-normalised once per block, without gradient, for every member of the pair:
+    cos = <p, t_hat> / |p|. With `weights` (the loss's gradient per cosine), each `p` is overwritten by
+    the loss's gradient with respect to it, and the second list holds those gradients' column sums (the
+    fc2 bias gradients).
     """
-    acc, cosine_eps = run.acc, run.layout.cosine_eps
-    cos = torch.empty(p.shape[0], device=p.device, dtype=acc)
-    col_sum = torch.zeros(p.shape[1], device=p.device, dtype=acc) if weights is not None else None
-    itemsize = max(p.element_size(), torch.finfo(acc).bits // 8)
-    for pb, tb, cb, wb in _blocks(p.shape[1], itemsize, p, t, cos, weights):
-        pb.add_(bias)  # type: ignore[union-attr]
-        work = pb.to(acc)  # type: ignore[union-attr]  # the bias is added in the compute dtype, as a linear layer does
+    acc, cosine_eps, count = run.acc, run.layout.cosine_eps, len(outputs)
+    ps = [p for p, _ in outputs]
+    cosines = [torch.empty(t.shape[0], device=t.device, dtype=acc) for _ in ps]
+    col_sums = [torch.zeros(p.shape[1], device=p.device, dtype=acc) if weights is not None else None for p in ps]
+    itemsize = max(ps[0].element_size(), torch.finfo(acc).bits // 8)
+    for tb, wb, *parts in _blocks(t.shape[1], itemsize, t, weights, *ps, *cosines):
         tb = tb.to(acc)  # type: ignore[union-attr]
         t_norm = torch.linalg.vector_norm(tb, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
         t_hat = torch.div(tb, t_norm.clamp_min_(1e-12) if cosine_eps is None else t_norm.add_(cosine_eps),
-                          out=run.scratch.get("t_hat", tb.shape, acc, p.device))
-        norm = torch.linalg.vector_norm(work, dim=-1)
-        denom = norm.clamp_min(1e-12) if cosine_eps is None else norm + cosine_eps
-        torch.linalg.vecdot(work, t_hat, out=cb).div_(denom)
-        if weights is None:
-            continue
-        # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
-        live = norm >= 1e-12 if cosine_eps is None else norm > 0
-        step = wb / denom  # type: ignore[operator]
-        coef = torch.where(live, cb / norm.clamp_min(1e-30), 0.0) * step
-        work.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
-        col_sum.add_(work.sum(0))  # type: ignore[union-attr]
-        if work is not pb:
-            pb.copy_(work)
-    return cos, col_sum
+                          out=run.scratch.get("t_hat", tb.shape, acc, t.device))
+        for pb, cb, (_, bias), col_sum in zip(parts[:count], parts[count:], outputs, col_sums):
+            pb.add_(bias)  # type: ignore[union-attr]
+            work = pb.to(acc)  # type: ignore[union-attr]  # the bias is added in the compute dtype, as a linear layer does
+            norm = torch.linalg.vector_norm(work, dim=-1)
+            denom = norm.clamp_min(1e-12) if cosine_eps is None else norm + cosine_eps
+            torch.linalg.vecdot(work, t_hat, out=cb).div_(denom)  # type: ignore[arg-type]
+            if wb is None:
+                continue
+            # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
+            live = norm >= 1e-12 if cosine_eps is None else norm > 0
+            step = wb / denom
+            coef = torch.where(live, cb / norm.clamp_min(1e-30), 0.0) * step  # type: ignore[operator]
+            work.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
+            col_sum.add_(work.sum(0))  # type: ignore[union-attr]
+            if work is not pb:
+                pb.copy_(work)  # type: ignore[union-attr]
+    return cosines, col_sums
 
 
 class _Grads:
