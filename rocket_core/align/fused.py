@@ -92,10 +92,12 @@ def _blocks(width: int, itemsize: int, *tensors: torch.Tensor | None) -> list[tu
     """The tensors cut into the same row blocks of about CHUNK_BYTES (a row being `width` items).
 
     An elementwise chain run block by block reads its operands from DRAM once and then works in a
-    core's L2 cache, instead of streaming every full-size tensor once per op.
+    core's L2 cache, instead of streaming every full-size tensor once per op. On a GPU the tensors stay
+    whole: its L2 holds them already, and every block would cost kernel launches (host-bound at batch 2).
     """
-    step = max(8, CHUNK_BYTES // max(1, width * itemsize))
-    parts = [t.split(step) if t is not None else None for t in tensors]
+    first = next(t for t in tensors if t is not None)
+    step = max(8, CHUNK_BYTES // max(1, width * itemsize)) if first.device.type == "cpu" else first.shape[0]
+    parts = [t.split(max(1, step)) if t is not None else None for t in tensors]
     count = len(next(p for p in parts if p is not None))
     return list(zip(*[p if p is not None else [None] * count for p in parts]))
 

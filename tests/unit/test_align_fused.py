@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
+from rocket_core.align import fused
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool
@@ -161,3 +162,25 @@ def test_autocast_matches_the_loop_under_the_same_autocast() -> None:
     for name, expected in ref.items():
         assert got[name].dtype == expected.dtype, name  # float32 weights get float32 gradients
         assert rel_err(got[name].float(), expected.float()) <= 5e-2, (name, rel_err(got[name].float(), expected.float()))
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_row_blocks_change_nothing(monkeypatch: pytest.MonkeyPatch, mask_name: str) -> None:
+    """At test sizes every chain is one block by default; cut into the smallest blocks (8 rows; an uneven
+    split is checked too), the float64 losses and gradients still equal the per-pair loop's."""
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 1)
+    bank = BANKS["rocket_ensemble"]().to(torch.float64)
+    sizes = [len(b[0]) for b in fused._blocks(DIM_OUT, 8, torch.empty(BATCH * TOKENS + 3, DIM_OUT))]
+    assert sizes == [8, 8, 3]
+    ref_losses, ref = run(bank, False, MASKS[mask_name], None)
+    losses, got = run(bank, True, MASKS[mask_name], None)
+    torch.testing.assert_close(losses, ref_losses, rtol=0, atol=1e-12)
+    for name, expected in ref.items():
+        assert rel_err(got[name], expected) <= 1e-12, name
+
+
+def test_row_blocks_stay_whole_off_the_cpu() -> None:
+    """On a GPU every block would cost kernel launches and its L2 holds the tensors already: one block."""
+    rows = torch.empty(4096, 2048, device="meta")
+    assert [len(b[0]) for b in fused._blocks(2048, 4, rows)] == [4096]
+    assert len(fused._blocks(2048, 4, torch.empty(4096, 2048))) > 1
