@@ -33,7 +33,7 @@ from rocket_core.align.projector import AlignProjector, ProjectorBank
 FIELDS = 6  # per projector: norm weight, norm bias, fc1 weight, fc1 bias, fc2 weight, fc2 bias
 NORM_W, NORM_B, W1, B1, W2, B2 = range(FIELDS)
 RECORD = 7  # per member: fc1 input, norm mean, norm rstd, pre-activation, activation, grad of the output, its column sum
-CHUNK_BYTES = 1 << 19  # row blocks of the elementwise chains on a CPU: half a core's L2 here (see _blocks)
+CHUNK_BYTES = 1 << 19  # CPU row blocks (see _blocks): a block's 3-4 operands fit a 2 MiB L2 together
 
 
 @dataclass(frozen=True)
