@@ -12,7 +12,8 @@ bandwidth, and the head's non-GEMM work (LayerNorm, pooling, activation, cosine)
 the GEMM floor is not, so the copy bandwidth is printed beside the load average: head_vs_floor rises
 when it drops. Each repetition runs all three in a rotating order with gradients zeroed before every
 call; each ratio is taken within a repetition and the median and spread of those paired ratios are
-printed (12 repetitions by default: one call's CPU time varies by about 2 % here). Peak extra memory of one call of each is measured
+printed (12 repetitions by default: one call's CPU time varies by about 2 % here). Peak extra memory of
+one call of each is measured
 in a child process (resident-set high-water mark; large allocations go straight to the OS), or with the
 CUDA allocator's statistics on a GPU, where the head and the loop run under the trainer's bf16 autocast.
 Prints `head_vs_floor` (target <= 1.10) and `align_head_speedup` (target >= 1.15) last.
@@ -170,18 +171,21 @@ def check(setup: Setup, args: argparse.Namespace) -> None:
         raise SystemExit("the head does not match the per-pair loop")
 
 
+def synchronize(dev: torch.device) -> None:
+    """Wait for queued GPU work, so that a wall-clock reading covers it; nothing to wait for on a CPU."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], None], setup: Setup) -> float:
     """Seconds of one call: process CPU time on a CPU, synchronised wall time on a GPU."""
     setup.zero_grad()
     cuda = setup.dev.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
+    synchronize(setup.dev)
     start = time.perf_counter() if cuda else time.process_time()
     fn()
-    if cuda:
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-    return time.process_time() - start
+    synchronize(setup.dev)
+    return (time.perf_counter() if cuda else time.process_time()) - start
 
 
 def peak_extra_bytes(setup: Setup, variant: str) -> int:
@@ -220,12 +224,10 @@ def copy_bandwidth(dev: torch.device, mib: int = 256) -> float:
     dst = torch.empty_like(src)
     best = float("inf")
     for _ in range(3):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(dev)
         start = time.perf_counter()
         dst.copy_(src)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(dev)
         best = min(best, time.perf_counter() - start)
     return 2 * src.numel() * src.element_size() / best / 1e9
 
