@@ -1,7 +1,8 @@
 """The built wheel as a user installs it: only `rocket*` import names, and the quickstart runs from elsewhere.
 
-A fresh venv sees the machine's packages (`--system-site-packages`, so no torch download) and gets our wheel with
-`--no-deps`; the venv's own copy wins over any editable install of the repository.
+A fresh venv sees the packages of the interpreter running the tests (a `.pth` file lists its site folders, so no
+torch download, inside a virtualenv or not: `--system-site-packages` would see only the base Python) and gets our
+wheel with `--no-deps`; the venv's own copy wins over any editable install of the repository.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built from a clean copy: an in-place build would package whatever a stale `build/` still holds."""
     source = tmp_path_factory.mktemp("src") / "rocket"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "runs",
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "runs",
                                                                  "__pycache__", ".pytest_cache"))
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out),
@@ -44,8 +45,13 @@ def test_wheel_installs_only_rocket_names(wheel: Path) -> None:
 
 def test_quickstart_runs_from_a_fresh_venv_elsewhere(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
+    (purelib,) = {Path(p) for p in env_dir.glob("lib/python*/site-packages")}
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
+    assert ours, sys.path
+    # Plain path lines: the folders' own .pth files (our editable install's import hook) are not run.
+    (purelib / "outer.pth").write_text("\n".join(ours) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True,
                    capture_output=True, text=True, timeout=300)
     work = tmp_path / "elsewhere"
