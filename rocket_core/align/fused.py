@@ -100,9 +100,11 @@ def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
 
 def _builtin_projector(p: nn.Module) -> bool:
     """The built-in AlignProjector structure, with the shapes and settings `_pair_forward` assumes."""
-    if not (_plain(p, AlignProjector) and _plain(p.fc1, nn.Linear) and _plain(p.fc2, nn.Linear)):
+    if not isinstance(p, AlignProjector):
         return False
     norm, fc1, fc2 = p.vlm_norm, p.fc1, p.fc2
+    if not (_plain(p, AlignProjector) and _plain(fc1, nn.Linear) and _plain(fc2, nn.Linear)):
+        return False
     if fc1.bias is None or fc2.bias is None or fc1.weight.ndim != 2 or fc2.weight.ndim != 2:
         return False
     hidden, dim = fc1.weight.shape
@@ -127,7 +129,7 @@ def fusable(bank: ProjectorBank) -> bool:
         return False
     if any(AlignProjector.__dict__.get(name) is not method for name, method in BUILTIN_METHODS.items()):
         return False
-    return all(_builtin_projector(p) for pool in bank for p in pool)
+    return all(_builtin_projector(p) for pool in bank for p in pool.children())
 
 
 def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -19,7 +19,7 @@ from rocket_core.align.projector import AlignProjector, ProjectorBank
 from rocket_core.specs import ProjectorSpec
 from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector, SingleProjector
 from tests.lowrank_projector import LowRankStrategy
-from tests.unit.test_align_fused import BATCH, BANKS, DIM_IN, DIM_OUT, MASKS, PAIRS, TOKENS, loop_losses, rel_err
+from tests.unit.test_align_fused import BANKS, BATCH, DIM_IN, DIM_OUT, MASKS, PAIRS, TOKENS, loop_losses, rel_err
 
 LOWRANK_IN = 24  # the low-rank projector's input width, above its rank (16)
 LossFn = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor | None], torch.Tensor]
