@@ -18,6 +18,9 @@ right after, as the loop's are (one node for all pairs would hold every pair's u
 costs more peak memory than the loop). The collector runs after every pair node and returns the
 buffers as the parameters' gradients. Gradients equal autograd's through the per-pair loop up to float
 rounding (tests/unit/test_align_fused.py).
+
+The nodes read the built-in projector's tensors and bypass its methods, so they serve only the banks
+`fusable` accepts; the head sends every other bank through plain autograd.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn.modules import module as torch_module
 
 from rocket_core.align.loss import cosine_weights, loss_from_cosine
 from rocket_core.align.projector import AlignProjector, ProjectorBank
@@ -83,6 +88,50 @@ class Layout:
         return out
 
 
+HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+BUILTIN_METHODS = {name: AlignProjector.__dict__[name] for name in ("width", "normed", "project_normed", "forward")}
+
+
+def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """Exactly `cls`, no hook and no method replaced on the instance: calling it runs `cls`'s code only."""
+    return (type(module) is cls and not any(getattr(module, hook) for hook in HOOKS)
+            and not any(callable(value) for value in vars(module).values()))
+
+
+def _builtin_projector(p: nn.Module) -> bool:
+    """The built-in AlignProjector structure, with the shapes and settings `_pair_forward` assumes."""
+    if not isinstance(p, AlignProjector):
+        return False
+    norm, fc1, fc2 = p.vlm_norm, p.fc1, p.fc2
+    if not (_plain(p, AlignProjector) and _plain(fc1, nn.Linear) and _plain(fc2, nn.Linear)):
+        return False
+    if fc1.bias is None or fc2.bias is None or fc1.weight.ndim != 2 or fc2.weight.ndim != 2:
+        return False
+    hidden, dim = fc1.weight.shape
+    if norm is not None and not (_plain(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (dim,)
+                                 and norm.weight is not None and norm.bias is not None):
+        return False
+    return (tuple(fc1.bias.shape) == (hidden,) and fc2.weight.shape[1] == hidden
+            and tuple(fc2.bias.shape) == (fc2.weight.shape[0],) and p.approximate in ("none", "tanh")
+            and all(1 <= w <= hidden for w in p.widths))
+
+
+def fusable(bank: ProjectorBank) -> bool:
+    """Whether the fused nodes compute exactly what calling the bank's projectors computes.
+
+    They read each AlignProjector's six tensors and do its LayerNorm, fc1 prefix, GELU and fc2 prefix
+    themselves, bypassing its methods, so only the built-in structure qualifies: an exact ProjectorBank of
+    exact AlignProjectors (with exact LayerNorm and Linear submodules) whose methods are the built-in
+    ones, neither overridden nor replaced on an instance, with no module hook (own or global), in the
+    built-in shapes. Every other bank takes plain autograd through its projectors' own forward (head.py).
+    """
+    if type(bank) is not ProjectorBank or any(getattr(torch_module, f"_global{hook}") for hook in HOOKS):
+        return False
+    if any(AlignProjector.__dict__.get(name) is not method for name, method in BUILTIN_METHODS.items()):
+        return False
+    return all(_builtin_projector(p) for pool in bank for p in pool.children())
+
+
 def _norm_input(layout: Layout, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """LayerNorm input: float32 under autocast (its layer_norm policy), else the weights' dtype."""
     return x.float() if layout.autocast_dtype is not None else x.to(dtype)
@@ -108,9 +157,6 @@ def _pair_forward(
     """(E,) losses of one pair; with `keep`, also each member's RECORD tensors for backward."""
     layout, params, casts, acc = run.layout, run.params, run.casts, run.acc
     batch, tokens, dim = x.shape
-    if tuple(target.shape[:2]) != (batch, tokens):
-        raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {(batch, tokens)} "
-                         "vision tokens; the pooled grid does not match the VLA's vision tokens")
     rows = batch * tokens
     t = target.detach().reshape(rows, -1)
     weights = cosine_weights((batch, tokens), mask, x.device, acc).reshape(-1) if keep else None

@@ -1,10 +1,13 @@
 """The alignment head: pool every selected teacher layer, then project every pair and take its loss.
 
 Teacher layers are pooled one by one into one preallocated (L, B, N, C) output (the sin-cos embedding is
-pooled once and cached), never stacked raw. Projection and loss of all pairs and ensemble members are
-one fused autograd node (rocket_core/align/fused.py): predictions are never stacked, each pair's weight
-gradient goes into its prefix slice in place, and peak memory stays below the per-pair autograd loop's
-(benchmarks/align_head.py measures time and memory against that loop).
+pooled once and cached), never stacked raw. For the built-in projector, projection and loss of all pairs
+and ensemble members are fused autograd nodes (rocket_core/align/fused.py): predictions are never
+stacked, each pair's weight gradient goes into its prefix slice in place, and peak memory stays below the
+per-pair autograd loop's (benchmarks/align_head.py measures time and memory against that loop). The
+fused nodes bypass the projector's methods, so any other projector (a plugin's subclass, a hook, a
+patched method; `fused.fusable` decides) takes that loop instead: plain autograd through
+`proj(x, bank.layer_index(pair))`, the same loss and the same Matryoshka prefixes.
 """
 from __future__ import annotations
 
@@ -14,9 +17,29 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rocket_core.align.fused import fused_ensemble_losses
+from rocket_core.align.fused import fusable, fused_ensemble_losses
+from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool, pooled_grid, random_indices, take_tokens
 from rocket_core.align.projector import ProjectorBank
+
+
+def autograd_ensemble_losses(
+    bank: ProjectorBank,
+    states: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor] | torch.Tensor,
+    mask: torch.Tensor | None,
+    cosine_eps: float | None,
+) -> torch.Tensor:
+    """(L, E) losses through each projector's own forward and plain autograd: what the fused nodes compute,
+    for projectors they cannot read (targets and mask are constants; cosines in at least float32, as there)."""
+    mask = None if mask is None else mask.detach()
+    losses = []
+    for pair, x in enumerate(states):
+        for proj in bank.pool(pair):
+            pred = proj(x, bank.layer_index(pair))
+            acc = torch.promote_types(pred.dtype, torch.float32)
+            losses.append(cosine_loss(pred.to(acc), targets[pair].detach().to(acc), mask, cosine_eps))
+    return torch.stack(losses).view(len(states), bank.ensemble_size)
 
 
 @dataclass
@@ -69,6 +92,11 @@ class AlignmentHead(nn.Module):
                 take_tokens(layer, idx, out=dst)
         return out
 
+    @property
+    def fused_path(self) -> bool:
+        """Whether forward takes the fused nodes (the built-in projector) or plain autograd (any other)."""
+        return fusable(self.projector)
+
     def project(self, vision_states: Sequence[torch.Tensor]) -> torch.Tensor:
         """(L, E, B, V, C) predictions, stacked: for analysis (profile); training never materialises them."""
         return torch.stack([
@@ -88,6 +116,11 @@ class AlignmentHead(nn.Module):
             if teacher_layers is None:
                 raise ValueError("pass teacher_layers or pooled targets")
             targets = self.pool_targets(teacher_layers)
-        ensemble_losses = fused_ensemble_losses(self.projector, vision_states, targets, token_mask, self.cosine_eps)
+        for pair, (x, target) in enumerate(zip(vision_states, targets)):
+            if tuple(target.shape[:2]) != tuple(x.shape[:2]):
+                raise ValueError(f"pair {pair}: {tuple(target.shape[:2])} target tokens for {tuple(x.shape[:2])} "
+                                 "vision tokens; the pooled grid does not match the VLA's vision tokens")
+        losses = fused_ensemble_losses if self.fused_path else autograd_ensemble_losses
+        ensemble_losses = losses(self.projector, vision_states, targets, token_mask, self.cosine_eps)
         pair_losses = ensemble_losses.mean(1)
         return AlignOutput(pair_losses.mean(), pair_losses, ensemble_losses)
