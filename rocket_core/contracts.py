@@ -193,9 +193,14 @@ class _ModelAdapter(_Plugin, Generic[SpecT, InfoT, ModelT]):
 
     `check_preset` is the small random-weight configuration `rocket plugins check` builds (and what
     `--preset tiny` should give: the real architecture, shrunk, seconds to build on a CPU).
+    `default_checkpoint` is the Hub repo (or path) loaded when a spec names no checkpoint and no preset
+    (`rocket pull NAME` fetches it; None: the family has no default weights), and `weight_patterns` the
+    files of it that `build` reads (empty: all), so a pull and the teacher cache's key see the same files.
     """
 
     check_preset: ClassVar[str | None] = "tiny"
+    default_checkpoint: ClassVar[str | None] = None
+    weight_patterns: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
@@ -322,14 +327,12 @@ class BenchmarkAdapter(_Plugin):
         return []
 
     @classmethod
+    def fetch_assets(cls, log: Callable[[str], None] = print) -> Path:
+        """Download the benchmark's assets (`rocket pull NAME`); returns where they are. Default: none to fetch."""
+        raise RocketError(f"benchmark '{cls.name}' has no assets to pull; `rocket eval --setup {cls.name}` installs it")
+
+    @classmethod
     def group_of(cls, task: dict[str, Any]) -> str | None:
         """The results table a task belongs to besides its suite (LIBERO-Plus: perturbation dimension)."""
         return task.get("group")
 
-
-PLUGIN_BASES: dict[str, type[_Plugin]] = {
-    "vla": VLAAdapter,
-    "teacher": TeacherAdapter,
-    "projector": ProjectorStrategy,
-    "benchmark": BenchmarkAdapter,
-}
