@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "TrainSampler": "dataset", "VLADataset": "dataset", "build_dataloader": "dataset",
+    "TrainSampler": "dataset", "VLADataset": "dataset",
     "bundled_dataset_path": "dataset", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
     "dataset_fingerprint": "fingerprint",
     "PRESETS": "keymap", "KeyMap": "keymap", "episode_groups": "keymap", "libero_suite": "keymap", "resolve_keys": "keymap",
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from rocket_core.data.dataset import (
         TrainSampler,
         VLADataset,
-        build_dataloader,
         bundled_dataset_path,
         collate_batch,
         sample_generator,
