@@ -248,9 +248,9 @@ def _check_benchmark(cls: type[BenchmarkAdapter]) -> list[str]:
     if not cls.suites:
         return [f"benchmark '{cls.name}' suites: expected at least one suite name"]
     problems = []
-    for family in ("openvla-oft", "openpi"):
+    for family in cls.families or ("",):  # "": the default of a VLA that names no family
         try:
-            cls.protocol(cls.suites[0], family)  # type: ignore[arg-type]
+            cls.protocol(cls.suites[0], family)
         except (NotImplementedError, TypeError, KeyError) as exc:
             problems.append(f"benchmark '{cls.name}' protocol('{cls.suites[0]}', '{family}'): "
                             f"{type(exc).__name__}: {exc}")
