@@ -248,7 +248,8 @@ class TeacherAdapter(_ModelAdapter["TeacherSpec", TeacherInfo, TeacherModel]):
     @classmethod
     def preview(cls, spec: TeacherSpec, images: Sequence[Path], output: Path) -> None:
         """Write a PNG of what the teacher predicts for `images` (`rocket teacher preview`); optional."""
-        raise RocketError(f"teacher '{cls.name}' has no depth head to preview; use --teacher vggt")
+        raise RocketError(f"teacher '{cls.name}' has no depth head to preview; use a teacher with one "
+                          "(`rocket plugins` lists them)")
 
 
 class ProjectorStrategy(_Plugin):

@@ -82,7 +82,7 @@ class Conventions(_Model):
     """What a checkpoint's numbers mean; saved as `conventions.json` beside its weights."""
 
     version: int = VERSION
-    source: str = Field(..., description="rocket-align (from the training data) or openvla-oft (a foreign folder)")
+    source: str = Field(..., description="rocket-align (from the training data) or the reference format of a foreign folder")
     dataset: str | None = None
     state_key: str | None = None
     action_key: str | None = None
