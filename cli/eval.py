@@ -178,12 +178,12 @@ def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trial
 
     with PolicyClient(url) as client:  # fails at once, in one line, when nothing answers there
         meta = client.metadata
-    family = family or meta.get("eval_family") or "openvla-oft"
+    family = family or meta.get("eval_family") or next(iter(bench.families), "")
     plans = []
     for s in suites:
         try:
             preset = bench.protocol(s, family)
-            proto, reasons = apply_conventions(preset, meta.get("conventions"), unnorm_key)
+            proto, reasons = apply_conventions(preset, meta.get("conventions"), unnorm_key, bench.checkpoint_conventions)
         except KeyError as exc:
             raise RocketError(str(exc.args[0])) from None
         changes = {k: v for k, v in (("trials_per_task", trials), ("max_steps", max_steps), ("seed", seed),

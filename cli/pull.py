@@ -20,14 +20,14 @@ def pull_target(name: str) -> tuple[str, tuple[str, ...] | None]:
         cls = registry.plugins[kind].get(name)
         if cls is None:
             continue
-        repo = getattr(cls.cls, "default_checkpoint", None)
+        repo = cls.cls.default_checkpoint
         if not repo:
             raise RocketError(f"{kind} plugin '{name}' has no default weights to pull; give a Hub repo id instead")
-        return repo, getattr(cls.cls, "weight_patterns", None)
+        return repo, cls.cls.weight_patterns or None
     repo = as_repo_id(name)  # ORG/NAME or hf://ORG/NAME
     if repo is not None:
         return repo, None
-    known = sorted(n for k in PULLABLE_KINDS for n, r in registry.plugins[k].items() if getattr(r.cls, "default_checkpoint", None))
+    known = sorted(n for k in PULLABLE_KINDS for n, r in registry.plugins[k].items() if r.cls.default_checkpoint)
     raise RocketError(
         f"'{name}' is neither a plugin with default weights ({', '.join(known) or 'none installed'}) "
         "nor a Hub repo id ('owner/name')"
@@ -47,10 +47,7 @@ def register(app: typer.Typer) -> None:
         """
         bench = get_registry().plugins["benchmark"].get(name)
         if bench is not None:
-            fetch = getattr(bench.cls, "fetch_assets", None)
-            if fetch is None:
-                raise RocketError(f"benchmark '{name}' has no assets to pull; `rocket eval --setup {name}` installs it")
-            console.print(f"{name} assets are in {fetch(log=console.print)}", highlight=False)
+            console.print(f"{name} assets are in {bench.cls.fetch_assets(log=console.print)}", highlight=False)
             return
         repo, patterns = pull_target(name)
         folder = snapshot(repo, revision, patterns, pull_name=name)

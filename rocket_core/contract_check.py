@@ -1,8 +1,8 @@
 """Contract checks: a plugin bug becomes one line naming the method and what was expected, not a traceback.
 
 Three levels, all built on the same per-method checks:
-- `token_count_problems`: from `info()` alone (every `plan_run`, so `rocket align --dry-run` too): the VLA's
-  vision-token count must equal cameras x the teacher grid pooled to it, frame-major.
+- `engine.token_count_problems`: from `info()` alone (every `plan_run`, so `rocket align --dry-run` too): the
+  VLA's vision-token count must equal cameras x the teacher grid pooled to it, frame-major.
 - `check_run`: before `rocket align`'s first step, one forward of the real first batch through the built
   VLA and teacher (random state untouched, nothing written).
 - `check_plugin`: `rocket plugins check KIND NAME`: the plugin built on its `check_preset`, one random batch.
@@ -22,6 +22,7 @@ from rocket_core.contracts import (
     VLAInfo,
     VLAOutput,
 )
+from rocket_core.engine import pooled_token_count, token_count_problems
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
@@ -29,31 +30,6 @@ if TYPE_CHECKING:
     from rocket_core.engine import AlignPlan
 
 TASKS = ("pick up the red cube", "open the top drawer")
-
-
-def pooled_token_count(vinfo: VLAInfo, tinfo: TeacherInfo) -> tuple[int, str]:
-    """(tokens the bilinear pooling gives, how): cameras x the pooled grid, the reference's truncation included."""
-    from rocket_core.align.pooling import pooled_grid
-
-    oh, ow = pooled_grid(vinfo.num_images, tuple(tinfo.patch_grid), vinfo.num_vision_tokens)
-    ph, pw = tinfo.patch_grid
-    return vinfo.num_images * oh * ow, f"{vinfo.num_images} cameras x the {ph}x{pw} teacher grid pooled to {oh}x{ow}"
-
-
-def token_count_problems(vla: str, vinfo: VLAInfo, tinfo: TeacherInfo, pooling: str = "bilinear") -> list[str]:
-    """What `info()` alone shows: tokens split evenly over the cameras and, with bilinear pooling, equal to
-    the pooled teacher grid (random pooling samples any count)."""
-    problems = []
-    if vinfo.num_images < 1 or vinfo.num_vision_tokens % vinfo.num_images:
-        problems.append(f"VLA '{vla}' info(): num_vision_tokens ({vinfo.num_vision_tokens}) must be num_images "
-                        f"({vinfo.num_images}) x the tokens of one camera")
-    elif pooling == "bilinear":
-        want, how = pooled_token_count(vinfo, tinfo)
-        if want != vinfo.num_vision_tokens:
-            problems.append(f"VLA '{vla}' info(): num_vision_tokens is {vinfo.num_vision_tokens} but {how} gives "
-                            f"{want} targets; return cameras x tokens per camera (frame-major) that the teacher "
-                            "grid pools to, or use alignment.pooling random")
-    return problems
 
 
 def _shape(x: Any) -> str:
@@ -272,9 +248,9 @@ def _check_benchmark(cls: type[BenchmarkAdapter]) -> list[str]:
     if not cls.suites:
         return [f"benchmark '{cls.name}' suites: expected at least one suite name"]
     problems = []
-    for family in ("openvla-oft", "openpi"):
+    for family in cls.families or ("",):  # "": the default of a VLA that names no family
         try:
-            cls.protocol(cls.suites[0], family)  # type: ignore[arg-type]
+            cls.protocol(cls.suites[0], family)
         except (NotImplementedError, TypeError, KeyError) as exc:
             problems.append(f"benchmark '{cls.name}' protocol('{cls.suites[0]}', '{family}'): "
                             f"{type(exc).__name__}: {exc}")

@@ -34,11 +34,10 @@ if TYPE_CHECKING:  # torch only in annotations: listing plugins and `--help` mus
     from pydantic import BaseModel
 
     from rocket_core.align.projector import ProjectorBank
+    from rocket_core.conventions import Conventions
     from rocket_core.eval.envs import IsolatedEnv
     from rocket_core.eval.protocol import Protocol as EvalProtocol
     from rocket_core.specs import ProjectorSpec, TeacherSpec, TrainingSpec, VLASpec  # noqa: F401 (string generics)
-
-EvalFamily = Literal["openvla-oft", "openpi"]
 
 
 class Batch(TypedDict):
@@ -82,8 +81,9 @@ class VLAInfo:
     action_dim: int | None = None
     state_dim: int | None = None
     normalization: str = "quantile"  # "quantile" (OpenVLA-OFT q01/q99) or "mean_std" (pi0)
-    # Which benchmark protocol presets (`rocket eval`) this VLA was evaluated with in its own papers.
-    eval_family: EvalFamily = "openvla-oft"
+    # Which benchmark protocol presets (`rocket eval`) this VLA was evaluated with in its own papers: one of
+    # a benchmark's `families` ("": the benchmark's first).
+    eval_family: str = ""
 
     @property
     def tokens_per_image(self) -> int:
@@ -193,9 +193,14 @@ class _ModelAdapter(_Plugin, Generic[SpecT, InfoT, ModelT]):
 
     `check_preset` is the small random-weight configuration `rocket plugins check` builds (and what
     `--preset tiny` should give: the real architecture, shrunk, seconds to build on a CPU).
+    `default_checkpoint` is the Hub repo (or path) loaded when a spec names no checkpoint and no preset
+    (`rocket pull NAME` fetches it; None: the family has no default weights), and `weight_patterns` the
+    files of it that `build` reads (empty: all), so a pull and the teacher cache's key see the same files.
     """
 
     check_preset: ClassVar[str | None] = "tiny"
+    default_checkpoint: ClassVar[str | None] = None
+    weight_patterns: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
@@ -223,6 +228,13 @@ class VLAAdapter(_ModelAdapter["VLASpec", VLAInfo, VLAModel]):
         minus_one = info.max_layer_index if info.minus_one is None else info.minus_one
         return _resolve_index(index, info.max_layer_index, minus_one, f"VLA '{cls.name}'")
 
+    @classmethod
+    def read_foreign(cls, path: Path, device: str | None = None) -> tuple[VLASpec, Conventions] | None:
+        """A checkpoint folder in the format of this family's reference code (not a rocket run): the spec
+        that rebuilds it and its data conventions, or None when `path` is not one. `rocket serve` asks every
+        VLA plugin before reading `path` as a run; the default recognises nothing."""
+        return None
+
 
 class TeacherAdapter(_ModelAdapter["TeacherSpec", TeacherInfo, TeacherModel]):
     """A frozen teacher (`build` returns it in eval mode, without gradients)."""
@@ -236,7 +248,8 @@ class TeacherAdapter(_ModelAdapter["TeacherSpec", TeacherInfo, TeacherModel]):
     @classmethod
     def preview(cls, spec: TeacherSpec, images: Sequence[Path], output: Path) -> None:
         """Write a PNG of what the teacher predicts for `images` (`rocket teacher preview`); optional."""
-        raise RocketError(f"teacher '{cls.name}' has no depth head to preview; use --teacher vggt")
+        raise RocketError(f"teacher '{cls.name}' has no depth head to preview; use a teacher with one "
+                          "(`rocket plugins` lists them)")
 
 
 class ProjectorStrategy(_Plugin):
@@ -250,6 +263,26 @@ class ProjectorStrategy(_Plugin):
         cls, num_pairs: int, in_dim: int, out_dim: int, spec: ProjectorSpec, ensemble_size: int
     ) -> ProjectorBank:
         """Return a bank whose state dict uses the reference names `{pair}.{ensemble}.fc1.weight`."""
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """Feature names (and known conventions) of one public dataset, as a benchmark declares them."""
+
+    state: str
+    action: str
+    cameras: dict[str, str]  # VLA image slot -> dataset camera, in slot order
+    gripper: str | None = None  # the gripper command's convention, as stored
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetConventions:
+    """What a benchmark's recorded datasets hold beyond feature names (written into `conventions.json`)."""
+
+    orientation: Literal["rotated_180", "as_rendered", "unknown"] = "unknown"  # of the stored frames
+    state: str | None = None  # what the state vector holds when it has `state_dim` dims
+    state_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -269,16 +302,24 @@ class BenchmarkAdapter(_Plugin):
     when its dependencies fit, otherwise an isolated environment that `setup` creates and fills) and which
     import-light module (`sim_module`, run by `rocket_core.eval.worker`) lists tasks and makes environments.
     `doctor` returns real probes, one line each, with the fix.
+
+    `families` are the policy families (`VLAInfo.eval_family`) it pins presets for, the default first.
+    With `checkpoint_conventions`, its simulator takes the gripper as -1 open / +1 close and renders the
+    frames its datasets store (possibly rotated), so a checkpoint's gripper and orientation conventions
+    replace the preset's (`eval.protocol.apply_conventions`). Its datasets are described by
+    `dataset_presets`, `task_groups` and `dataset_conventions` (`rocket_core.data.keymap` asks every benchmark).
     """
 
     suites: ClassVar[tuple[str, ...]] = ()
+    families: ClassVar[tuple[str, ...]] = ()
+    checkpoint_conventions: ClassVar[bool] = False
     sim_module: ClassVar[str] = ""
     env_name: ClassVar[str | None] = None  # isolated environment name; None: runs in this Python
     setup_hint: ClassVar[str] = ""
 
     @classmethod
     @abstractmethod
-    def protocol(cls, suite: str, family: EvalFamily) -> EvalProtocol:
+    def protocol(cls, suite: str, family: str) -> EvalProtocol:
         """The pinned evaluation preset of `suite` for a VLA of `family` (`VLAInfo.eval_family`)."""
 
     @classmethod
@@ -322,14 +363,28 @@ class BenchmarkAdapter(_Plugin):
         return []
 
     @classmethod
+    def fetch_assets(cls, log: Callable[[str], None] = print) -> Path:
+        """Download the benchmark's assets (`rocket pull NAME`); returns where they are. Default: none to fetch."""
+        raise RocketError(f"benchmark '{cls.name}' has no assets to pull; `rocket eval --setup {cls.name}` installs it")
+
+    @classmethod
+    def dataset_presets(cls) -> Mapping[str, DatasetPreset]:
+        """Key-mapping presets of public datasets recorded in this benchmark, by Hub id or `data.preset` name."""
+        return {}
+
+    @classmethod
+    def task_groups(cls) -> Mapping[str, str]:
+        """Task group (suite) of each instruction (`keymap.normalize_task` form): a dataset mixing groups is
+        normalised per group, as the reference does per suite."""
+        return {}
+
+    @classmethod
+    def dataset_conventions(cls, dataset: str) -> DatasetConventions | None:
+        """What a dataset of this benchmark (by name or path) stores, or None when it is not one of its own."""
+        return None
+
+    @classmethod
     def group_of(cls, task: dict[str, Any]) -> str | None:
         """The results table a task belongs to besides its suite (LIBERO-Plus: perturbation dimension)."""
         return task.get("group")
 
-
-PLUGIN_BASES: dict[str, type[_Plugin]] = {
-    "vla": VLAAdapter,
-    "teacher": TeacherAdapter,
-    "projector": ProjectorStrategy,
-    "benchmark": BenchmarkAdapter,
-}

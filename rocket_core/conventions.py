@@ -1,8 +1,8 @@
 """Data conventions of a checkpoint: what its actions, states and images mean, from data to simulator.
 
 Every checkpoint carries a `conventions.json` written from its training data (the trainer calls
-`from_dataset`), and a foreign OpenVLA-OFT folder gets `oft_folder`'s. `rocket eval` derives from it,
-not from the VLA's name: the gripper post-processing (raw LIBERO -1 = open / +1 = close, or the OFT RLDS
+`from_dataset`), and a foreign folder gets what its VLA plugin reads from it (`VLAAdapter.read_foreign`).
+`rocket eval` derives from it, not from the VLA's name: the gripper post-processing (raw LIBERO -1 = open / +1 = close, or the OFT RLDS
 0 = close / 1 = open), the normalisation key of each suite (per-group statistics, as the reference's
 `unnorm_key`) and the evaluation centre crop (the mean training crop area, resized back, as OFT).
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -82,7 +82,7 @@ class Conventions(_Model):
     """What a checkpoint's numbers mean; saved as `conventions.json` beside its weights."""
 
     version: int = VERSION
-    source: str = Field(..., description="rocket-align (from the training data) or openvla-oft (a foreign folder)")
+    source: str = Field(..., description="rocket-align (from the training data) or the reference format of a foreign folder")
     dataset: str | None = None
     state_key: str | None = None
     action_key: str | None = None
@@ -127,14 +127,15 @@ class Conventions(_Model):
         return path
 
     # ---- normalisation key -----------------------------------------------------------------------
-    def group_for(self, suite: str | None, benchmark: str = "libero") -> str | None:
+    def group_for(self, suite: str | None, benchmark: str | None = None) -> str | None:
         """The normalisation group of a benchmark suite (the reference's `unnorm_key`), or None when the
         checkpoint has one set only. Fails naming the groups when several exist and none fits."""
         groups = list(self.normalization.groups)
         if len(groups) <= 1:
             return groups[0] if groups else None
         if suite is not None:
-            candidates = [f"{benchmark}_{suite}", f"{benchmark}_{suite}_no_noops", suite, f"{suite}_no_noops"]
+            prefixed = [f"{benchmark}_{suite}", f"{benchmark}_{suite}_no_noops"] if benchmark else []
+            candidates = [*prefixed, suite, f"{suite}_no_noops"]
             for name in candidates:
                 if name in self.normalization.groups:
                     return name
@@ -160,14 +161,10 @@ def detect_gripper(low: float, high: float, dim: int = -1, normalized: bool = Fa
 
 
 def gripper_map(gripper: Gripper) -> dict[str, bool]:
-    """`protocol.GripperMap` fields that turn the data's gripper values into LIBERO's command (-1 open, +1 close)."""
+    """`protocol.GripperMap` fields that turn the data's gripper values into the command -1 open, +1 close."""
     if gripper.kind == "oft_rlds":  # 1 open / 0 close -> [-1, 1] -> flip (OFT normalize + invert)
         return {"rescale_01_to_pm1": True, "invert": True}
     return {"rescale_01_to_pm1": False, "invert": False}
-
-
-def _is_libero(name: str | None) -> bool:
-    return name is not None and "libero" in name.lower()
 
 
 def from_dataset(dataset: Any, data_spec: Any, info: Any = None) -> Conventions:
@@ -190,50 +187,15 @@ def from_dataset(dataset: Any, data_spec: Any, info: Any = None) -> Conventions:
     crop = tuple(augment.crop_scale) if augment.enabled and min(augment.crop_scale) < 1 else None
     name = data_spec.dataset or "bundled"
     state_dim = int(np.prod(np.asarray(dataset.reader.column(keys.state)).shape[1:]))
+    recorded = keys.recorded  # what the dataset's benchmark says it stores (none: unknown)
     return Conventions(
         source="rocket-align", dataset=name, state_key=keys.state, action_key=keys.action,
-        state="eef_pos+axis_angle+gripper_qpos" if _is_libero(name) and state_dim == 8 else None,
+        state=recorded.state if recorded and state_dim == recorded.state_dim else None,
         state_dim=state_dim, action_dim=int(actions.shape[-1]),
         chunk=data_spec.chunk_size,
         normalization=Normalization(mode=mode, groups=groups, default=next(iter(groups))),
         gripper=detect_gripper(float(grip.min()), float(grip.max()), normalized=normalized),
-        images=Images(orientation="rotated_180" if _is_libero(name) else "unknown",
+        images=Images(orientation=recorded.orientation if recorded else "unknown",
                       size=tuple(dataset.image_size), cameras=list(dataset.slots), train_crop_scale=crop),
     )
 
-
-def oft_folder(stats: Mapping[str, Any], num_images: int = 2, chunk: int = 8,
-               crop_scale: Sequence[float] | None = (0.9, 0.9)) -> Conventions:
-    """The conventions of an OpenVLA-OFT folder from its `dataset_statistics.json`: RLDS gripper (1 = open),
-    bounds_q99 normalisation per dataset key with its `mask`, images rotated 180 degrees at 224 px,
-    trained with 90 %-area random crops (`image_aug`), so evaluated with the centre crop."""
-    groups: dict[str, GroupNorm] = {}
-    for key, entry in stats.items():
-        if not isinstance(entry, Mapping) or "action" not in entry:
-            continue
-        feats = {}
-        for feat in ("action", "proprio"):
-            s = entry.get(feat)
-            if not isinstance(s, Mapping) or "q01" not in s or "q99" not in s:
-                continue
-            low, high = [float(v) for v in s["q01"]], [float(v) for v in s["q99"]]
-            mask = [bool(v) for v in s.get("mask", [True] * len(low))]
-            if not len(low) == len(high) == len(mask):
-                raise RocketError(f"dataset_statistics.json: '{key}' {feat} q01/q99/mask lengths differ")
-            feats["state" if feat == "proprio" else "action"] = FeatureNorm(mode="quantile", low=low, high=high, mask=mask)
-        if "action" in feats:
-            groups[key] = GroupNorm(**feats)
-    if not groups:
-        raise RocketError("dataset_statistics.json holds no dataset with action q01/q99; is this an OpenVLA-OFT folder?")
-    first = next(iter(groups.values()))
-    assert first.action is not None
-    action_dim, state_dim = len(first.action.low), len(first.state.low) if first.state else None
-    gripper_normalized = bool(first.action.mask[-1])
-    return Conventions(
-        source="openvla-oft", state="eef_pos+axis_angle+gripper_qpos" if state_dim == 8 else None,
-        state_dim=state_dim, action_dim=action_dim, chunk=chunk,
-        normalization=Normalization(mode="quantile", groups=groups, default=next(iter(groups))),
-        gripper=Gripper(kind="oft_rlds", dim=-1, open=1.0, close=0.0, normalized=gripper_normalized),
-        images=Images(orientation="rotated_180", size=(224, 224), cameras=["image", "wrist_image"][:num_images],
-                      train_crop_scale=tuple(crop_scale) if crop_scale else None),
-    )

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from rocket_core.align.head import AlignmentHead
+from rocket_core.align.pooling import pooled_grid
 from rocket_core.align.projector import ProjectorBank
-from rocket_core.contract_check import token_count_problems
 from rocket_core.contracts import ProjectorStrategy, TeacherAdapter, TeacherInfo, VLAAdapter, VLAInfo
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry, get_registry
@@ -53,6 +53,29 @@ class AlignPlan:
             a.teacher_pe,
             a.cosine_eps,
         )
+
+
+def pooled_token_count(vinfo: VLAInfo, tinfo: TeacherInfo) -> tuple[int, str]:
+    """(tokens the bilinear pooling gives, how): cameras x the pooled grid, the reference's truncation included."""
+    oh, ow = pooled_grid(vinfo.num_images, tuple(tinfo.patch_grid), vinfo.num_vision_tokens)
+    ph, pw = tinfo.patch_grid
+    return vinfo.num_images * oh * ow, f"{vinfo.num_images} cameras x the {ph}x{pw} teacher grid pooled to {oh}x{ow}"
+
+
+def token_count_problems(vla: str, vinfo: VLAInfo, tinfo: TeacherInfo, pooling: str = "bilinear") -> list[str]:
+    """What `info()` alone shows: tokens split evenly over the cameras and, with bilinear pooling, equal to
+    the pooled teacher grid (random pooling samples any count)."""
+    problems = []
+    if vinfo.num_images < 1 or vinfo.num_vision_tokens % vinfo.num_images:
+        problems.append(f"VLA '{vla}' info(): num_vision_tokens ({vinfo.num_vision_tokens}) must be num_images "
+                        f"({vinfo.num_images}) x the tokens of one camera")
+    elif pooling == "bilinear":
+        want, how = pooled_token_count(vinfo, tinfo)
+        if want != vinfo.num_vision_tokens:
+            problems.append(f"VLA '{vla}' info(): num_vision_tokens is {vinfo.num_vision_tokens} but {how} gives "
+                            f"{want} targets; return cameras x tokens per camera (frame-major) that the teacher "
+                            "grid pools to, or use alignment.pooling random")
+    return problems
 
 
 def _requested_layers(spec: RunSpec, vla: type[VLAAdapter], vinfo: VLAInfo, tinfo: TeacherInfo) -> LayerMap:

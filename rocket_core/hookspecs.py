@@ -1,7 +1,8 @@
 """pluggy hook specifications: one `register_*` hook per plugin kind, plus `register_commands` for the CLI.
 
 A plugin module (entry-point group `rocket`) implements the hooks it needs and calls `register(cls)` once
-per class it provides. Adding a kind (e.g. datasets) is one more hook here plus one row in `registry.KINDS`.
+per class it provides. Adding a kind (e.g. datasets) is one more hook here plus one row (its base class) in
+`registry.KINDS`.
 A command module (entry-point group `rocket.commands`) implements only `register_commands`; it stays light
 (no torch import at module level) because it is loaded for every `rocket` invocation, `--help` included.
 """

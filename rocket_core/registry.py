@@ -19,22 +19,30 @@ from typing import Any, Callable, Iterator
 import pluggy
 
 from rocket_core import hookspecs
+from rocket_core.contracts import BenchmarkAdapter, ProjectorStrategy, TeacherAdapter, VLAAdapter
 from rocket_core.errors import RocketError
 
 ENTRY_POINT_GROUP = "rocket"
 COMMANDS_GROUP = "rocket.commands"
 BUILTIN_DIST = "rocket-vla"
 
-# kind -> name of the register hook; one row per plugin kind.
-KINDS: dict[str, str] = {
-    "vla": "register_vlas",
-    "teacher": "register_teachers",
-    "projector": "register_projectors",
-    "benchmark": "register_benchmarks",
+# kind -> the base class its plugins subclass; one row per plugin kind, registered by hook `register_<kind>s`.
+KINDS: dict[str, type] = {
+    "vla": VLAAdapter,
+    "teacher": TeacherAdapter,
+    "projector": ProjectorStrategy,
+    "benchmark": BenchmarkAdapter,
 }
+
+
+def hook_name(kind: str) -> str:
+    """The `hookspecs` hook that registers plugins of `kind`."""
+    return f"register_{kind}s"
+
+
 # The hooks each entry-point group calls; any other hook a module implements is reported, not ignored.
 GROUP_HOOKS: dict[str, tuple[str, ...]] = {
-    ENTRY_POINT_GROUP: tuple(KINDS.values()),
+    ENTRY_POINT_GROUP: tuple(hook_name(kind) for kind in KINDS),
     COMMANDS_GROUP: ("register_commands",),
 }
 
@@ -43,17 +51,17 @@ GROUP_HOOKS: dict[str, tuple[str, ...]] = {
 class PluginRecord:
     kind: str
     name: str
-    cls: type
+    cls: type[Any]  # a subclass of `KINDS[kind]`
     source: str
 
     @property
     def version(self) -> str:
-        return str(getattr(self.cls, "version", "?"))
+        return str(self.cls.version)
 
     @property
     def description(self) -> str:
         """First line only: the listing has one row per plugin."""
-        return first_line(getattr(self.cls, "description", ""))
+        return first_line(self.cls.description)
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ class Registry:
         Whatever is wrong with the module is recorded in `problems`; its usable classes still register.
         """
         source = source or f"module {getattr(module, '__name__', module)}"
-        kind_of = {hook: kind for kind, hook in KINDS.items()}
+        kind_of = {hook_name(kind): kind for kind in KINDS}
         for hook, function in hook_functions(self._pm, module, ENTRY_POINT_GROUP, source, self.problems):
             staged: list[Any] = []  # a hook that raises registers nothing, not half of its classes
             try:
@@ -117,9 +125,7 @@ class Registry:
                 self._add(kind_of[hook], cls, source)
 
     def _add(self, kind: str, cls: Any, source: str) -> None:
-        from rocket_core.contracts import PLUGIN_BASES  # deferred: the contracts are only needed once a hook runs
-
-        base = PLUGIN_BASES[kind]
+        base = KINDS[kind]
         if not (isinstance(cls, type) and issubclass(cls, base)):
             self.problems.append(Problem(source, f"registered {cls!r} as a {kind} plugin, but it is not a "
                                                  f"{base.__name__} subclass; skipped"))

@@ -14,12 +14,14 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from rocket_core.errors import RocketError
-from rocket_core.contracts import BenchmarkAdapter, Check
+from rocket_core.contracts import BenchmarkAdapter, Check, DatasetConventions, DatasetPreset
 from rocket_core.eval.envs import IsolatedEnv, apt_install, missing_debs
-from rocket_core.eval.protocol import LIBERO_MAX_STEPS, Protocol, libero_preset
+from rocket_core.eval.protocol import Protocol
+from rocket_plugins.benchmarks.libero_data import LIBERO_TASK_SUITE, PRESETS, RECORDED
+from rocket_plugins.benchmarks.libero_protocol import FAMILIES, LIBERO_MAX_STEPS, libero_preset
 
 MESA_DEBS = ("libosmesa6", "libegl1", "libgl1", "libglx-mesa0", "libegl-mesa0")
 WIRE_PACKAGES = ("websockets>=12", "msgpack>=1.0", "pluggy>=1.5", "av>=12", "pillow>=10")
@@ -36,6 +38,8 @@ class LiberoBenchmark(BenchmarkAdapter):
     name = "libero"
     description = "LIBERO spatial/object/goal/10/90 (MuJoCo, headless), OpenVLA-OFT and openpi protocols"
     suites: ClassVar[tuple[str, ...]] = tuple(LIBERO_MAX_STEPS)
+    families: ClassVar[tuple[str, ...]] = FAMILIES
+    checkpoint_conventions: ClassVar[bool] = True
     sim_module = "rocket_plugins.benchmarks.libero_sim"
     env_name: ClassVar[str | None] = "libero"
     packages: ClassVar[tuple[str, ...]] = LIBERO_PACKAGES
@@ -46,6 +50,19 @@ class LiberoBenchmark(BenchmarkAdapter):
     def protocol(cls, suite: str, family: str) -> Protocol:
         cls.check_suite(suite)
         return libero_preset(suite, family, benchmark=cls.name)
+
+    @classmethod
+    def dataset_presets(cls) -> Mapping[str, DatasetPreset]:
+        return PRESETS
+
+    @classmethod
+    def task_groups(cls) -> Mapping[str, str]:
+        return LIBERO_TASK_SUITE
+
+    @classmethod
+    def dataset_conventions(cls, dataset: str) -> DatasetConventions | None:
+        """Any dataset whose name or path says LIBERO: frames stored rotated, the 8-dim eef proprio."""
+        return RECORDED if "libero" in dataset.lower() else None
 
     @classmethod
     def config_dir(cls) -> Path:

@@ -130,7 +130,7 @@ def probe(suite: str = "spatial", steps: int = 3, task_index: int = 0,
     """Create a task, reset, render `steps` steps: what `--setup` and `rocket doctor` run."""
     import time
 
-    from rocket_core.eval.protocol import libero_preset
+    from rocket_plugins.benchmarks.libero_protocol import libero_preset
 
     t0 = time.perf_counter()
     env = env_cls(suite, task_index, libero_preset(suite, "openvla"))

@@ -61,6 +61,7 @@ class RoboTwinBenchmark(BenchmarkAdapter):
     name = "robotwin"
     description = "RoboTwin 2.0: 50 dual-arm tasks (SAPIEN, needs a Vulkan GPU), clean and randomized"
     suites: ClassVar[tuple[str, ...]] = ("clean", "randomized")
+    families: ClassVar[tuple[str, ...]] = ("openvla-oft", "openpi")  # OFT-style chunks of 8, or openpi's 50
     sim_module = "rocket_plugins.benchmarks.robotwin_sim"
     env_name: ClassVar[str | None] = "robotwin"
 

@@ -44,9 +44,3 @@ def cosine_weights(
     valid = (count > 0).to(dtype)
     return m * valid / (count.clamp(min=1) * valid.sum().clamp(min=1))
 
-
-def cosine_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float | None = None
-) -> torch.Tensor:
-    """Loss over the last three dims (B, N, C); leading dims (pairs, ensemble) are kept."""
-    return loss_from_cosine(token_cosine(pred, target, eps), mask)

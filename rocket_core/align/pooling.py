@@ -120,8 +120,3 @@ def take_tokens(tokens: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | Non
     n, frames, p, dim = tokens.shape
     return torch.index_select(tokens.reshape(n, frames * p, dim), 1, idx.to(tokens.device), out=out)
 
-
-def random_pool(tokens: torch.Tensor, ref_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, S, P, D) -> (N, ref_len, D): sorted random tokens, with replacement only when upsampling."""
-    _, frames, p, _ = tokens.shape
-    return take_tokens(tokens, random_indices(frames * p, ref_len, generator))

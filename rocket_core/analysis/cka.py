@@ -7,9 +7,8 @@ VLA's hidden-state indices, the teacher's layer indices); the reference script's
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -22,44 +21,15 @@ from rocket_core.analysis.sketch import Method, StreamedCKA
 from rocket_core.contracts import TeacherAdapter, TeacherModel, VLAAdapter, VLAModel
 from rocket_core.data import VLADataset
 from rocket_core.engine import AlignPlan
-from rocket_core.errors import RocketError
 from rocket_core.select.cka import hungarian_match
-from rocket_core.select.layermap import write_layer_map
+from rocket_core.select.layermap import parse_layer_sets, write_layer_map
 from rocket_core.specs import LayerMap
-
-_INT = re.compile(r"^-?\d+$")
-_RANGE = re.compile(r"^(\d+)-(\d+)$")
-
-
-def _parse_side(text: str, top: int, resolve: Callable[[int], int], what: str) -> list[int]:
-    text = text.strip()
-    if text in ("", "all"):
-        return list(range(top + 1))
-    out: set[int] = set()
-    for token in (t.strip() for t in text.split(",")):
-        if _INT.match(token):
-            out.add(resolve(int(token)))
-        elif m := _RANGE.match(token):
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if lo > hi:
-                raise RocketError(f"{what} layer range '{token}' is empty; write low-high")
-            out.update(resolve(i) for i in range(lo, hi + 1))
-        else:
-            raise RocketError(f"cannot read {what} layers '{token}': use 'all', N, N-M or a comma list")
-    return sorted(out)
-
 
 def parse_cka_layers(value: str, vla: type[VLAAdapter], vinfo: Any, teacher: type[TeacherAdapter],
                      tinfo: Any) -> tuple[list[int], list[int]]:
-    """`all` (every VLA hidden-state index x every teacher layer) or `VLA:TEACHER`, each side `all` or a
-    comma list of indices and inclusive ranges (`0-4,8`)."""
-    vla_text, _, teacher_text = value.partition(":") if ":" in value else (value, ":", value)
-    if ":" not in value and value.strip() != "all":
-        raise RocketError(f"--layers '{value}': use 'all' or 'VLA:TEACHER' (e.g. '0-32:all', '2,4,6:0-23')")
-    return (
-        _parse_side(vla_text, vinfo.max_layer_index, lambda i: vla.resolve_layer(vinfo, i), "VLA"),
-        _parse_side(teacher_text, tinfo.num_layers - 1, lambda i: teacher.resolve_layer(tinfo, i), "teacher"),
-    )
+    """`--layers` of `rocket profile cka` (`layermap.parse_layer_sets`), resolved by the two adapters."""
+    return parse_layer_sets(value, (vinfo.max_layer_index, lambda i: vla.resolve_layer(vinfo, i)),
+                            (tinfo.num_layers - 1, lambda i: teacher.resolve_layer(tinfo, i)))
 
 
 def profile_cka(

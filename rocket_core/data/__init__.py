@@ -10,10 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "TrainSampler": "dataset", "VLADataset": "dataset", "build_dataloader": "dataset",
+    "TrainSampler": "dataset", "VLADataset": "dataset",
     "bundled_dataset_path": "dataset", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
     "dataset_fingerprint": "fingerprint",
-    "PRESETS": "keymap", "KeyMap": "keymap", "episode_groups": "keymap", "libero_suite": "keymap", "resolve_keys": "keymap",
+    "KeyMap": "keymap", "dataset_presets": "keymap", "episode_groups": "keymap", "resolve_keys": "keymap",
+    "task_groups": "keymap",
     "LeRobotReader": "lerobot", "delta_offsets": "lerobot_files", "resolve_dataset_root": "lerobot_files",
     "GroupNormalizer": "normalize", "Normalizer": "normalize",
     "GroupStats": "stats", "load_group_stats": "stats",
@@ -25,14 +26,13 @@ if TYPE_CHECKING:
     from rocket_core.data.dataset import (
         TrainSampler,
         VLADataset,
-        build_dataloader,
         bundled_dataset_path,
         collate_batch,
         sample_generator,
         to_device,
     )
     from rocket_core.data.fingerprint import dataset_fingerprint
-    from rocket_core.data.keymap import PRESETS, KeyMap, episode_groups, libero_suite, resolve_keys
+    from rocket_core.data.keymap import KeyMap, dataset_presets, episode_groups, resolve_keys, task_groups
     from rocket_core.data.lerobot import LeRobotReader
     from rocket_core.data.lerobot_files import delta_offsets, resolve_dataset_root
     from rocket_core.data.normalize import GroupNormalizer, Normalizer

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from rocket_core.contracts import Batch
 from rocket_core.data.augment import augment_with_boxes, center_crop, center_crop_box, normalized_box, resize
@@ -228,16 +228,3 @@ class TrainSampler(Sampler[tuple[int, int]]):
                 yield index, epoch
             epoch, position = epoch + 1, 0
 
-
-def build_dataloader(
-    dataset: VLADataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0
-) -> DataLoader:
-    """An endless, resumable loader of `Batch`es (iterate with `next`); `start` = samples already consumed."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=TrainSampler(len(dataset), seed, start),
-        collate_fn=collate_batch,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-    )

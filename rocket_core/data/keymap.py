@@ -4,22 +4,22 @@ LeRobot datasets name their features freely (`observation.state`/`action` in LeR
 `actions`/`image`/`wrist_image` in physical-intelligence/libero). The key map is resolved, in order, from the
 spec's explicit `data.state_key` / `data.action_key` / `data.cameras`, then from a preset for known public
 datasets (matched on the Hub repo id, or named with `data.preset` for a local copy), then from the usual
-names found in meta/info.json.
+names found in meta/info.json. The presets, and what a benchmark's recordings store, come from the
+benchmark plugins (`BenchmarkAdapter.dataset_presets` / `dataset_conventions`).
 
-Task groups: the reference normalises each LIBERO suite with its own statistics (OpenVLA-OFT's
-`unnorm_key`). A dataset mixing suites (physical-intelligence/libero holds libero_10, goal, object and
-spatial) carries no suite column, so the suite of an episode is read from its task string: each of the 40
-instructions of the four suites belongs to exactly one suite (LIBERO's `libero_suite_task_map`, the BDDL
-file name without its scene prefix). When every episode's task is one of them and more than one suite
-occurs, each suite is a group; otherwise the dataset is one group, "all".
+Task groups: the reference normalises each suite with its own statistics (OpenVLA-OFT's `unnorm_key`). A
+dataset mixing suites carries no suite column, so the group of an episode is read from its task string
+(`BenchmarkAdapter.task_groups`: each instruction belongs to one suite). When every episode's task has a
+group and more than one group occurs, each is a group; otherwise the dataset is one group, "all".
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
+from rocket_core.contracts import BenchmarkAdapter, DatasetConventions, DatasetPreset
 from rocket_core.errors import RocketError
+from rocket_core.registry import get_registry
 
 if TYPE_CHECKING:
     from rocket_core.data.lerobot import LeRobotReader
@@ -29,62 +29,6 @@ ALL = "all"
 CAMERA_PREFIX = "observation.images."
 STATE_NAMES = ("observation.state", "state")
 ACTION_NAMES = ("action", "actions")
-LIBERO_GRIPPER = "raw LIBERO: -1 open, +1 close"
-
-
-@dataclass(frozen=True)
-class DatasetPreset:
-    """Feature names (and known conventions) of one public dataset."""
-
-    state: str
-    action: str
-    cameras: dict[str, str]  # VLA image slot -> dataset camera, in slot order
-    gripper: str | None = None  # the gripper command's convention, as stored
-    note: str = ""
-
-
-_LIBERO_V3 = dict(state="observation.state", action="action",
-                  cameras={"image": "observation.images.image", "wrist_image": "observation.images.wrist_image"},
-                  gripper=LIBERO_GRIPPER)
-PRESETS: dict[str, DatasetPreset] = {
-    "physical-intelligence/libero": DatasetPreset(
-        state="state", action="actions", cameras={"image": "image", "wrist_image": "wrist_image"},
-        gripper=LIBERO_GRIPPER,
-        note="LeRobot v2.0, the four LIBERO suites mixed (libero_10, goal, object, spatial; no-noop demos), "
-             "images rotated 180 deg, no q01/q99 (computed per suite)",
-    ),
-    **{f"IPEC-COMMUNITY/libero_{suite}_no_noops_1.0.0_lerobot": DatasetPreset(
-        **_LIBERO_V3, note=f"LeRobot v2.0 port of OpenVLA's libero_{suite}_no_noops RLDS")  # type: ignore[arg-type]
-       for suite in ("spatial", "object", "goal", "10")},
-}
-
-# LIBERO's four evaluation suites (libero_suite_task_map; the instruction is the name after its scene prefix).
-_SUITE_TASKS: dict[str, tuple[str, ...]] = {
-    "libero_spatial": tuple(f"pick_up_the_black_bowl_{where}_and_place_it_on_the_plate" for where in (
-        "between_the_plate_and_the_ramekin", "next_to_the_ramekin", "from_table_center", "on_the_cookie_box",
-        "in_the_top_drawer_of_the_wooden_cabinet", "on_the_ramekin", "next_to_the_cookie_box", "on_the_stove",
-        "next_to_the_plate", "on_the_wooden_cabinet")),
-    "libero_object": tuple(f"pick_up_the_{thing}_and_place_it_in_the_basket" for thing in (
-        "alphabet_soup", "cream_cheese", "salad_dressing", "bbq_sauce", "ketchup", "tomato_sauce", "butter", "milk",
-        "chocolate_pudding", "orange_juice")),
-    "libero_goal": (
-        "open_the_middle_drawer_of_the_cabinet", "put_the_bowl_on_the_stove", "put_the_wine_bottle_on_top_of_the_cabinet",
-        "open_the_top_drawer_and_put_the_bowl_inside", "put_the_bowl_on_top_of_the_cabinet",
-        "push_the_plate_to_the_front_of_the_stove", "put_the_cream_cheese_in_the_bowl", "turn_on_the_stove",
-        "put_the_bowl_on_the_plate", "put_the_wine_bottle_on_the_rack"),
-    "libero_10": (
-        "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket",
-        "LIVING_ROOM_SCENE2_put_both_the_cream_cheese_box_and_the_butter_in_the_basket",
-        "KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it",
-        "KITCHEN_SCENE4_put_the_black_bowl_in_the_bottom_drawer_of_the_cabinet_and_close_it",
-        "LIVING_ROOM_SCENE5_put_the_white_mug_on_the_left_plate_and_put_the_yellow_and_white_mug_on_the_right_plate",
-        "STUDY_SCENE1_pick_up_the_book_and_place_it_in_the_back_compartment_of_the_caddy",
-        "LIVING_ROOM_SCENE6_put_the_white_mug_on_the_plate_and_put_the_chocolate_pudding_to_the_right_of_the_plate",
-        "LIVING_ROOM_SCENE1_put_both_the_alphabet_soup_and_the_cream_cheese_box_in_the_basket",
-        "KITCHEN_SCENE8_put_both_moka_pots_on_the_stove",
-        "KITCHEN_SCENE6_put_the_yellow_and_white_mug_in_the_microwave_and_close_it"),
-}
-_SCENE = re.compile(r"^[A-Z_]*SCENE\d+_")
 
 
 def normalize_task(task: str) -> str:
@@ -92,23 +36,33 @@ def normalize_task(task: str) -> str:
     return " ".join(task.replace("_", " ").split()).lower().rstrip(".")
 
 
-LIBERO_TASK_SUITE: dict[str, str] = {
-    normalize_task(_SCENE.sub("", name)): suite for suite, names in _SUITE_TASKS.items() for name in names
-}
+def _benchmarks() -> list[type[BenchmarkAdapter]]:
+    return [record.cls for record in get_registry().plugins["benchmark"].values()]
 
 
-def libero_suite(task: str) -> str | None:
-    """The LIBERO suite whose instruction this is, or None."""
-    return LIBERO_TASK_SUITE.get(normalize_task(task))
+def dataset_presets() -> dict[str, DatasetPreset]:
+    """Every benchmark's key-mapping presets, by Hub id or `data.preset` name."""
+    return {name: preset for bench in _benchmarks() for name, preset in bench.dataset_presets().items()}
+
+
+def task_groups() -> dict[str, str]:
+    """Every benchmark's task group (suite) of each instruction, in `normalize_task` form."""
+    return {task: group for bench in _benchmarks() for task, group in bench.task_groups().items()}
 
 
 def episode_groups(tasks: Sequence[str], mode: str = "auto") -> list[str]:
-    """One group name per episode (given each episode's task): LIBERO suites when the episodes are all LIBERO
-    tasks from more than one suite and `mode` is "auto"; otherwise "all" for every episode."""
-    suites = [libero_suite(t) for t in tasks]
-    if mode == "auto" and suites and all(suites) and len(set(suites)) > 1:
-        return [s for s in suites if s is not None]
+    """One group name per episode (given each episode's task): the task groups when every episode has one,
+    more than one occurs and `mode` is "auto"; otherwise "all" for every episode."""
+    known = task_groups()
+    groups = [known.get(normalize_task(t)) for t in tasks]
+    if mode == "auto" and groups and all(groups) and len(set(groups)) > 1:
+        return [g for g in groups if g is not None]
     return [ALL] * len(tasks)
+
+
+def dataset_conventions(dataset: str) -> DatasetConventions | None:
+    """What the first benchmark that knows `dataset` (name or path) says its recordings store."""
+    return next((c for c in (b.dataset_conventions(dataset) for b in _benchmarks()) if c is not None), None)
 
 
 @dataclass(frozen=True)
@@ -121,6 +75,7 @@ class KeyMap:
     preset: str | None = None
     origin: dict[str, str] = field(default_factory=dict)  # "state"/"action"/"cameras" -> spec | preset | detected
     gripper: str | None = None
+    recorded: DatasetConventions | None = None  # what the dataset's benchmark says its recordings store
 
 
 def default_cameras(camera_keys: Sequence[str]) -> dict[str, str | None]:
@@ -130,12 +85,13 @@ def default_cameras(camera_keys: Sequence[str]) -> dict[str, str | None]:
 
 def find_preset(spec: DataSpec) -> tuple[str | None, DatasetPreset | None]:
     """The preset named by `data.preset`, else the one for `data.dataset`'s Hub id, else none."""
+    presets = dataset_presets()
     if spec.preset is not None:
-        if spec.preset not in PRESETS:
-            raise RocketError(f"unknown data.preset '{spec.preset}'; known: {', '.join(PRESETS)}")
-        return spec.preset, PRESETS[spec.preset]
+        if spec.preset not in presets:
+            raise RocketError(f"unknown data.preset '{spec.preset}'; known: {', '.join(presets)}")
+        return spec.preset, presets[spec.preset]
     name = (spec.dataset or "").removeprefix("hf://").strip("/")
-    return (name, PRESETS[name]) if name in PRESETS else (None, None)
+    return (name, presets[name]) if name in presets else (None, None)
 
 
 def resolve_keys(reader: LeRobotReader, spec: DataSpec) -> KeyMap:
@@ -175,4 +131,5 @@ def resolve_keys(reader: LeRobotReader, spec: DataSpec) -> KeyMap:
         cameras, origin["cameras"] = dict(preset.cameras), f"preset {name}"
     else:
         cameras, origin["cameras"] = {}, "detected"  # every camera, in info.json order (VLADataset maps them)
-    return KeyMap(state, action, cameras, name, origin, preset.gripper if preset else None)
+    return KeyMap(state, action, cameras, name, origin, preset.gripper if preset else None,
+                  dataset_conventions(spec.dataset or "bundled"))

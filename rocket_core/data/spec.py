@@ -51,21 +51,21 @@ class DataSpec(_Spec):
     )
     preset: str | None = Field(
         None,
-        description="key-mapping preset of a known public dataset (e.g. physical-intelligence/libero), for a local "
-        "copy; None = the preset of `dataset` when it is such a Hub id (see `rocket data inspect`)",
+        description="key-mapping preset of a known public dataset (a benchmark plugin's, named by its Hub id), for a "
+        "local copy; None = the preset of `dataset` when it is such a Hub id (see `rocket data inspect`)",
     )
     state_key: str | None = Field(None, description="state feature; None = the preset's, else observation.state or state")
     action_key: str | None = Field(None, description="action feature; None = the preset's, else action or actions")
     chunk_size: int = Field(8, ge=1, description="action chunk length of the VLA (frames, from the current one)")
-    normalization: Literal["quantile", "mean_std"] = Field("quantile", description="quantile = OpenVLA-OFT, mean_std = pi0")
+    normalization: Literal["quantile", "mean_std"] = Field("quantile", description="quantile = q01/q99 bounds to [-1, 1], mean_std = zero mean, unit std")
     state_norm_exclude: list[int] = Field(default_factory=list, description="state dims left unnormalised")
     action_norm_exclude: list[int] = Field(
         default_factory=list, description="action dims left unnormalised, e.g. [-1] (gripper)"
     )
     groups: Literal["auto", "none"] = Field(
         "auto",
-        description="auto: normalise each LIBERO suite with its own statistics when the dataset mixes suites (as the "
-        "reference does); none: one pooled set of statistics",
+        description="auto: normalise each task group (a benchmark's suite) with its own statistics when the dataset "
+        "mixes them (as the reference does); none: one pooled set of statistics",
     )
     allow_nonfinite: bool = Field(
         False, description="train on NaN/inf states or actions instead of refusing the dataset (statistics skip them)"

@@ -3,7 +3,7 @@
 Built from a `rocket align` checkpoint (verified and rebuilt by `train.build.load_trained`: its spec
 rebuilds the model, `ema.safetensors` when present or else `trainable.safetensors` fills the trained
 parts, `state.json` gives the state/action normalisation and camera slots, `conventions.json` the data
-conventions), from an OpenVLA-OFT folder (`eval.oft`), or from a plugin preset (`--vla openvla --preset
+conventions), from a folder in a VLA reference's own format (`VLAAdapter.read_foreign`), or from a plugin preset (`--vla openvla --preset
 tiny`: random weights, no normalisation, for smoke tests). Every VLA plugin answers through the contract's
 `predict_action(batch)`.
 """
@@ -55,10 +55,9 @@ class Policy:
         checkpoint has them and `ema` is not False (True: required)."""
         from rocket_core.train.build import load_trained
 
-        from rocket_core.eval.oft import is_oft_folder, load_oft_folder
-
-        if is_oft_folder(Path(path)):
-            return load_oft_folder(Path(path), device=device)
+        foreign = cls.from_foreign(Path(path), device)
+        if foreign is not None:
+            return foreign
         run = load_trained(Path(path), ema=ema, teacher=False, frozen=True)
         spec, state = run.plan.spec, run.checkpoint.extra
         model = run.module.vla
@@ -69,6 +68,29 @@ class Policy:
                    state_norm=Normalizer.from_dict(norm["state"]) if norm.get("state") else None,
                    action_norm=Normalizer.from_dict(norm["action"]) if norm.get("action") else None,
                    cameras=state.get("cameras"), seed=spec.training.seed, conventions=Conventions.load(run.path))
+
+    @classmethod
+    def from_foreign(cls, path: Path, device: str | None = None) -> Policy | None:
+        """The first VLA plugin's reading of `path` as a folder of its reference's format, built and with the
+        folder's default normalisation group; None when no plugin recognises it."""
+        from rocket_core.registry import get_registry
+
+        for record in get_registry().plugins["vla"].values():
+            found = record.cls.read_foreign(path, device)
+            if found is None:
+                continue
+            spec, conv = found
+            _set_seed(0)
+            model = record.cls.build(spec)
+            if device:
+                model.to(device)
+            norm = conv.normalization
+            group = norm.groups[norm.default] if norm.default else None
+            return cls(model, spec.name, record.cls.info(spec), source=f"{path} ({conv.source} folder)",
+                       state_norm=Normalizer.from_dict(group.state.model_dump()) if group and group.state else None,
+                       action_norm=Normalizer.from_dict(group.action.model_dump()) if group and group.action else None,
+                       cameras=conv.images.cameras or None, conventions=conv)
+        return None
 
     @classmethod
     def from_preset(cls, vla: str, preset: str | None = "tiny", options: Mapping[str, Any] | None = None,

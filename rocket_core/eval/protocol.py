@@ -16,9 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# Max policy steps per LIBERO suite (OpenVLA-OFT `run_libero_eval.py` and openpi `examples/libero/main.py`).
-LIBERO_MAX_STEPS = {"spatial": 220, "object": 280, "goal": 300, "10": 520, "90": 400}
-LIBERO_DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+WAIT_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # no motion, gripper open: what the references wait with
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class Protocol:
     env_seed: int = 0  # `env.seed(...)` before every reset (OFT: 0; openpi: the global seed)
     max_steps: int = 220  # policy steps after the wait steps
     wait_steps: int = 10  # steps with `wait_action` before the policy acts (objects settle)
-    wait_action: tuple[float, ...] = LIBERO_DUMMY_ACTION
+    wait_action: tuple[float, ...] = WAIT_ACTION
     render_size: int = 256  # simulator camera resolution (square)
     cameras: tuple[str, ...] = ("agentview", "robot0_eye_in_hand")  # in the policy's camera-slot order
     rotate_180: bool = True  # img[::-1, ::-1], as the training data (LIBERO renders upside down)
@@ -78,38 +76,15 @@ class Protocol:
         return {k: {"preset": theirs[k], "used": mine[k]} for k in mine if k not in skip and mine[k] != theirs[k]}
 
 
-FAMILIES = ("openvla-oft", "openpi")
-
-
-def libero_preset(suite: str, family: str, benchmark: str = "libero") -> Protocol:
-    """LIBERO protocol of a policy family (`VLAInfo.eval_family`): `openvla-oft` or `openpi` (pi0 / pi0.5)."""
-    if suite not in LIBERO_MAX_STEPS:
-        raise KeyError(f"unknown LIBERO suite '{suite}'; use one of {', '.join(LIBERO_MAX_STEPS)}")
-    if family in ("openvla-oft", "openvla"):
-        return Protocol(
-            name="openvla-oft", benchmark=benchmark, suite=suite, max_steps=LIBERO_MAX_STEPS[suite],
-            env_seed=0, open_loop_steps=8, resize_method="lanczos", center_crop=0.9,
-            gripper=GripperMap(rescale_01_to_pm1=True, binarize=True, invert=True),
-            notes="OpenVLA-OFT experiments/robot/libero/run_libero_eval.py (NUM_ACTIONS_CHUNK 8, center_crop=True "
-                  "at 90 % area, RLDS gripper 1 = open)",
-        )
-    if family == "openpi":
-        return Protocol(
-            name="openpi", benchmark=benchmark, suite=suite, max_steps=LIBERO_MAX_STEPS[suite],
-            env_seed=7, open_loop_steps=5, resize_method="pad_bilinear", gripper=GripperMap(),
-            notes="openpi examples/libero/main.py (replan_steps 5, resize_with_pad 224, raw gripper)",
-        )
-    raise KeyError(f"unknown policy family '{family}' for LIBERO; use {' or '.join(FAMILIES)}")
-
-
-def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None,
-                      unnorm_key: str | None = None) -> tuple[Protocol, dict[str, str]]:
+def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None, unnorm_key: str | None = None,
+                      sim_conventions: bool = False) -> tuple[Protocol, dict[str, str]]:
     """`preset` with its data assumptions replaced by a checkpoint's conventions (a `Conventions` dump).
 
-    Returns the protocol and, per changed field, why: the gripper mapping follows the data's gripper
-    convention (binarising stays the preset's), the centre crop the training crop, `rotate_180` the stored
-    images' orientation, and `unnorm_key` the suite's normalisation group. Without conventions (a plain
-    server) the preset stands."""
+    Returns the protocol and, per changed field, why: the centre crop follows the training crop and
+    `unnorm_key` the suite's normalisation group; with `sim_conventions` (the benchmark's
+    `checkpoint_conventions`: its simulator takes the gripper as -1 open / +1 close) the gripper mapping also
+    follows the data's gripper convention (binarising stays the preset's) and `rotate_180` the stored
+    images' orientation. Without conventions (a plain server) the preset stands."""
     from rocket_core.conventions import Conventions, gripper_map
 
     if not conventions:
@@ -117,8 +92,7 @@ def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None,
     conv = Conventions.from_dict(conventions, "the policy's conventions")
     changes: dict[str, Any] = {}
     reasons: dict[str, str] = {}
-    libero = preset.benchmark.startswith("libero")  # the env whose gripper command is -1 open / +1 close
-    if libero and conv.gripper.kind != "none":
+    if sim_conventions and conv.gripper.kind != "none":
         grip = GripperMap(binarize=preset.gripper.binarize, **gripper_map(conv.gripper))
         changes["gripper"] = grip
         reasons["gripper"] = f"checkpoint conventions: gripper {conv.gripper.describe()}"
@@ -126,7 +100,7 @@ def apply_conventions(preset: Protocol, conventions: dict[str, Any] | None,
     changes["center_crop"] = crop
     reasons["center_crop"] = (f"checkpoint conventions: trained with {conv.images.train_crop_scale} random crops"
                               if crop < 1 else "checkpoint conventions: trained without random crops")
-    if libero and conv.images.orientation != "unknown":
+    if sim_conventions and conv.images.orientation != "unknown":
         changes["rotate_180"] = conv.images.orientation == "rotated_180"
         reasons["rotate_180"] = f"checkpoint conventions: images stored {conv.images.orientation}"
     key = unnorm_key or conv.group_for(preset.suite, preset.benchmark.split("_")[0])

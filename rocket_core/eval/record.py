@@ -159,7 +159,7 @@ class ReplayPolicy:
     def metadata(self) -> dict[str, Any]:
         return {"vla": "replay", "source": str(self.root), "cameras": self.cameras, "num_images": len(self.cameras),
                 "state_dim": self.states.shape[1], "action_dim": self.actions.shape[1], "chunk_size": self.chunk,
-                "normalization": {"state": False, "action": False}, "eval_family": "openvla-oft",
+                "normalization": {"state": False, "action": False}, "eval_family": "",
                 "conventions": self.conventions.model_dump(mode="json")}
 
     def infer(self, obs: Any) -> dict[str, Any]:

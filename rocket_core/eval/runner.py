@@ -190,10 +190,10 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
     results = aggregate(cfg)
     _atomic_json(cfg.out / "results.json", results)
     if cfg.record is not None and not errors:
-        from rocket_core.eval.record import write_dataset
+        from rocket_core.eval.record import CAMERA_KEYS, write_dataset
 
         write_dataset(cfg.record)
-        log(f"recording: {cfg.record} (LeRobot v3, physical-intelligence/libero keys)")
+        log(f"recording: {cfg.record} (LeRobot v3, cameras {', '.join(CAMERA_KEYS)}, then image_<slot>)")
     if errors:
         raise RocketError(f"{len(errors)} episode(s) failed and were not recorded (rerun to retry them): "
                           f"{errors[0]}")

@@ -1,7 +1,9 @@
-"""Layer-map files and the `--layers` mini-language.
+"""Layer-map files and the `--layers` mini-language (one grammar for every command).
 
 A layer-map file is YAML or JSON with `vla:` and `teacher:` lists (pair order) and optional `meta:`.
-`--layers` accepts such a file, `balanced:K`, or inline `v1,v2,...:t1,t2,...`.
+`--layers` names pairs: such a file, `balanced:K`, or inline `v1,v2,...:t1,t2,...` (`parse_layers`).
+`rocket profile cka` compares every VLA layer with every teacher layer, so its `--layers` names two sets
+in the same `VLA:TEACHER` form, each side also taking `all` and inclusive ranges `N-M` (`parse_layer_sets`).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import ValidationError
@@ -19,7 +21,8 @@ from rocket_core.paths import check_output_file
 from rocket_core.select.balanced import balanced_layers
 from rocket_core.specs import LayerMap, format_validation_error, load_config_file
 
-_INLINE = re.compile(r"^\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*:\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*$")
+_INDEX = re.compile(r"^-?\d+$")
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
 _BALANCED = re.compile(r"^balanced:(\d+)$")
 
 
@@ -78,8 +81,9 @@ def parse_layers(value: str, vla_blocks: int, teacher_layers: int, vla_offset: i
         if k < 1:
             raise RocketError("--layers balanced:K needs K >= 1")
         return balanced_map(k, vla_blocks, teacher_layers, vla_offset)
-    if m := _INLINE.match(text):
-        vla, teacher = ([int(x) for x in g.split(",")] for g in m.groups())
+    sides = _sides(text)
+    if sides is not None and all(_INDEX.match(t) for side in sides for t in _tokens(side)):
+        vla, teacher = ([int(t) for t in _tokens(side)] for side in sides)
         try:
             return LayerMap(vla=vla, teacher=teacher)
         except ValidationError as exc:
@@ -89,3 +93,42 @@ def parse_layers(value: str, vla_blocks: int, teacher_layers: int, vla_offset: i
     raise RocketError(
         f"cannot read --layers '{value}': use 'balanced:K', 'v1,v2:t1,t2' or a layer-map file (.yaml/.json)"
     )
+
+
+def _sides(text: str) -> tuple[str, str] | None:
+    """`VLA:TEACHER` split at its colon (None without exactly one)."""
+    vla, sep, teacher = text.partition(":")
+    return (vla, teacher) if sep and ":" not in teacher else None
+
+
+def _tokens(side: str) -> list[str]:
+    return [t.strip() for t in side.split(",")]
+
+
+def parse_layer_sets(value: str, vla: tuple[int, Callable[[int], int]],
+                     teacher: tuple[int, Callable[[int], int]]) -> tuple[list[int], list[int]]:
+    """Two layer sets (sorted, resolved): `all`, or `VLA:TEACHER` with each side `all` or a comma list of
+    indices and inclusive ranges (`0-4,8`). `vla` and `teacher` are (top index, resolver of a user index)."""
+    text = value.strip()
+    sides = (text, text) if text == "all" else _sides(text)
+    if sides is None:
+        raise RocketError(f"--layers '{value}': use 'all' or 'VLA:TEACHER' (e.g. '0-32:all', '2,4,6:0-23')")
+    return _layer_set(sides[0], *vla, "VLA"), _layer_set(sides[1], *teacher, "teacher")
+
+
+def _layer_set(text: str, top: int, resolve: Callable[[int], int], what: str) -> list[int]:
+    text = text.strip()
+    if text in ("", "all"):
+        return list(range(top + 1))
+    out: set[int] = set()
+    for token in _tokens(text):
+        if _INDEX.match(token):
+            out.add(resolve(int(token)))
+        elif m := _RANGE.match(token):
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise RocketError(f"{what} layer range '{token}' is empty; write low-high")
+            out.update(resolve(i) for i in range(lo, hi + 1))
+        else:
+            raise RocketError(f"cannot read {what} layers '{token}': use 'all', N, N-M or a comma list")
+    return sorted(out)

@@ -26,9 +26,10 @@ from rocket_core.conventions import Conventions, from_dataset
 from rocket_core.data import DataSpec, VLADataset, bundled_dataset_path
 from rocket_core.eval.client import PolicyClient
 from rocket_core.eval.policy import Policy
-from rocket_core.eval.protocol import apply_conventions, libero_preset
+from rocket_core.eval.protocol import apply_conventions
 from rocket_core.eval.rollout import run_episode
 from rocket_core.eval.server import PolicyServer
+from rocket_plugins.benchmarks.libero_protocol import libero_preset
 
 CHUNK = 8
 
@@ -140,7 +141,7 @@ def test_dataset_action_reaches_the_env_with_its_gripper_meaning(dataset: tuple[
 
     with PolicyServer(policy, port=0) as server, PolicyClient(server.url) as client:
         preset = libero_preset("spatial", "openvla-oft")
-        proto, reasons = apply_conventions(preset, client.metadata["conventions"])
+        proto, reasons = apply_conventions(preset, client.metadata["conventions"], sim_conventions=True)
         proto = proto.replace(wait_steps=0, max_steps=CHUNK, open_loop_steps=CHUNK)
         assert proto.center_crop == pytest.approx(0.9)
         assert ("gripper" in reasons) == (kind == "libero_raw")  # the preset assumes OFT's RLDS gripper

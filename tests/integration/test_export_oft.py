@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 from rocket_core.errors import RocketError
 from rocket_core.eval.policy import Policy
-from rocket_core.eval.protocol import apply_conventions, libero_preset
+from rocket_core.eval.protocol import apply_conventions
+from rocket_plugins.benchmarks.libero_protocol import libero_preset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,7 +100,7 @@ def test_reference_folder_is_served_with_oft_conventions(tmp_path: Path) -> None
     policy = Policy.from_checkpoint(folder)
     meta = policy.metadata()
     assert meta["conventions"]["source"] == "openvla-oft" and meta["conventions"]["gripper"]["kind"] == "oft_rlds"
-    proto, reasons = apply_conventions(libero_preset("goal", "openvla-oft"), meta["conventions"])
+    proto, reasons = apply_conventions(libero_preset("goal", "openvla-oft"), meta["conventions"], sim_conventions=True)
     assert proto.unnorm_key == "libero_goal_no_noops" and reasons == {"unnorm_key": "the suite's normalisation group"}
     assert proto.gripper == libero_preset("goal", "openvla-oft").gripper and proto.center_crop == 0.9
     spatial = policy.infer({**_obs(), "unnorm_key": "libero_spatial_no_noops"})["actions"]

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from rocket_core.conventions import Conventions, GroupNorm, Normalization, detect_gripper, from_dataset, oft_folder
+from rocket_core.conventions import Conventions, GroupNorm, Normalization, detect_gripper, from_dataset
 from rocket_core.data import DataSpec, VLADataset
 from rocket_core.data.normalize import GroupNormalizer, Normalizer
 from rocket_core.errors import RocketError
-from rocket_core.eval.protocol import GripperMap, apply_conventions, libero_preset
+from rocket_core.eval.protocol import GripperMap, apply_conventions
+from rocket_plugins.benchmarks.libero import LiberoBenchmark
+from rocket_plugins.benchmarks.libero_protocol import libero_preset
+from rocket_plugins.vla.openvla.oft import oft_folder
 
 
 def test_detect_gripper() -> None:
@@ -39,21 +42,23 @@ def test_suite_group_matching() -> None:
 def test_protocol_from_conventions_lists_each_change_with_its_reason() -> None:
     preset = libero_preset("goal", "openvla-oft")
     raw = _conv("libero_spatial", "libero_goal").model_copy(update={"gripper": detect_gripper(-1, 1)})
-    proto, reasons = apply_conventions(preset, raw.model_dump(mode="json"))
+    sim = LiberoBenchmark.checkpoint_conventions
+    proto, reasons = apply_conventions(preset, raw.model_dump(mode="json"), sim_conventions=sim)
     assert proto.gripper == GripperMap(binarize=True) and proto.center_crop == 1.0 and proto.unnorm_key == "libero_goal"
     assert set(proto.deviations(preset)) == set(reasons) == {"gripper", "center_crop", "unnorm_key"}
     assert "libero_raw" in reasons["gripper"]
     same, none = apply_conventions(preset, oft_folder({"libero_goal_no_noops": {
-        "action": {"q01": [0.0] * 7, "q99": [1.0] * 7}}}).model_dump(mode="json"))
+        "action": {"q01": [0.0] * 7, "q99": [1.0] * 7}}}).model_dump(mode="json"), sim_conventions=sim)
     assert same == preset and none == {}  # a single-suite OFT folder is what the OFT preset assumes
     assert apply_conventions(preset, None) == (preset, {})
     from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark
 
     twin = RoboTwinBenchmark.protocol("clean", "openpi")
-    kept, _ = apply_conventions(twin, raw.model_copy(update={"gripper": detect_gripper(0, 1)}).model_dump(mode="json"))
+    kept, _ = apply_conventions(twin, raw.model_copy(update={"gripper": detect_gripper(0, 1)}).model_dump(mode="json"),
+                                sim_conventions=RoboTwinBenchmark.checkpoint_conventions)
     assert kept.gripper == twin.gripper and kept.rotate_180 == twin.rotate_180  # LIBERO's gripper map only
     with pytest.raises(KeyError, match="not in the checkpoint"):
-        apply_conventions(preset, raw.model_dump(mode="json"), unnorm_key="libero_90")
+        apply_conventions(preset, raw.model_dump(mode="json"), unnorm_key="libero_90", sim_conventions=sim)
 
 
 def test_from_dataset_keeps_one_set_per_group() -> None:

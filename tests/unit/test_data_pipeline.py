@@ -15,12 +15,12 @@ from rocket_core.data import (
     Normalizer,
     TrainSampler,
     VLADataset,
-    build_dataloader,
     bundled_dataset_path,
     sample_generator,
 )
 from rocket_core.data.augment import augment, center_crop, hsv_to_rgb, random_resized_crop, rgb_to_hsv
 from rocket_core.errors import RocketError
+from tests.helpers import build_dataloader
 
 NO_JITTER = {"brightness": 0.0, "contrast": (1.0, 1.0), "saturation": (1.0, 1.0), "hue": 0.0}
 

@@ -18,8 +18,9 @@ from rocket_core.errors import RocketError
 from rocket_core.eval.base import find_benchmark
 from rocket_core.eval.client import PolicyClient, PolicyError, health
 from rocket_core.eval.policy import Policy
-from rocket_core.eval.protocol import GripperMap, Protocol, libero_preset, process_gripper
+from rocket_core.eval.protocol import GripperMap, Protocol, process_gripper
 from rocket_core.eval.rollout import prepare_image, quat2axisangle, run_episode
+from rocket_plugins.benchmarks.libero_protocol import libero_preset
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import PolicyServer, serve_callable
 from rocket_core.eval.video import count_frames
@@ -227,7 +228,7 @@ def test_policy_normalises_state_and_unnormalises_actions() -> None:
     assert np.allclose(out["actions"], [[5.0, 2.0]] * 3, atol=1e-5)  # normalise -> model -> unnormalise = identity
     meta = policy.metadata()
     assert meta["normalization"] == {"state": True, "action": True} and meta["state_dim"] == 2
-    assert meta["eval_family"] == "openvla-oft"  # what `rocket eval` picks the protocol preset by
+    assert meta["eval_family"] == ""  # what `rocket eval` picks the preset by: "" = the benchmark's first family
 
 
 def test_policy_cuts_to_action_dim_and_rejects_malformed_observations() -> None:

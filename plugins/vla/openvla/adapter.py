@@ -8,12 +8,14 @@ This module is import-light (no torch): the model code loads inside `info` and `
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
 from rocket_core.contracts import VLAAdapter, VLAInfo
 
 if TYPE_CHECKING:
+    from rocket_core.conventions import Conventions
     from rocket_core.specs import VLASpec
     from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
     from rocket_plugins.vla.openvla.policy import OpenVLAPolicy
@@ -62,3 +64,10 @@ class OpenVLAAdapter(VLAAdapter):
         from rocket_plugins.vla.openvla.loading import build
 
         return build(spec, parse_options(spec))
+
+    @classmethod
+    def read_foreign(cls, path: Path, device: str | None = None) -> tuple[VLASpec, Conventions] | None:
+        """An OpenVLA-OFT folder (the reference's published checkpoints, ours after `rocket export`)."""
+        from rocket_plugins.vla.openvla.oft import read_oft_folder
+
+        return read_oft_folder(path, cls.name, device)

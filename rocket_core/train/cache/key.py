@@ -25,7 +25,7 @@ def _weights_identity(spec: TeacherSpec, adapter: type[TeacherAdapter]) -> dict[
     a cached Hub snapshot (so a moving branch such as `main` still keys on what was loaded)."""
     from rocket_core.hub import WEIGHT_SUFFIXES, local_path
 
-    checkpoint = spec.checkpoint or (None if spec.preset else getattr(adapter, "default_checkpoint", None))
+    checkpoint = spec.checkpoint or (None if spec.preset else adapter.default_checkpoint)
     if checkpoint is None:
         return {"weights": "none (preset, seeded random init)"}
     path = local_path(checkpoint)
@@ -36,7 +36,7 @@ def _weights_identity(spec: TeacherSpec, adapter: type[TeacherAdapter]) -> dict[
         from huggingface_hub import snapshot_download
 
         folder = snapshot_download(checkpoint, revision=spec.revision, local_files_only=True,
-                                   allow_patterns=list(getattr(adapter, "weight_patterns", ())) or None)
+                                   allow_patterns=list(adapter.weight_patterns) or None)
         return {"weights": f"{checkpoint}@{Path(folder).name}"}
     except Exception:  # not cached: the name and revision are all there is
         return {"weights": f"{checkpoint}@{spec.revision or 'default'}"}
