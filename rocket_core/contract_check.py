@@ -22,6 +22,7 @@ from rocket_core.contracts import (
     VLAInfo,
     VLAOutput,
 )
+from rocket_core.contract_info import pooled_token_count, raised_line, token_count_problems
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
@@ -29,31 +30,6 @@ if TYPE_CHECKING:
     from rocket_core.engine import AlignPlan
 
 TASKS = ("pick up the red cube", "open the top drawer")
-
-
-def pooled_token_count(vinfo: VLAInfo, tinfo: TeacherInfo) -> tuple[int, str]:
-    """(tokens the bilinear pooling gives, how): cameras x the pooled grid, the reference's truncation included."""
-    from rocket_core.align.pooling import pooled_grid
-
-    oh, ow = pooled_grid(vinfo.num_images, tuple(tinfo.patch_grid), vinfo.num_vision_tokens)
-    ph, pw = tinfo.patch_grid
-    return vinfo.num_images * oh * ow, f"{vinfo.num_images} cameras x the {ph}x{pw} teacher grid pooled to {oh}x{ow}"
-
-
-def token_count_problems(vla: str, vinfo: VLAInfo, tinfo: TeacherInfo, pooling: str = "bilinear") -> list[str]:
-    """What `info()` alone shows: tokens split evenly over the cameras and, with bilinear pooling, equal to
-    the pooled teacher grid (random pooling samples any count)."""
-    problems = []
-    if vinfo.num_images < 1 or vinfo.num_vision_tokens % vinfo.num_images:
-        problems.append(f"VLA '{vla}' info(): num_vision_tokens ({vinfo.num_vision_tokens}) must be num_images "
-                        f"({vinfo.num_images}) x the tokens of one camera")
-    elif pooling == "bilinear":
-        want, how = pooled_token_count(vinfo, tinfo)
-        if want != vinfo.num_vision_tokens:
-            problems.append(f"VLA '{vla}' info(): num_vision_tokens is {vinfo.num_vision_tokens} but {how} gives "
-                            f"{want} targets; return cameras x tokens per camera (frame-major) that the teacher "
-                            "grid pools to, or use alignment.pooling random")
-    return problems
 
 
 def _shape(x: Any) -> str:
@@ -120,15 +96,6 @@ def teacher_output_problems(teacher: str, feats: Any, layers: Sequence[int], bat
     return []
 
 
-def _raised(who: str, exc: BaseException) -> str:
-    """One line for an exception a plugin raised: the plugin, the function that raised, where, and what."""
-    import traceback
-
-    frame = traceback.extract_tb(exc.__traceback__)[-1]
-    return (f"{who} {frame.name} raised {type(exc).__name__}: {' '.join(str(exc).split())} "
-            f"({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})")
-
-
 def _fail(problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more; see `rocket plugins check`)" if len(problems) > 1 else ""
@@ -168,7 +135,7 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
         except RocketError:
             raise
         except Exception as exc:  # a plugin bug: one line, not a traceback mid-training
-            problems = [_raised(who, exc)]
+            problems = [raised_line(who, exc)]
     _fail(problems)
 
 
@@ -298,6 +265,6 @@ def check_plugin(kind: str, cls: type, preset: str | None = None) -> list[str]:
     except RocketError as exc:
         return [f"{kind} '{cls.name}': {exc}"]
     except Exception as exc:  # a plugin bug: report it as one line, never a traceback
-        return [_raised(f"{kind} '{cls.name}'", exc)]
+        return [raised_line(f"{kind} '{cls.name}'", exc)]
     raise RocketError(f"unknown plugin kind '{kind}'; use vla, teacher, projector or benchmark")
 

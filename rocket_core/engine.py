@@ -6,17 +6,18 @@ names, layer indices against each adapter's range, pair counts, width ratios.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from rocket_core.align.head import AlignmentHead
-from rocket_core.align.projector import ProjectorBank
-from rocket_core.contract_check import token_count_problems
+from rocket_core.contract_info import expect_type, token_count_problems
 from rocket_core.contracts import ProjectorStrategy, TeacherAdapter, TeacherInfo, VLAAdapter, VLAInfo
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry, get_registry
 from rocket_core.select.layermap import parse_layers
 from rocket_core.specs import LayerMap, RunSpec
+
+if TYPE_CHECKING:  # torch loads only when a plan builds its modules: planning (a dry run) stays light
+    from rocket_core.align.head import AlignmentHead
+    from rocket_core.align.projector import ProjectorBank
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class AlignPlan:
         )
 
     def build_head(self) -> AlignmentHead:
+        from rocket_core.align.head import AlignmentHead
+
         a = self.spec.alignment
         return AlignmentHead(
             self.build_projector(),
@@ -72,7 +75,8 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
     vla = reg.get("vla", spec.vla.name)
     teacher = reg.get("teacher", spec.teacher.name)
     projector = reg.get("projector", spec.projector.name)
-    vinfo, tinfo = vla.info(spec.vla), teacher.info(spec.teacher)
+    vinfo = expect_type("vla", vla.name, "info", vla.info(spec.vla), VLAInfo)
+    tinfo = expect_type("teacher", teacher.name, "info", teacher.info(spec.teacher), TeacherInfo)
     for cls, options in ((vla, spec.vla.options), (teacher, spec.teacher.options), (projector, spec.projector.options)):
         if cls.options_model is not None or cls is projector:
             cls.parse_options(options)
@@ -101,9 +105,8 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
         raise RocketError(f"projector.width_ratios has {len(ratios)} entries for {num_pairs} pairs; give one per pair")
 
     resolved = spec.model_copy(update={"layers": layers})
-    with torch.device("meta"):
-        bank = projector.build(num_pairs, vinfo.hidden_size, tinfo.feature_dim, spec.projector,
-                               spec.alignment.ensemble_size)
+    widths, params = projector.layout(num_pairs, vinfo.hidden_size, tinfo.feature_dim, spec.projector,
+                                      spec.alignment.ensemble_size)
     return AlignPlan(
         spec=resolved,
         vla=vla,
@@ -112,6 +115,6 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
         vla_info=vinfo,
         teacher_info=tinfo,
         layers=layers,
-        widths=bank.pair_widths(),
-        projector_params=sum(p.numel() for p in bank.parameters()),
+        widths=widths,
+        projector_params=params,
     )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "TrainSampler": "dataset", "VLADataset": "dataset", "build_dataloader": "dataset",
-    "bundled_dataset_path": "dataset", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
+    "bundled_dataset_path": "source", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
     "dataset_fingerprint": "fingerprint",
     "PRESETS": "keymap", "KeyMap": "keymap", "episode_groups": "keymap", "libero_suite": "keymap", "resolve_keys": "keymap",
     "LeRobotReader": "lerobot", "delta_offsets": "lerobot_files", "resolve_dataset_root": "lerobot_files",
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
         TrainSampler,
         VLADataset,
         build_dataloader,
-        bundled_dataset_path,
         collate_batch,
         sample_generator,
         to_device,
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from rocket_core.data.lerobot import LeRobotReader
     from rocket_core.data.lerobot_files import delta_offsets, resolve_dataset_root
     from rocket_core.data.normalize import GroupNormalizer, Normalizer
+    from rocket_core.data.source import bundled_dataset_path
     from rocket_core.data.spec import AugmentSpec, DataSpec
     from rocket_core.data.stats import GroupStats, load_group_stats
 
