@@ -259,3 +259,8 @@ def get_registry() -> Registry:
         _CACHED.commands += COMMANDS.modules
         _CACHED.problems += COMMANDS.problems
     return _CACHED
+
+
+def loaded_records() -> list[PluginRecord]:
+    """The plugins of the process-wide registry if it was built (an error can only come from a loaded plugin)."""
+    return _CACHED.records() if _CACHED is not None else []

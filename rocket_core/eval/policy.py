@@ -53,9 +53,8 @@ class Policy:
     def from_checkpoint(cls, path: Path, ema: bool | None = None, device: str | None = None) -> Policy:
         """The checkpoint's VLA, rebuilt and verified by `train.build.load_trained`; EMA weights when the
         checkpoint has them and `ema` is not False (True: required)."""
-        from rocket_core.train.build import load_trained
-
         from rocket_core.eval.oft import is_oft_folder, load_oft_folder
+        from rocket_core.train.build import load_trained
 
         if is_oft_folder(Path(path)):
             return load_oft_folder(Path(path), device=device)
@@ -73,13 +72,14 @@ class Policy:
     @classmethod
     def from_preset(cls, vla: str, preset: str | None = "tiny", options: Mapping[str, Any] | None = None,
                     seed: int = 7, device: str | None = None) -> Policy:
+        from rocket_core.contract_info import expect_model
         from rocket_core.registry import get_registry
         from rocket_core.specs import VLASpec
 
         spec = VLASpec(name=vla, preset=preset, options=dict(options or {}))
         adapter = get_registry().get("vla", vla)
         _set_seed(seed)
-        model = adapter.build(spec)
+        model = expect_model("vla", vla, adapter.build(spec))
         if device:
             model.to(device)
         return cls(model, vla, adapter.info(spec), source=f"{vla} preset {preset}", seed=seed)
