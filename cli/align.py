@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
         else:
             base = load_recipe(recipe).spec if recipe else None
         spec = build_spec(config, overrides, deep_merge(DEFAULT_PLUGINS, base or {}))
-        plan = plan_run(spec)
+        plan = plan_run(spec, recorded=resumed.plugins if resumed is not None else None)
         world = int(os.environ.get("WORLD_SIZE", num_processes))
         if resumed is not None:
             resumed.check(plan, world)

@@ -5,8 +5,8 @@ names, layer indices against each adapter's range, pair counts, width ratios.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rocket_core.contract_info import expect_type, token_count_problems
 from rocket_core.contracts import ProjectorStrategy, TeacherAdapter, TeacherInfo, VLAAdapter, VLAInfo
@@ -33,6 +33,7 @@ class AlignPlan:
     layers: LayerMap
     widths: list[int]
     projector_params: int
+    plugins: dict[str, dict[str, str | None]] = field(default_factory=dict)  # kind -> provenance, for checkpoints
 
     def build_projector(self) -> ProjectorBank:
         return self.projector.build(
@@ -69,12 +70,16 @@ def _requested_layers(spec: RunSpec, vla: type[VLAAdapter], vinfo: VLAInfo, tinf
     return LayerMap(vla=list(vla_side), teacher=list(teacher_side))
 
 
-def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
-    """Resolve and validate `spec`; the returned plan's spec has its layer map resolved (no -1 left)."""
+def plan_run(spec: RunSpec, registry: Registry | None = None,
+             recorded: Mapping[str, Mapping[str, Any]] | None = None) -> AlignPlan:
+    """Resolve and validate `spec`; the returned plan's spec has its layer map resolved (no -1 left).
+
+    `recorded` is a checkpoint's `plugins` (kind -> provenance): a missing plugin then names its package.
+    """
     reg = registry or get_registry()
-    vla = reg.get("vla", spec.vla.name)
-    teacher = reg.get("teacher", spec.teacher.name)
-    projector = reg.get("projector", spec.projector.name)
+    recorded = recorded or {}
+    names = {"vla": spec.vla.name, "teacher": spec.teacher.name, "projector": spec.projector.name}
+    vla, teacher, projector = (reg.get(kind, name, recorded.get(kind)) for kind, name in names.items())
     vinfo = expect_type("vla", vla.name, "info", vla.info(spec.vla), VLAInfo)
     tinfo = expect_type("teacher", teacher.name, "info", teacher.info(spec.teacher), TeacherInfo)
     for cls, options in ((vla, spec.vla.options), (teacher, spec.teacher.options), (projector, spec.projector.options)):
@@ -117,4 +122,5 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
         layers=layers,
         widths=widths,
         projector_params=params,
+        plugins={kind: reg.plugins[kind][name].provenance() for kind, name in names.items()},
     )

@@ -132,7 +132,7 @@ def load_trained(path: str | Path, *, dataset: str | None = None, registry: Regi
         raise RocketError(f"checkpoint '{folder}' has no ema.safetensors (the run had no training.ema_decay); "
                           "drop --ema")
     use_ema = ckpt.ema is not None and ema is not False
-    plan = plan_run(with_data(ckpt.spec, dataset), registry)
+    plan = plan_run(with_data(ckpt.spec, dataset), registry, ckpt.extra.get("plugins"))
     module = build_module(plan)
     apply_checkpoint(module, ckpt)
     if use_ema:

@@ -33,6 +33,11 @@ class Resume:
     spec: RunSpec
     run_dir: Path | None
 
+    @property
+    def plugins(self) -> dict[str, Any] | None:
+        """The plugins' packages the checkpoint recorded (`plan_run(..., recorded=)`)."""
+        return self.ckpt.extra.get("plugins") if self.ckpt is not None else None
+
     def check(self, plan: AlignPlan, world_size: int) -> None:
         """The resumed run must stay the same run (model, optimiser state, data stream, processes)."""
         from rocket_core.train.checkpoint import check_resume, resume_conflicts, same_run_error

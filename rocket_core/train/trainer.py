@@ -301,6 +301,7 @@ class Trainer:
                     # inference needs these to map actions back to robot units, without the dataset
                     "normalization": self.normalization,
                     "cameras": list(self.dataset.slots),
+                    "plugins": self.plan.plugins,  # packages and versions: a load without them says what to install
                 },
                 files=self.files,
             ))
