@@ -35,6 +35,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "recipes": ("rocket_cli.align", "List the paper recipes usable with `rocket align --recipe NAME`."),
     "align": ("rocket_cli.align", "Align a VLA's hidden states to a frozen 3D teacher at several layers at once."),
     "cache": ("rocket_cli.cache", "Teacher-feature cache (targets computed once, read during training)."),
+    "plot": ("rocket_cli.plot", "Plot a run's losses and learning rate from metrics.jsonl to a PNG."),
     "profile": ("rocket_cli.profile", "Layer CKA, gradient conflict, projector similarity; JSON + PNG."),
     "teacher": ("rocket_cli.teacher", "Look at what a teacher predicts, to check that its weights are sane."),
     "pull": ("rocket_cli.pull", "Download weights into the Hugging Face cache; later runs work offline."),
