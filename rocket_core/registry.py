@@ -85,13 +85,10 @@ class CommandModule:
 
 @dataclass
 class CommandPlugins:
-    """What `rocket_cli.main` loaded from `rocket.commands`, kept here so the registry can list it."""
+    """What `rocket_cli.main` loaded from `rocket.commands` (on demand): `rocket plugins` lists it."""
 
     modules: list[CommandModule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-
-
-COMMANDS = CommandPlugins()
 
 
 @dataclass
@@ -101,7 +98,6 @@ class Registry:
     plugins: dict[str, dict[str, PluginRecord]] = field(default_factory=lambda: {k: {} for k in KINDS})
     duplicates: dict[tuple[str, str], list[PluginRecord]] = field(default_factory=dict)  # records after the first
     problems: list[Problem] = field(default_factory=list)
-    commands: list[CommandModule] = field(default_factory=list)
     _pm: pluggy.PluginManager = field(default_factory=lambda: new_manager())
 
     def register_module(self, module: ModuleType | Any, source: str = "", package: tuple[str, str] = ("", "")) -> None:
@@ -277,12 +273,10 @@ _CACHED: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use; it also lists what `rocket_cli.main` loaded as commands."""
+    """The process-wide registry, built on first use."""
     global _CACHED
     if _CACHED is None:
         _CACHED = load_registry()
-        _CACHED.commands += COMMANDS.modules
-        _CACHED.problems += COMMANDS.problems
     return _CACHED
 
 
