@@ -75,8 +75,7 @@ class RocketGroup(TyperGroup):
             self._add_plugin_commands()
             if args[0] not in self.commands:
                 names = [*BUILTIN_COMMANDS, *self.commands]
-                raise click.UsageError(f"no such command '{args[0]}'{suggestion(args[0], names)}; "
-                                       "see `rocket --help`", ctx)
+                ctx.fail(f"no such command '{args[0]}'{suggestion(args[0], names)}; see `rocket --help`")
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None and any(a in ctx.help_option_names for a in rest):
             from rocket_cli.common import live_help

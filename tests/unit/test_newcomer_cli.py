@@ -91,3 +91,19 @@ def test_rocket_plot_refuses_bad_metrics(tmp_path: Path, content: str | None, fr
     if content is not None:
         (tmp_path / "run" / "metrics.jsonl").write_text(content)
     assert_one_line_error(*run_rocket("plot", str(tmp_path / "run")), fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("align", "--vla", "openvlaa", "--dry-run"), "unknown vla plugin 'openvlaa' (did you mean 'openvla'?)"),
+    (("align", "--recipe", "openvla-libero-rockt", "--dry-run"),
+     "unknown recipe 'openvla-libero-rockt' (did you mean 'openvla-libero-rocket'?)"),
+    (("eval", "--benchmark", "libero_spatail", "--preset", "tiny"),
+     "unknown benchmark 'libero_spatail' (did you mean 'libero_spatial'?)"),
+])
+def test_typos_get_a_suggestion(tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(*run_rocket(*args, cwd=tmp_path), fragment)
+
+
+def test_a_mistyped_command_gets_a_suggestion() -> None:
+    code, out = run_rocket("algin")
+    assert code == 2 and "no such command 'algin' (did you mean 'align'?)" in out, out
