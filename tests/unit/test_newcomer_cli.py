@@ -107,3 +107,9 @@ def test_typos_get_a_suggestion(tmp_path: Path, args: tuple[str, ...], fragment:
 def test_a_mistyped_command_gets_a_suggestion() -> None:
     code, out = run_rocket("algin")
     assert code == 2 and "no such command 'algin' (did you mean 'align'?)" in out, out
+
+
+def test_an_installed_tracker_goes_to_accelerate(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_module.tracker("none") is None
+    monkeypatch.setattr(run_module.importlib.util, "find_spec", lambda name: object())
+    assert run_module.tracker("tensorboard") == "tensorboard"
