@@ -1,11 +1,11 @@
-"""CLI start-up cost: CPU seconds of `rocket --help` and `rocket plugins` in child processes (issue 15).
+"""CLI start-up cost: CPU seconds of light commands in child processes (issues 15 and 20).
 
 CPU time (user + sys of the child, from `os.wait4`) counts the work the command does, so it stays stable
 when other processes share the cores, unlike wall time. Each command runs `--runs` times, alternating with
 a bare interpreter start (`python -c pass`) as the baseline measured side by side; medians are printed,
 with the ratio to the baseline and the issue's targets:
 
-    help_cpu_s <= 0.5     plugins_cpu_s <= 1.5
+    help_cpu_s <= 0.5     plugins_cpu_s <= 1.5     dry_run_cpu_s <= 1.5 (the openvla-libero-rocket recipe)
 
     python benchmarks/cli_startup.py [--runs 5]
 
@@ -24,11 +24,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {"help_cpu_s": 0.5, "plugins_cpu_s": 1.5}
+TARGETS = {"help_cpu_s": 0.5, "plugins_cpu_s": 1.5, "dry_run_cpu_s": 1.5}
 COMMANDS = {
     "python_cpu_s": ["-c", "pass"],  # baseline: the interpreter alone
     "help_cpu_s": ["-m", "rocket_cli", "--help"],
+    "version_cpu_s": ["-m", "rocket_cli", "--version"],
     "plugins_cpu_s": ["-m", "rocket_cli", "plugins"],
+    "recipes_cpu_s": ["-m", "rocket_cli", "recipes"],
+    "select_layers_cpu_s": ["-m", "rocket_cli", "select-layers", "--vla", "openvla", "--teacher", "vggt", "-k", "4"],
+    "data_inspect_cpu_s": ["-m", "rocket_cli", "data", "inspect", "bundled"],
+    # planning reads only metadata: no torch, no transformers (the issue-20 test checks that; this times it)
+    "dry_run_cpu_s": ["-m", "rocket_cli", "align", "--recipe", "openvla-libero-rocket", "--dry-run"],
 }
 
 

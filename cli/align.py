@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,13 +25,10 @@ from rocket_cli.common import (
     console,
     handle_errors,
 )
-from rocket_core.errors import RocketError
 from rocket_core.recipes import list_recipes, load_recipe
 
 if TYPE_CHECKING:  # torch-importing modules load inside the command, so `rocket --help` stays light
     from rocket_core.engine import AlignPlan
-    from rocket_core.specs import RunSpec
-    from rocket_core.train.checkpoint import CheckpointData
     from rocket_core.train.trainer import TrainResult
 
 
@@ -56,6 +51,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "data": ("data", "dataset"),
         "teacher_cache": ("training", "teacher_cache"),
         "allow_nonfinite": ("data", "allow_nonfinite"),
+        "report_to": ("training", "report_to"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -113,58 +109,6 @@ def print_plan(plan: AlignPlan) -> None:
     console.print(table)
 
 
-def _relaunch(num_processes: int) -> None:
-    """Run this same command under torch.distributed.run with N processes (DDP; gloo on CPU)."""
-    args = list(sys.argv[1:])
-    i = args.index("--num-processes")
-    del args[i : i + 2]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
-           "-m", "rocket_cli", *args]
-    proc = subprocess.Popen(cmd)
-    # Ctrl-C reaches torchrun too (same process group), which passes one SIGINT to its workers (their own
-    # session): they finish the step and checkpoint. This process must not kill torchrun meanwhile.
-    interrupted: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    code = proc.wait()
-    raise typer.Exit(130 if interrupted else code)
-
-
-def _holds_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in ("checkpoints", "spec.yaml", "metrics.jsonl"))
-
-
-def _resume_source(value: str) -> Path:
-    """--resume: a local run or checkpoint folder, or `hf://ORG/NAME` (a pushed run, from the HF cache)."""
-    from rocket_core.hub import resolve_source
-
-    return resolve_source(value, "--resume", local_only=True)  # a missing path names the nearest run folders
-
-
-def _run_of(source: Path) -> Path | None:
-    """The run folder a resume source belongs to (None: a pulled checkpoint, continue in a new folder)."""
-    if source.parent.name == "checkpoints":
-        return source.parent.parent
-    return source if _holds_run(source) and _checkpoint_or_none(source) != source else None
-
-
-def _checkpoint_or_none(path: Path) -> Path | None:
-    from rocket_core.train.checkpoint import find_checkpoint
-
-    try:
-        return find_checkpoint(path)
-    except RocketError:
-        return None
-
-
-def _check_output(run_dir: Path, resumed_run: Path | None) -> None:
-    """-o, unless it is the run being resumed, must hold no run (paths.check_output_dir checked the rest)."""
-    if resumed_run is not None and run_dir.resolve() == resumed_run.resolve():
-        return
-    if run_dir.is_dir() and _holds_run(run_dir):
-        raise RocketError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} "
-                          "or choose another --output-dir")
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else time.strftime("%H:%M:%S", time.gmtime(seconds))
 
@@ -181,20 +125,14 @@ def _summary(result: TrainResult, plan: AlignPlan, num_processes: int, wall_s: f
                   f"training); {losses}", highlight=False, soft_wrap=True)
     console.print(f"run folder {result.run_dir}\nmetrics    {result.run_dir / 'metrics.jsonl'}\n"
                   f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)
-    if result.interrupted:
+    if not result.interrupted:
+        run = shlex.quote(str(result.run_dir))
+        console.print(f"next: rocket plot {run} · rocket serve --checkpoint {run} · rocket push --checkpoint {run} "
+                      "--repo-id ORG/NAME", highlight=False, soft_wrap=True)
+    else:
         extra = f" --num-processes {num_processes}" if num_processes > 1 else ""
         console.print(f"continue with: rocket align --resume {shlex.quote(str(result.run_dir))}{extra}",
                       highlight=False, soft_wrap=True)
-
-
-def _resume_base(source: Path) -> tuple[CheckpointData | None, RunSpec]:
-    """(verified checkpoint, its spec) or, for a run folder whose first save never completed, (None, its spec)."""
-    from rocket_core.train.checkpoint import has_checkpoint, load_checkpoint, load_spec
-
-    if (source / "spec.yaml").is_file() and not has_checkpoint(source) and _checkpoint_or_none(source) is None:
-        return None, load_spec(source / "spec.yaml")
-    ckpt = load_checkpoint(source)  # one line when it is neither
-    return ckpt, ckpt.spec
 
 
 def register(app: typer.Typer) -> None:
@@ -241,61 +179,53 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(None, min=1, help="Torch threads (default: 1 for small models, else all usable cores)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and validate, print the plan, load nothing."),
         allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="Train on NaN/inf states or actions."),
+        report_to: str = typer.Option(
+            None, help="Also send metrics to a tracker: tensorboard, wandb or none (default none; metrics.jsonl always)."
+        ),
     ) -> None:
         """Align a VLA's hidden states to a frozen 3D teacher at several layers at once."""
         started = time.monotonic()
         from rocket_core.engine import plan_run
-        from rocket_core.paths import check_output_dir
         from rocket_core.specs import build_spec, deep_merge
-        from rocket_core.train.checkpoint import check_resume, resume_conflicts, same_run_error
-        from rocket_core.train.trainer import Trainer
+        from rocket_core.train.run import check_inputs, choose_run_dir, load_resume, relaunch
 
         if num_processes > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
-            _relaunch(num_processes)
+            raise typer.Exit(relaunch(sys.argv[1:], num_processes))
         overrides = _overrides(
             vla=vla, teacher=teacher, projector=projector, layers=layers, preset=preset, data=data,
             coefficient=coefficient, ensemble_size=ensemble_size, pooling=pooling, vla_checkpoint=vla_checkpoint,
             teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
             save_every=save_every, teacher_cache=teacher_cache, allow_nonfinite=allow_nonfinite or None,
+            report_to=report_to,
         )
-        ckpt, saved, resumed_run = None, None, None
-        if resume is not None:
-            source = _resume_source(resume)
-            ckpt, saved = _resume_base(source)
-            resumed_run = _run_of(source)
-            base = saved.model_dump(mode="json")  # the run's own spec; flags may only extend it
+        resumed = load_resume(resume) if resume is not None else None
+        if resumed is not None:
+            base = resumed.spec.model_dump(mode="json")  # the run's own spec; flags may only extend it
         else:
             base = load_recipe(recipe).spec if recipe else None
         spec = build_spec(config, overrides, deep_merge(DEFAULT_PLUGINS, base or {}))
-        plan = plan_run(spec)
+        plan = plan_run(spec, recorded=resumed.plugins if resumed is not None else None)
         world = int(os.environ.get("WORLD_SIZE", num_processes))
-        if ckpt is not None:
-            check_resume(ckpt, plan.spec, world)
-        elif saved is not None and (changes := resume_conflicts(saved, plan.spec)):
-            raise RocketError(same_run_error(changes, source / "spec.yaml"))
-        if ckpt is not None and ckpt.step == plan.spec.training.max_steps:
-            console.print(f"nothing to do: the run is at step {ckpt.step} of {ckpt.step} ({ckpt.path}); "
-                          "give a larger --max-steps to train on", highlight=False, soft_wrap=True)
-            return
-        run_dir = output_dir or resumed_run
-        run_dir = run_dir or Path("runs") / f"{plan.vla.name}-{plan.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        check_output_dir(run_dir, "--output-dir")
-        if not dry_run:
-            _check_output(run_dir, resumed_run)
-        if spec.training.teacher_cache:
-            check_output_dir(spec.training.teacher_cache, "--teacher-cache")
+        if resumed is not None:
+            resumed.check(plan, world)
+        run_dir = choose_run_dir(output_dir, resumed, plan, dry_run)
+        check_inputs(spec)
         main = os.environ.get("RANK", "0") == "0"
+        if resumed is not None:
+            if main:
+                console.print(resumed.message(run_dir, spec.training.max_steps), highlight=False, soft_wrap=True)
+            if resumed.finished(spec.training.max_steps):
+                return
         if main:
             print_plan(plan)
         if dry_run:
             return
-        if main and saved is not None and ckpt is None:
-            console.print(f"no checkpoint in '{run_dir}' yet (its first save never completed): "
-                          "restarting the run from step 0", highlight=False, soft_wrap=True)
         from rocket_core.threads import configure_threads
+        from rocket_core.train.trainer import Trainer
 
         try:
-            trainer = Trainer(plan, run_dir, resume=ckpt, checkpoint_minutes=checkpoint_minutes)
+            trainer = Trainer(plan, run_dir, resume=resumed.ckpt if resumed else None,
+                              checkpoint_minutes=checkpoint_minutes)
             choice = configure_threads(threads, trainer.module, trainer.teacher)
             if main:
                 console.print(f"[dim]{choice}[/]")

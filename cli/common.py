@@ -32,7 +32,7 @@ def fail(message: str) -> typer.Exit:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn bad-input exceptions into one line on stderr and exit code 2, never a traceback."""
+    """Turn bad-input exceptions, and exceptions raised in plugin code, into one line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,6 +44,16 @@ def handle_errors(fn: F) -> F:
             from rocket_core.specs import format_validation_error
 
             raise fail(format_validation_error(exc)) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # the command's own exits, even from plugin code
+            raise
+        except Exception as exc:  # a bug in plugin code: one line naming the plugin, as `rocket plugins check` does
+            from rocket_core.contract_info import plugin_error
+            from rocket_core.registry import loaded_records
+
+            error = plugin_error(exc, loaded_records())
+            if error is None:
+                raise
+            raise fail(str(error)) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,10 +2,12 @@
 
 Start-up is cheap: built-in command modules are imported only when their command runs or shows its help
 (`rocket --help` lists them from `BUILTIN_COMMANDS`), and plugins' command modules (entry-point group
-`rocket.commands`, hook `register_commands(cli)`) are light by contract. Nothing here imports torch.
+`rocket.commands`, hook `register_commands(cli)`) load on demand: only to list commands or to run a name
+that is not built in. Nothing here imports torch.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Any
@@ -17,15 +19,16 @@ from typer.models import DefaultPlaceholder
 
 import rocket_core
 from rocket_core.registry import (
-    COMMANDS,
     COMMANDS_GROUP,
     CommandModule,
+    CommandPlugins,
     Problem,
     first_line,
     hook_functions,
     load_entry_points,
     new_manager,
     one_line,
+    suggestion,
 )
 
 # command -> (module whose `register(app)` adds it, summary for `rocket --help`), in listing order.
@@ -35,6 +38,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "recipes": ("rocket_cli.align", "List the paper recipes usable with `rocket align --recipe NAME`."),
     "align": ("rocket_cli.align", "Align a VLA's hidden states to a frozen 3D teacher at several layers at once."),
     "cache": ("rocket_cli.cache", "Teacher-feature cache (targets computed once, read during training)."),
+    "plot": ("rocket_cli.plot", "Plot a run's losses and learning rate from metrics.jsonl to a PNG."),
     "profile": ("rocket_cli.profile", "Layer CKA, gradient conflict, projector similarity; JSON + PNG."),
     "teacher": ("rocket_cli.teacher", "Look at what a teacher predicts, to check that its weights are sane."),
     "pull": ("rocket_cli.pull", "Download weights into the Hugging Face cache; later runs work offline."),
@@ -45,14 +49,16 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rocket_cli.data", "Inspect a LeRobot dataset: format, features, statistics, task groups, key mapping."),
     "export": ("rocket_cli.export", "Write a checkpoint as an OpenVLA-OFT folder (merged LoRA) with its conventions."),
 }
-PLUGIN_PANEL = "Commands from rocket_plugins"
+PLUGIN_PANEL = "Commands from {package}"  # `rocket --help` groups plugin commands by the package that adds them
 HEAVY_MODULES = ("torch", "transformers")  # what a command module must not import when loaded
 
 
 class RocketGroup(TyperGroup):
-    """The root group: a built-in command's module is imported when the command is resolved, not before."""
+    """The root group: a built-in command's module is imported when the command is resolved, not before;
+    plugin commands are loaded when the commands are listed or a name is not a built-in one."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
         return [*BUILTIN_COMMANDS, *(name for name in super().list_commands(ctx) if name not in BUILTIN_COMMANDS)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -65,6 +71,11 @@ class RocketGroup(TyperGroup):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] in BUILTIN_COMMANDS and args[0] not in self.commands:
             self._load(BUILTIN_COMMANDS[args[0]][0])
+        elif args and not args[0].startswith("-") and args[0] not in self.commands:
+            self._add_plugin_commands()
+            if args[0] not in self.commands:
+                names = [*BUILTIN_COMMANDS, *self.commands]
+                ctx.fail(f"no such command '{args[0]}'{suggestion(args[0], names)}; see `rocket --help`")
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None and any(a in ctx.help_option_names for a in rest):
             from rocket_cli.common import live_help
@@ -76,8 +87,15 @@ class RocketGroup(TyperGroup):
         """Import one command module and add every command its `register(app)` declares."""
         holder = typer.Typer(rich_markup_mode=app.rich_markup_mode)
         importlib.import_module(module_name).register(holder)
-        for name, command in typer.main.get_group(holder).commands.items():
-            self.add_command(command, name)
+        self._add_all(holder)
+
+    def _add_plugin_commands(self) -> None:
+        self._add_all(plugin_commands()[1])
+
+    def _add_all(self, holder: typer.Typer) -> None:
+        if holder.registered_commands or holder.registered_groups:
+            for name, command in typer.main.get_group(holder).commands.items():
+                self.add_command(command, name)
 
 
 def _print_version(value: bool) -> None:
@@ -118,16 +136,17 @@ def _heavy_loaded() -> set[str]:
     return {name for name in HEAVY_MODULES if name in sys.modules}
 
 
-def load_plugin_commands(cli: typer.Typer) -> None:
-    """Run each `rocket.commands` module's `register_commands(cli)`, before typer parses the command line.
+def load_plugin_commands(cli: typer.Typer) -> CommandPlugins:
+    """Run each `rocket.commands` module's `register_commands(cli)`; what ran and what failed.
 
     A module that fails to import, raises, declares a command typer cannot build, or takes a name already
     in use adds nothing (what it did add is rolled back) and becomes a problem that `rocket plugins` lists.
     """
+    found = CommandPlugins()
     pm = new_manager()
     heavy = _heavy_loaded()
-    for ep, source, module in load_entry_points(COMMANDS_GROUP, COMMANDS.problems):
-        for _, hook in hook_functions(pm, module, COMMANDS_GROUP, source, COMMANDS.problems):
+    for ep, source, module in load_entry_points(COMMANDS_GROUP, found.problems):
+        for _, hook in hook_functions(pm, module, COMMANDS_GROUP, source, found.problems):
             taken = set(BUILTIN_COMMANDS) | {_info_name(i) for i in [*cli.registered_commands, *cli.registered_groups]}
             n_commands, n_groups = len(cli.registered_commands), len(cli.registered_groups)
             try:
@@ -142,19 +161,25 @@ def load_plugin_commands(cli: typer.Typer) -> None:
                 typer.main.get_group(probe)
             except Exception as exc:  # a broken plugin must not break `rocket`
                 del cli.registered_commands[n_commands:], cli.registered_groups[n_groups:]
-                COMMANDS.problems.append(Problem(source, f"register_commands failed: {one_line(exc)}", ep.name))
+                found.problems.append(Problem(source, f"register_commands failed: {one_line(exc)}", ep.name))
                 continue
             for info in added:
-                info.rich_help_panel = info.rich_help_panel or PLUGIN_PANEL
-            COMMANDS.modules.append(CommandModule(ep.name, source, first_line(getattr(module, "__doc__", ""))))
+                info.rich_help_panel = info.rich_help_panel or PLUGIN_PANEL.format(
+                    package=ep.dist.name if ep.dist is not None else ep.name)
+            found.modules.append(CommandModule(ep.name, source, first_line(getattr(module, "__doc__", ""))))
         if _heavy_loaded() - heavy:  # it still works, but every `rocket` call now pays for it
-            COMMANDS.problems.append(Problem(
-                source, f"imports {', '.join(sorted(_heavy_loaded() - heavy))} when loaded, which slows every "
-                        "`rocket` call; import it inside the command function", ep.name))
+            found.problems.append(Problem(
+                source, f"imports {', '.join(sorted(_heavy_loaded() - heavy))} when loaded, which slows `rocket --help` "
+                        "and every plugin command; import it inside the command function", ep.name))
         heavy = _heavy_loaded()
+    return found
 
 
-load_plugin_commands(app)
+@functools.cache
+def plugin_commands() -> tuple[CommandPlugins, typer.Typer]:
+    """The installed plugin commands, loaded once and only when needed (a listing, a name not built in)."""
+    holder = typer.Typer(rich_markup_mode=app.rich_markup_mode)
+    return load_plugin_commands(holder), holder
 
 
 def run() -> None:

@@ -104,7 +104,9 @@ def register(app: typer.Typer) -> None:
         """
         if ctx.invoked_subcommand is not None:
             return
-        reg = get_registry()
+        from rocket_cli.main import plugin_commands
+
+        reg, commands = get_registry(), plugin_commands()[0]
         rows: list[dict[str, Any]] = [
             {"kind": r.kind, "name": r.name, "version": r.version, "source": r.source,
              "shape": _shape(r) if shapes else "", "description": r.description}
@@ -112,12 +114,13 @@ def register(app: typer.Typer) -> None:
         ] + [
             {"kind": "command", "name": c.name, "version": "", "source": c.source, "shape": "",
              "description": c.description}
-            for c in reg.commands
+            for c in commands.modules
         ]
-        problems = [{"source": p.source, "message": p.message} for p in reg.problems]
+        all_problems = [*reg.problems, *commands.problems]
+        problems = [{"source": p.source, "message": p.message} for p in all_problems]
         if as_json:
             typer.echo(json.dumps({"plugins": rows, "problems": problems}, indent=2))
             return
         console.print(_table(rows, console.width))
-        for p in reg.problems:  # one line each, never wrapped, so it can be grepped and quoted
+        for p in all_problems:  # one line each, never wrapped, so it can be grepped and quoted
             console.print(Text.assemble(("problem: ", "bold yellow"), p.line()), soft_wrap=True, highlight=False)

@@ -50,5 +50,5 @@ def register(app: typer.Typer) -> None:
             console.print(f"{name} assets are in {bench.cls.fetch_assets(log=console.print)}", highlight=False)
             return
         repo, patterns = pull_target(name)
-        folder = snapshot(repo, revision, patterns, pull_name=name)
+        folder = snapshot(repo, revision, patterns, pulling=True)
         console.print(f"{repo}{'@' + revision if revision else ''} is in the cache: {folder}", highlight=False)

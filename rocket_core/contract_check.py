@@ -22,7 +22,7 @@ from rocket_core.contracts import (
     VLAInfo,
     VLAOutput,
 )
-from rocket_core.engine import pooled_token_count, token_count_problems
+from rocket_core.contract_info import MODEL_METHODS, pooled_token_count, raised_line, token_count_problems
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
@@ -96,15 +96,6 @@ def teacher_output_problems(teacher: str, feats: Any, layers: Sequence[int], bat
     return []
 
 
-def _raised(who: str, exc: BaseException) -> str:
-    """One line for an exception a plugin raised: the plugin, the function that raised, where, and what."""
-    import traceback
-
-    frame = traceback.extract_tb(exc.__traceback__)[-1]
-    return (f"{who} {frame.name} raised {type(exc).__name__}: {' '.join(str(exc).split())} "
-            f"({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})")
-
-
 def _fail(problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more; see `rocket plugins check`)" if len(problems) > 1 else ""
@@ -144,7 +135,7 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
         except RocketError:
             raise
         except Exception as exc:  # a plugin bug: one line, not a traceback mid-training
-            problems = [_raised(who, exc)]
+            problems = [raised_line(who, exc)]
     _fail(problems)
 
 
@@ -181,14 +172,15 @@ def _check_vla(cls: type[VLAAdapter], spec: Any) -> list[str]:
     problems = token_count_problems(cls.name, info, TeacherInfo(1, 1, (1, 1), (1, 1)), pooling="random")
     torch.manual_seed(0)
     model = cls.build(spec)
-    for method in ("forward_align", "configure_training", "predict_action"):
+    for method in MODEL_METHODS["vla"]:
         if not callable(getattr(model, method, None)):
             problems.append(f"VLA '{cls.name}' build: the model has no {method} method (contracts.VLAModel)")
     if problems:
         return problems
-    model.configure_training(TrainingSpec(lora=LoraSpec(rank=4, alpha=4)))
-    if isinstance(model, torch.nn.Module) and not any(p.requires_grad for p in model.parameters()):
-        problems.append(f"VLA '{cls.name}' configure_training: no parameter has requires_grad after LoRA set-up")
+    training = TrainingSpec(lora=LoraSpec(rank=4, alpha=4))
+    model.configure_training(training)
+    if isinstance(model, torch.nn.Module):
+        problems += _trainable_problems(cls.name, model, training.finetune)
     layers = _check_layers(cls, info, 0, info.max_layer_index)
     batch = random_batch(info)
     out = model.forward_align(batch, layers)
@@ -197,15 +189,70 @@ def _check_vla(cls: type[VLAAdapter], spec: Any) -> list[str]:
     if isinstance(out, VLAOutput) and isinstance(out.action_loss, torch.Tensor) and not out.action_loss.requires_grad:
         problems.append(f"VLA '{cls.name}' forward_align: action_loss does not require grad after "
                         "configure_training (nothing would train)")
+    inputs = {k: v for k, v in batch.items() if k not in ("actions", "action_is_pad")}
     with torch.no_grad():
-        pred = model.predict_action({k: v for k, v in batch.items() if k not in ("actions", "action_is_pad")})
+        pred = model.predict_action(inputs)
     want = [2, info.chunk_size, info.action_dim]
     if not isinstance(pred, torch.Tensor) or pred.ndim != 3 or any(
             w is not None and g != w for g, w in zip(pred.shape, want)):
         shown = tuple("*" if w is None else w for w in want)
         problems.append(f"VLA '{cls.name}' predict_action: expected a tensor (B, chunk, action_dim) = {shown}, "
                         f"got {_shape(pred)}")
+    if not problems and isinstance(model, torch.nn.Module):
+        problems += _unused_trainable(cls.name, model, batch, inputs, layers)
     return problems
+
+
+def _trainable_problems(vla: str, model: torch.nn.Module, finetune: str) -> list[str]:
+    """After `configure_training`: something trains and, with LoRA, the base model stays frozen."""
+    flags = [p.requires_grad for p in model.parameters()]
+    where = f"VLA '{vla}' configure_training"
+    if not any(flags):
+        return [f"{where}: no parameter has requires_grad after LoRA set-up; unfreeze the LoRA adapters and the "
+                "parts trained in full (a model without configure_training trains nothing)"]
+    if finetune == "lora" and all(flags):
+        return [f"{where}: every parameter ({len(flags)}) has requires_grad with finetune 'lora'; freeze the base "
+                "model so that only the LoRA adapters and the parts trained in full train"]
+    return []
+
+
+def _unused_trainable(vla: str, model: torch.nn.Module, batch: dict[str, Any], inputs: dict[str, Any],
+                      layers: list[int]) -> list[str]:
+    """Perturbing each group of trainable parameters (LoRA adapters, the rest) must change both the training
+    loss and the predicted actions; else training them changes nothing (e.g. nn.TransformerEncoderLayer's
+    eval fast path reads the base weights and bypasses LoRA)."""
+    def outputs() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            torch.manual_seed(0)
+            model.train()
+            loss = model.forward_align(batch, layers).action_loss
+            torch.manual_seed(0)
+            model.eval()
+            return loss, model.predict_action(inputs)
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = {"LoRA adapter": [p for n, p in trainable if "lora_" in n],
+              "fully trained": [p for n, p in trainable if "lora_" not in n]}
+    before = outputs()
+    g = torch.Generator().manual_seed(0)
+    for label, params in groups.items():
+        if not params:
+            continue
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.1 * torch.randn(p.shape, generator=g).to(p))
+        after = outputs()
+        with torch.no_grad():
+            for p, old in zip(params, saved):
+                p.copy_(old)
+        for method, a, b in zip(("forward_align", "predict_action"), before, after):
+            if torch.equal(a, b):
+                return [f"VLA '{vla}' {method}: changing the trainable {label} parameters does not change its "
+                        "output, so training them changes nothing; compute through the trained modules (e.g. "
+                        "nn.TransformerEncoderLayer's eval fast path bypasses LoRA: call its parts yourself)"]
+    model.train()
+    return []
 
 
 def _check_teacher(cls: type[TeacherAdapter], spec: Any) -> list[str]:
@@ -274,6 +321,6 @@ def check_plugin(kind: str, cls: type, preset: str | None = None) -> list[str]:
     except RocketError as exc:
         return [f"{kind} '{cls.name}': {exc}"]
     except Exception as exc:  # a plugin bug: report it as one line, never a traceback
-        return [_raised(f"{kind} '{cls.name}'", exc)]
+        return [raised_line(f"{kind} '{cls.name}'", exc)]
     raise RocketError(f"unknown plugin kind '{kind}'; use vla, teacher, projector or benchmark")
 

@@ -264,6 +264,20 @@ class ProjectorStrategy(_Plugin):
     ) -> ProjectorBank:
         """Return a bank whose state dict uses the reference names `{pair}.{ensemble}.fc1.weight`."""
 
+    @classmethod
+    def layout(
+        cls, num_pairs: int, in_dim: int, out_dim: int, spec: ProjectorSpec, ensemble_size: int
+    ) -> tuple[list[int], int]:
+        """(width each pair uses, parameter count) for plans that load nothing (`rocket align --dry-run`).
+
+        This default builds the bank on the meta device, which imports torch; override it with arithmetic.
+        """
+        import torch
+
+        with torch.device("meta"):
+            bank = cls.build(num_pairs, in_dim, out_dim, spec, ensemble_size)
+        return bank.pair_widths(), sum(p.numel() for p in bank.parameters())
+
 
 @dataclass(frozen=True)
 class DatasetPreset:

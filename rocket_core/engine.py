@@ -5,18 +5,19 @@ names, layer indices against each adapter's range, pair counts, width ratios.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
-from rocket_core.align.head import AlignmentHead
-from rocket_core.align.pooling import pooled_grid
-from rocket_core.align.projector import ProjectorBank
+from rocket_core.contract_info import expect_type, token_count_problems
 from rocket_core.contracts import ProjectorStrategy, TeacherAdapter, TeacherInfo, VLAAdapter, VLAInfo
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry, get_registry
 from rocket_core.select.layermap import parse_layers
 from rocket_core.specs import LayerMap, RunSpec
+
+if TYPE_CHECKING:  # torch loads only when a plan builds its modules: planning (a dry run) stays light
+    from rocket_core.align.head import AlignmentHead
+    from rocket_core.align.projector import ProjectorBank
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class AlignPlan:
     layers: LayerMap
     widths: list[int]
     projector_params: int
+    plugins: dict[str, dict[str, str | None]] = field(default_factory=dict)  # kind -> provenance, for checkpoints
 
     def build_projector(self) -> ProjectorBank:
         return self.projector.build(
@@ -43,6 +45,8 @@ class AlignPlan:
         )
 
     def build_head(self) -> AlignmentHead:
+        from rocket_core.align.head import AlignmentHead
+
         a = self.spec.alignment
         return AlignmentHead(
             self.build_projector(),
@@ -53,29 +57,6 @@ class AlignPlan:
             a.teacher_pe,
             a.cosine_eps,
         )
-
-
-def pooled_token_count(vinfo: VLAInfo, tinfo: TeacherInfo) -> tuple[int, str]:
-    """(tokens the bilinear pooling gives, how): cameras x the pooled grid, the reference's truncation included."""
-    oh, ow = pooled_grid(vinfo.num_images, tuple(tinfo.patch_grid), vinfo.num_vision_tokens)
-    ph, pw = tinfo.patch_grid
-    return vinfo.num_images * oh * ow, f"{vinfo.num_images} cameras x the {ph}x{pw} teacher grid pooled to {oh}x{ow}"
-
-
-def token_count_problems(vla: str, vinfo: VLAInfo, tinfo: TeacherInfo, pooling: str = "bilinear") -> list[str]:
-    """What `info()` alone shows: tokens split evenly over the cameras and, with bilinear pooling, equal to
-    the pooled teacher grid (random pooling samples any count)."""
-    problems = []
-    if vinfo.num_images < 1 or vinfo.num_vision_tokens % vinfo.num_images:
-        problems.append(f"VLA '{vla}' info(): num_vision_tokens ({vinfo.num_vision_tokens}) must be num_images "
-                        f"({vinfo.num_images}) x the tokens of one camera")
-    elif pooling == "bilinear":
-        want, how = pooled_token_count(vinfo, tinfo)
-        if want != vinfo.num_vision_tokens:
-            problems.append(f"VLA '{vla}' info(): num_vision_tokens is {vinfo.num_vision_tokens} but {how} gives "
-                            f"{want} targets; return cameras x tokens per camera (frame-major) that the teacher "
-                            "grid pools to, or use alignment.pooling random")
-    return problems
 
 
 def _requested_layers(spec: RunSpec, vla: type[VLAAdapter], vinfo: VLAInfo, tinfo: TeacherInfo) -> LayerMap:
@@ -89,13 +70,18 @@ def _requested_layers(spec: RunSpec, vla: type[VLAAdapter], vinfo: VLAInfo, tinf
     return LayerMap(vla=list(vla_side), teacher=list(teacher_side))
 
 
-def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
-    """Resolve and validate `spec`; the returned plan's spec has its layer map resolved (no -1 left)."""
+def plan_run(spec: RunSpec, registry: Registry | None = None,
+             recorded: Mapping[str, Mapping[str, Any]] | None = None) -> AlignPlan:
+    """Resolve and validate `spec`; the returned plan's spec has its layer map resolved (no -1 left).
+
+    `recorded` is a checkpoint's `plugins` (kind -> provenance): a missing plugin then names its package.
+    """
     reg = registry or get_registry()
-    vla = reg.get("vla", spec.vla.name)
-    teacher = reg.get("teacher", spec.teacher.name)
-    projector = reg.get("projector", spec.projector.name)
-    vinfo, tinfo = vla.info(spec.vla), teacher.info(spec.teacher)
+    recorded = recorded or {}
+    names = {"vla": spec.vla.name, "teacher": spec.teacher.name, "projector": spec.projector.name}
+    vla, teacher, projector = (reg.get(kind, name, recorded.get(kind)) for kind, name in names.items())
+    vinfo = expect_type("vla", vla.name, "info", vla.info(spec.vla), VLAInfo)
+    tinfo = expect_type("teacher", teacher.name, "info", teacher.info(spec.teacher), TeacherInfo)
     for cls, options in ((vla, spec.vla.options), (teacher, spec.teacher.options), (projector, spec.projector.options)):
         if cls.options_model is not None or cls is projector:
             cls.parse_options(options)
@@ -124,9 +110,8 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
         raise RocketError(f"projector.width_ratios has {len(ratios)} entries for {num_pairs} pairs; give one per pair")
 
     resolved = spec.model_copy(update={"layers": layers})
-    with torch.device("meta"):
-        bank = projector.build(num_pairs, vinfo.hidden_size, tinfo.feature_dim, spec.projector,
-                               spec.alignment.ensemble_size)
+    widths, params = projector.layout(num_pairs, vinfo.hidden_size, tinfo.feature_dim, spec.projector,
+                                      spec.alignment.ensemble_size)
     return AlignPlan(
         spec=resolved,
         vla=vla,
@@ -135,6 +120,7 @@ def plan_run(spec: RunSpec, registry: Registry | None = None) -> AlignPlan:
         vla_info=vinfo,
         teacher_info=tinfo,
         layers=layers,
-        widths=bank.pair_widths(),
-        projector_params=sum(p.numel() for p in bank.parameters()),
+        widths=widths,
+        projector_params=params,
+        plugins={kind: reg.plugins[kind][name].provenance() for kind, name in names.items()},
     )

@@ -116,7 +116,9 @@ def resolve_policy(arg: str) -> str | Path:
     return resolve_source(arg, "--policy")
 
 
-def _hub_error(repo_id: str, revision: str | None, exc: Exception, pull_name: str) -> RocketError:
+def _hub_error(repo_id: str, revision: str | None, exc: Exception, pull_name: str | None) -> RocketError:
+    """One line per Hub failure; `pull_name` None: the failing command is `rocket pull` itself."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -136,6 +138,13 @@ def _hub_error(repo_id: str, revision: str | None, exc: Exception, pull_name: st
     if isinstance(exc, RepositoryNotFoundError):
         return RocketError(f"Hub repo '{repo_id}' does not exist (or is private: run `hf auth login`); check the name")
     if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)):  # offline or unreachable, not cached
+        if pull_name is None:  # `rocket pull` itself failed: suggesting it again would not help
+            offline = "set HF_HUB_OFFLINE=0 and " if constants.HF_HUB_OFFLINE else ""
+            return RocketError(
+                f"cannot download '{repo_id}'{at}: the Hub cannot be reached; {offline}connect to the network and "
+                "retry, or copy the weights into this machine's Hugging Face cache (HF_HOME) from one that has "
+                "them, or skip the pull and pass a local weights folder as the checkpoint"
+            )
         return RocketError(
             f"weights '{repo_id}'{at} are not in the local Hugging Face cache and the Hub cannot be reached; "
             f"run `rocket pull {pull_name}` with network access, or pass a local path as the checkpoint"
@@ -149,11 +158,13 @@ def snapshot(
     revision: str | None = None,
     allow_patterns: Sequence[str] | None = None,
     pull_name: str | None = None,
+    pulling: bool = False,
 ) -> Path:
     """The HF-cache folder of `repo_id` (downloaded if needed and online, cached copy offline).
 
     Shows huggingface_hub's progress bars while downloading. `pull_name` is what the error message tells
-    the user to pull (a plugin name reads better than its repo id); it defaults to the repo id.
+    the user to pull (a plugin name reads better than its repo id); it defaults to the repo id. `pulling`:
+    the caller is `rocket pull`, so an offline error says what to do instead.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
@@ -162,7 +173,7 @@ def snapshot(
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(allow_patterns) if allow_patterns else None)
     except (HFValidationError, OSError, ValueError) as exc:  # hub errors derive from OSError/ValueError
-        raise _hub_error(repo_id, revision, exc, pull_name) from None
+        raise _hub_error(repo_id, revision, exc, None if pulling else pull_name) from None
     return Path(folder)
 
 

@@ -37,6 +37,9 @@ def model_card(checkpoint: Path, repo_id: str = "ORG/NAME") -> str:
     data = s.data.dataset or "the bundled synthetic dataset"
     t = s.training
     shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
+    recorded = ck.extra.get("plugins") or {}
+    plugins = ", ".join(f"{kind} `{p['name']}` from {p['package'] or 'an unnamed package'} {p['version'] or ''}".rstrip()
+                        for kind, p in recorded.items()) or "not recorded (an older checkpoint)"
     return f"""---
 library_name: rocket
 tags: [robotics, vision-language-action, rocket, 3d-alignment]
@@ -49,6 +52,7 @@ aligned to a frozen {s.teacher.name} teacher through a `{s.projector.name}` proj
 - **Base VLA**: {base}
 - **Teacher**: {s.teacher.checkpoint or s.teacher.name} ({s.teacher.preset or 'default weights'})
 - **Training data**: {data}
+- **Plugins**: {plugins}
 - **Steps**: {ck.step} of {t.max_steps}, batch {t.batch_size} per process x {ck.extra.get('world_size', 1)} processes
   x accumulation {t.grad_accum}; AdamW lr {t.learning_rate:g}, schedule {t.schedule};
   {'LoRA r %d, alpha %g' % (t.lora.rank, t.lora.alpha) if t.finetune == 'lora' else 'full fine-tuning'}

@@ -29,7 +29,9 @@ def list_recipes() -> list[Recipe]:
 def load_recipe(name: str) -> Recipe:
     files = _files()
     if name not in files:
-        raise RocketError(f"unknown recipe '{name}'; available recipes: {', '.join(sorted(files))}")
+        from rocket_core.registry import suggestion
+
+        raise RocketError(f"unknown recipe '{name}'{suggestion(name, files)}; available recipes: {', '.join(sorted(files))}")
     doc = yaml.safe_load(files[name].read_text())
     header = doc.pop("recipe", {})
     return Recipe(name, header.get("description", ""), header.get("paper", ""), doc)

@@ -14,7 +14,7 @@ import difflib
 import importlib.metadata as md
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pluggy
 
@@ -53,6 +53,12 @@ class PluginRecord:
     name: str
     cls: type[Any]  # a subclass of `KINDS[kind]`
     source: str
+    package: str = ""  # the distribution that installed it ("" when registered directly, e.g. in tests)
+    package_version: str = ""
+
+    def provenance(self) -> dict[str, str | None]:
+        """What a checkpoint records about the plugin, so a later load can say what to install."""
+        return {"name": self.name, "package": self.package or None, "version": self.package_version or None}
 
     @property
     def version(self) -> str:
@@ -87,13 +93,10 @@ class CommandModule:
 
 @dataclass
 class CommandPlugins:
-    """What `rocket_cli.main` loaded from `rocket.commands`, kept here so the registry can list it."""
+    """What `rocket_cli.main` loaded from `rocket.commands` (on demand): `rocket plugins` lists it."""
 
     modules: list[CommandModule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-
-
-COMMANDS = CommandPlugins()
 
 
 @dataclass
@@ -103,14 +106,14 @@ class Registry:
     plugins: dict[str, dict[str, PluginRecord]] = field(default_factory=lambda: {k: {} for k in KINDS})
     duplicates: dict[tuple[str, str], list[PluginRecord]] = field(default_factory=dict)  # records after the first
     problems: list[Problem] = field(default_factory=list)
-    commands: list[CommandModule] = field(default_factory=list)
     _pm: pluggy.PluginManager = field(default_factory=lambda: new_manager())
 
-    def register_module(self, module: ModuleType | Any, source: str = "") -> None:
+    def register_module(self, module: ModuleType | Any, source: str = "", package: tuple[str, str] = ("", "")) -> None:
         """Register a module (or object) whose `@hookimpl` functions register plugin classes.
 
         Tests and embedding applications use this directly; entry points go through `load_registry`.
         Whatever is wrong with the module is recorded in `problems`; its usable classes still register.
+        `package` is the (distribution, version) that installed the module.
         """
         source = source or f"module {getattr(module, '__name__', module)}"
         kind_of = {hook_name(kind): kind for kind in KINDS}
@@ -122,9 +125,9 @@ class Registry:
                 self.problems.append(Problem(source, f"{hook} raised {one_line(exc)}; its plugins were skipped"))
                 continue
             for cls in staged:
-                self._add(kind_of[hook], cls, source)
+                self._add(kind_of[hook], cls, source, package)
 
-    def _add(self, kind: str, cls: Any, source: str) -> None:
+    def _add(self, kind: str, cls: Any, source: str, package: tuple[str, str] = ("", "")) -> None:
         base = KINDS[kind]
         if not (isinstance(cls, type) and issubclass(cls, base)):
             self.problems.append(Problem(source, f"registered {cls!r} as a {kind} plugin, but it is not a "
@@ -136,15 +139,18 @@ class Registry:
             return
         existing = self.plugins[kind].get(name)
         if existing is None:
-            self.plugins[kind][name] = PluginRecord(kind, name, cls, source)
+            self.plugins[kind][name] = PluginRecord(kind, name, cls, source, *package)
         elif existing.cls is not cls:
             self.duplicates.setdefault((kind, name), []).append(PluginRecord(kind, name, cls, source))
             self.problems.append(Problem(
                 source, f"{kind} name '{name}' is also registered by {existing.source}; using it fails until "
                         "one of them is renamed or uninstalled", name))
 
-    def get(self, kind: str, name: str) -> type:
-        """The plugin class, or an error listing what is available (or naming both claimants of `name`)."""
+    def get(self, kind: str, name: str, recorded: Mapping[str, Any] | None = None) -> type:
+        """The plugin class, or an error listing what is available (or naming both claimants of `name`).
+
+        `recorded` is the plugin's `PluginRecord.provenance()` saved with a checkpoint: it names what to install.
+        """
         records = self.plugins[kind]
         if (kind, name) in self.duplicates:
             sources = [records[name].source] + [r.source for r in self.duplicates[kind, name]]
@@ -156,6 +162,11 @@ class Registry:
             problems = [p for p in self.problems if p.name == name]
             if problems:
                 hint = f" (a plugin named '{name}' failed to load: {problems[0].line()})"
+            elif recorded and recorded.get("package"):
+                pin = f"{recorded['package']}=={recorded['version']}" if recorded.get("version") else recorded["package"]
+                hint = f": it came from package {pin}; pip install {pin}"
+            else:
+                hint = suggestion(name, records)
             raise RocketError(f"unknown {kind} plugin '{name}'{hint}; available {kind} plugins: {available}")
         return records[name].cls
 
@@ -227,6 +238,16 @@ def _source(ep: md.EntryPoint) -> str:
     return f"{label} ({ep.value})"
 
 
+def _package(ep: md.EntryPoint) -> tuple[str, str]:
+    return (ep.dist.name, ep.dist.version) if ep.dist is not None else ("", "")
+
+
+def suggestion(name: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for a near miss among `choices`, else nothing: every typo hint reads the same."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def load_entry_points(group: str, problems: list[Problem]) -> Iterator[tuple[md.EntryPoint, str, Any]]:
     """`(entry point, source, loaded object)` for each entry point of `group`, built-ins first.
 
@@ -249,8 +270,8 @@ def load_registry(entry_points: bool = True) -> Registry:
     """Build a registry from the `rocket` entry-point group (built-ins are entry points of this package)."""
     reg = Registry()
     if entry_points:
-        for _, source, module in load_entry_points(ENTRY_POINT_GROUP, reg.problems):
-            reg.register_module(module, source)
+        for ep, source, module in load_entry_points(ENTRY_POINT_GROUP, reg.problems):
+            reg.register_module(module, source, _package(ep))
     return reg
 
 
@@ -258,10 +279,13 @@ _CACHED: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use; it also lists what `rocket_cli.main` loaded as commands."""
+    """The process-wide registry, built on first use."""
     global _CACHED
     if _CACHED is None:
         _CACHED = load_registry()
-        _CACHED.commands += COMMANDS.modules
-        _CACHED.problems += COMMANDS.problems
     return _CACHED
+
+
+def loaded_records() -> list[PluginRecord]:
+    """The plugins of the process-wide registry if it was built (an error can only come from a loaded plugin)."""
+    return _CACHED.records() if _CACHED is not None else []

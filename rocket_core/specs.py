@@ -167,6 +167,9 @@ class TrainingSpec(_Spec):
     mixed_precision: Literal["auto", "no", "bf16"] = Field("auto", description="auto: bf16 on GPU, float32 on CPU")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     log_every: int = Field(1, ge=1)
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", description="tracker the metrics also go to (accelerate's log_with), next to metrics.jsonl"
+    )
     num_workers: int = Field(0, ge=0)
     teacher_cache: str | None = Field(
         None, description="teacher-feature cache folder (docs/cache.md): targets are read from it, missing ones "

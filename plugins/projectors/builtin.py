@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rocket_core import hookimpl
+from rocket_core.align.layout import bank_layout
 from rocket_core.contracts import ProjectorStrategy
 
 if TYPE_CHECKING:  # torch loads with the bank, in `build`: listing the strategies stays light
@@ -30,8 +31,17 @@ class RocketProjector(ProjectorStrategy):
     ) -> ProjectorBank:
         from rocket_core.align.projector import ProjectorBank
 
-        use_matryoshka = cls.matryoshka if cls.shared else spec.reference_width_quirk
-        return ProjectorBank.create(num_pairs, in_dim, out_dim, spec, ensemble_size, cls.shared, use_matryoshka)
+        return ProjectorBank.create(num_pairs, in_dim, out_dim, spec, ensemble_size, cls.shared, cls._matryoshka(spec))
+
+    @classmethod
+    def layout(
+        cls, num_pairs: int, in_dim: int, out_dim: int, spec: ProjectorSpec, ensemble_size: int
+    ) -> tuple[list[int], int]:
+        return bank_layout(num_pairs, in_dim, out_dim, spec, ensemble_size, cls.shared, cls._matryoshka(spec))
+
+    @classmethod
+    def _matryoshka(cls, spec: ProjectorSpec) -> bool:
+        return cls.matryoshka if cls.shared else spec.reference_width_quirk
 
 
 class SharedProjector(RocketProjector):

@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def pooled_grid(frames: int, patch_grid: tuple[int, int], ref_len: int) -> tuple[int, int]:
-    """Output grid per frame: `int(ph*r), int(pw*r)` with `r = 1/sqrt(S*P/ref_len)` in float64.
-
-    The truncation means the token count can differ from `ref_len`; we reproduce that, not fix it.
-    """
-    ph, pw = patch_grid
-    r = 1 / np.sqrt(frames * ph * pw / ref_len)
-    return int(ph * r), int(pw * r)
+from rocket_core.align.layout import pooled_grid
 
 
 def sincos_2d_table(dim: int, ph: int, pw: int, img_h: int, img_w: int,

@@ -12,34 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rocket_core.align.layout import bank_widths, matryoshka_widths  # noqa: F401  (re-exported)
+
 if TYPE_CHECKING:
     from rocket_core.specs import ProjectorSpec
-
-
-def matryoshka_widths(
-    hidden_dim: int,
-    num_layers: int,
-    width_ratios: Sequence[float] | None = None,
-    use_matryoshka: bool = True,
-    shallow_to_deep_increase: bool = True,
-) -> tuple[list[float], list[int]]:
-    """Width ratio and hidden width per layer index, exactly as the reference computes them.
-
-    Default ratios are `0.2 + 0.8*i/max(L-1, 1)` in float64 in that order; widths truncate and are at
-    least 1; reversal applies only with Matryoshka on.
-    """
-    if not use_matryoshka:
-        ratios = [1.0] * num_layers
-    else:
-        if width_ratios is None:
-            ratios = [0.2 + 0.8 * i / max(num_layers - 1, 1) for i in range(num_layers)]
-        else:
-            if len(width_ratios) != num_layers:
-                raise ValueError(f"width_ratios has {len(width_ratios)} entries for {num_layers} layers")
-            ratios = [float(r) for r in width_ratios]
-        if not shallow_to_deep_increase:
-            ratios = ratios[::-1]
-    return ratios, [max(1, int(hidden_dim * r)) for r in ratios]
 
 
 class AlignProjector(nn.Module):
@@ -108,12 +84,7 @@ class ProjectorBank(nn.ModuleList):
     ) -> ProjectorBank:
         """Shared: one pool, Matryoshka widths over the pairs. Independent: one single-width pool per pair."""
         hidden = spec.hidden_dim or out_dim
-        if shared:
-            widths = matryoshka_widths(
-                hidden, num_pairs, spec.width_ratios, use_matryoshka, spec.shallow_to_deep_increase
-            )[1]
-        else:
-            widths = matryoshka_widths(hidden, 1, use_matryoshka=use_matryoshka)[1]
+        widths = bank_widths(num_pairs, hidden, spec, shared, use_matryoshka)
 
         def make() -> AlignProjector:
             return AlignProjector(

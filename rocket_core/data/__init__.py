@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "TrainSampler": "dataset", "VLADataset": "dataset",
-    "bundled_dataset_path": "dataset", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
+    "bundled_dataset_path": "source", "collate_batch": "dataset", "sample_generator": "dataset", "to_device": "dataset",
     "dataset_fingerprint": "fingerprint",
     "KeyMap": "keymap", "dataset_presets": "keymap", "episode_groups": "keymap", "resolve_keys": "keymap",
     "task_groups": "keymap",
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from rocket_core.data.lerobot import LeRobotReader
     from rocket_core.data.lerobot_files import delta_offsets, resolve_dataset_root
     from rocket_core.data.normalize import GroupNormalizer, Normalizer
+    from rocket_core.data.source import bundled_dataset_path
     from rocket_core.data.spec import AugmentSpec, DataSpec
     from rocket_core.data.stats import GroupStats, load_group_stats
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -21,14 +20,10 @@ from rocket_core.data.keymap import ALL, CAMERA_PREFIX, default_cameras, episode
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.data.normalize import GroupNormalizer, Normalizer
 from rocket_core.data.stats import GroupStats, load_group_stats
+from rocket_core.data.source import bundled_dataset_path
 from rocket_core.data.spec import DataSpec
 from rocket_core.errors import RocketError
 
-
-
-def bundled_dataset_path() -> Path:
-    """Root of the small synthetic LeRobot v3 dataset shipped in the package (scripts/make_bundled_dataset.py)."""
-    return Path(__file__).resolve().parent / "bundled"
 
 
 def _generator(*entropy: int) -> torch.Generator:

@@ -21,7 +21,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from rocket_core.data.lerobot_files import (
@@ -214,6 +213,8 @@ class LeRobotReader:
 
     def item(self, index: int, delta_timestamps: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
         """`LeRobotDataset[index]`: cameras float CHW in [0, 1], features as tensors, `<key>_is_pad`, `task`."""
+        import torch  # here only: reading and inspecting a dataset (`rocket data inspect`) needs no torch
+
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} frames")
         windows = {}

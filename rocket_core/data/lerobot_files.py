@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rocket_core.data.source import local_dataset_root
 from rocket_core.errors import RocketError
 
 CODEBASE_VERSION = "v3.0"
@@ -24,23 +24,12 @@ TOLERANCE_S = 1e-4  # LeRobot's default: a delta or a video frame must sit this 
 CAMERA_DTYPES = ("image", "video")
 REQUIRED_FEATURES = ("index", "episode_index", "task_index", "timestamp")
 STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")  # per-dimension statistics (count is per feature)
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_dataset_root(source: str | Path, revision: str | None = None) -> Path:
-    """A local dataset folder, or a Hub dataset repo id downloaded (or found in the HF cache)."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not (path / "meta" / "info.json").is_file():
-            raise RocketError(
-                f"'{path}' is not a LeRobot dataset (no meta/info.json); "
-                "give the dataset root, the folder holding meta/ and data/"
-            )
-        return path.resolve()
-    text = str(source)
-    if text.startswith((".", "/", "~")) or not _REPO_ID.match(text):
-        raise RocketError(f"dataset folder '{text}' does not exist; check the path or give a Hub repo id like 'owner/name'")
-    return resolve_dataset_root(_download(text, revision))
+    """A local dataset folder (`bundled`: the shipped one), or a Hub dataset repo id downloaded (or found in the HF cache)."""
+    root = local_dataset_root(source)
+    return root if root is not None else resolve_dataset_root(_download(str(source), revision))
 
 
 def _download(repo_id: str, revision: str | None) -> str:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from rocket_core.data.source import BUNDLED
 
 
 class _Spec(BaseModel):
@@ -74,3 +76,9 @@ class DataSpec(_Spec):
         None, description="resize every camera to (H, W); None = keep the dataset's size"
     )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+
+    @field_validator("dataset")
+    @classmethod
+    def _bundled(cls, value: str | None) -> str | None:
+        """`bundled` is a name for the default dataset, so specs and cache keys do not tell the two apart."""
+        return None if value == BUNDLED else value

@@ -24,5 +24,8 @@ def find_benchmark(name: str) -> tuple[type[BenchmarkAdapter], str | None]:
     for bench in sorted(known, key=len, reverse=True):
         if name.startswith(bench + "_") and name[len(bench) + 1:] in known[bench].suites:
             return known[bench], name[len(bench) + 1:]
+    from rocket_core.registry import suggestion
+
     options = ", ".join(f"{n} ({'/'.join(b.suites)})" for n, b in sorted(known.items()))
-    raise RocketError(f"unknown benchmark '{name}'; available: {options or 'none installed'}")
+    names = [*known, *(f"{n}_{suite}" for n, b in known.items() for suite in b.suites)]
+    raise RocketError(f"unknown benchmark '{name}'{suggestion(name, names)}; available: {options or 'none installed'}")

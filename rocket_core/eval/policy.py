@@ -95,13 +95,14 @@ class Policy:
     @classmethod
     def from_preset(cls, vla: str, preset: str | None = "tiny", options: Mapping[str, Any] | None = None,
                     seed: int = 7, device: str | None = None) -> Policy:
+        from rocket_core.contract_info import expect_model
         from rocket_core.registry import get_registry
         from rocket_core.specs import VLASpec
 
         spec = VLASpec(name=vla, preset=preset, options=dict(options or {}))
         adapter = get_registry().get("vla", vla)
         _set_seed(seed)
-        model = adapter.build(spec)
+        model = expect_model("vla", vla, adapter.build(spec))
         if device:
             model.to(device)
         return cls(model, vla, adapter.info(spec), source=f"{vla} preset {preset}", seed=seed)

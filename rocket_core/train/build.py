@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from rocket_core.align.head import AlignmentHead
+from rocket_core.contract_info import expect_model
 from rocket_core.contracts import TeacherModel, VLAModel
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
@@ -65,7 +66,7 @@ def build_module(plan: AlignPlan, weights: Mapping[str, torch.Tensor] | None = N
 
     spec = plan.spec
     set_seed(spec.training.seed)
-    vla = plan.vla.build(spec.vla)
+    vla = expect_model("vla", plan.vla.name, plan.vla.build(spec.vla))
     vla.configure_training(spec.training)  # also at inference: the saved parameter names (LoRA) follow from it
     head = plan.build_head() if spec.alignment.coefficient > 0 else None
     module = AlignModule(vla, head, plan.layers.vla)
@@ -76,7 +77,7 @@ def build_module(plan: AlignPlan, weights: Mapping[str, torch.Tensor] | None = N
 
 def build_teacher(plan: AlignPlan) -> TeacherModel:
     """The frozen teacher; built after the module (as `rocket align` does) so seeded presets match."""
-    return plan.teacher.build(plan.spec.teacher)
+    return expect_model("teacher", plan.teacher.name, plan.teacher.build(plan.spec.teacher))
 
 
 def apply_checkpoint(module: AlignModule, ckpt: CheckpointData) -> None:
@@ -131,7 +132,7 @@ def load_trained(path: str | Path, *, dataset: str | None = None, registry: Regi
         raise RocketError(f"checkpoint '{folder}' has no ema.safetensors (the run had no training.ema_decay); "
                           "drop --ema")
     use_ema = ckpt.ema is not None and ema is not False
-    plan = plan_run(with_data(ckpt.spec, dataset), registry)
+    plan = plan_run(with_data(ckpt.spec, dataset), registry, ckpt.extra.get("plugins"))
     module = build_module(plan)
     apply_checkpoint(module, ckpt)
     if use_ema:

@@ -48,7 +48,8 @@ PACKAGES = ("rocket-vla", "torch", "transformers", "peft", "accelerate", "safete
 CHECKPOINT_FILES = ("trainable.safetensors", "projector.safetensors", "ema.safetensors", "optimizer.pt",
                     "rng.safetensors", "state.json", "spec.yaml", "layers.yaml")
 # spec fields a resume may change: they extend or observe the run, never alter its model, optimiser or data
-RESUMABLE = ("training.max_steps", "training.save_every", "training.log_every", "training.num_workers")
+RESUMABLE = ("training.max_steps", "training.save_every", "training.log_every", "training.num_workers",
+             "training.report_to")
 
 
 def package_versions() -> dict[str, str]:

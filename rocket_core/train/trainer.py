@@ -8,9 +8,7 @@ stream where the checkpoint left it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import os
 import shutil
 import signal
 import sys
@@ -49,6 +47,7 @@ from rocket_core.train.checkpoint import (
 )
 from rocket_core.train.manifest import mismatch
 from rocket_core.train.optim import build_optimizer
+from rocket_core.train.run import tracker
 
 
 class ShardSampler(Sampler[list[tuple[int, int]]]):
@@ -95,16 +94,6 @@ def _check_dataset(dataset: VLADataset, plan: AlignPlan) -> None:
                 f"the dataset's {key} have {got} dimensions but VLA '{plan.vla.name}' expects {want}; "
                 f"pick the matching data.{'action' if key == 'actions' else 'state'}_key or VLA options"
             )
-
-
-def _trackers(run_dir: Path) -> list[str]:
-    """accelerate trackers that are installed (wandb only when configured, so nothing prompts)."""
-    found = []
-    if importlib.util.find_spec("tensorboard") is not None:
-        found.append("tensorboard")
-    if importlib.util.find_spec("wandb") is not None and (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
-        found.append("wandb")
-    return found
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -188,7 +177,7 @@ class Trainer:
             from accelerate.utils import FullyShardedDataParallelPlugin
 
             fsdp = FullyShardedDataParallelPlugin(use_orig_params=True)  # LoRA: frozen and trained params mix
-        self.acc = Accelerator(mixed_precision=precision, log_with=_trackers(self.run_dir) or None,
+        self.acc = Accelerator(mixed_precision=precision, log_with=tracker(t.report_to),
                                project_dir=str(self.run_dir), cpu=not torch.cuda.is_available(),  # cpu: gloo DDP
                                fsdp_plugin=fsdp)
         ckpt = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
@@ -312,6 +301,7 @@ class Trainer:
                     # inference needs these to map actions back to robot units, without the dataset
                     "normalization": self.normalization,
                     "cameras": list(self.dataset.slots),
+                    "plugins": self.plan.plugins,  # packages and versions: a load without them says what to install
                 },
                 files=self.files,
             ))

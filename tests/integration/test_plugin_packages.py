@@ -60,7 +60,7 @@ def test_installed_packages_in_a_fresh_process(tmp_path: Path) -> None:
     assert any(line.split()[:3] == ["command", "hello", "rocket-hello"] for line in listing.stdout.splitlines())
 
     helped = rocket("--help")
-    assert helped.returncode == 0 and "Commands from rocket_plugins" in helped.stdout
+    assert helped.returncode == 0 and "Commands from rocket-hello" in helped.stdout
     assert "Greet someone, from a plugin." in helped.stdout
     hello = rocket("hello", "--name", "rocket")
     assert (hello.returncode, hello.stdout) == (0, "hello rocket\n"), hello.stderr

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 import rocket_plugins.projectors.builtin as builtin_projectors
 import tests.toy_plugins as toy
-from rocket_cli.main import BUILTIN_COMMANDS, PLUGIN_PANEL, load_plugin_commands
+from rocket_cli.main import BUILTIN_COMMANDS, load_plugin_commands
 from rocket_core import hookimpl
 from rocket_core.errors import RocketError
-from rocket_core.registry import COMMANDS, Registry, load_registry
+from rocket_core.registry import Registry, load_registry
 from tests.fake_dist import BROKEN_DISTS, fake_dist
 
 
@@ -141,8 +141,6 @@ HELLO = '''
 
 
 def test_plugin_commands_register_and_broken_ones_are_problems(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(COMMANDS, "modules", [])
-    monkeypatch.setattr(COMMANDS, "problems", [])
     fake_dist(site, "rocket-hello", {"rocket.commands": {"hello": "thirdparty_hello"}}, {"thirdparty_hello": HELLO})
     fake_dist(site, "rocket-clash", {"rocket.commands": {"clash": "thirdparty_clash"}}, {"thirdparty_clash": '''
         from rocket_core import hookimpl
@@ -165,16 +163,16 @@ def test_plugin_commands_register_and_broken_ones_are_problems(site: Path, monke
             raise ValueError("boom")
         '''})
     cli = typer.Typer()
-    load_plugin_commands(cli)
-    assert [(m.name, m.source, m.description) for m in COMMANDS.modules] == [
+    found = load_plugin_commands(cli)
+    assert [(m.name, m.source, m.description) for m in found.modules] == [
         ("hello", "rocket-hello (thirdparty_hello)", "Says hello (a throwaway plugin command).")]
-    assert sorted(p.line() for p in COMMANDS.problems) == [
+    assert sorted(p.line() for p in found.problems) == [
         "rocket-clash (thirdparty_clash): register_commands failed: RuntimeError: command name align is already "
         "taken; rename it",
         "rocket-raising-cmd (thirdparty_boom): register_commands failed: ValueError: boom",
     ]
     assert [c.name for c in cli.registered_commands] == ["hello"]  # the clashing module's "extra" is rolled back
-    assert cli.registered_commands[0].rich_help_panel == PLUGIN_PANEL
+    assert cli.registered_commands[0].rich_help_panel == "Commands from rocket-hello"
     result = CliRunner().invoke(cli, ["--name", "plugin"])
     assert result.exit_code == 0 and result.output == "hello plugin\n"
 

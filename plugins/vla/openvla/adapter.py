@@ -4,7 +4,7 @@ Layer indices (VLAInfo): index k is transformers' `hidden_states[k]`: 0 = embedd
 decoder layer k-1 (0-based), L = the final-RMSNorm output (L = 32 for the 7B). `-1` means L-1 (the
 output of the second-to-last layer, not the final norm), as the reference resolves it.
 
-This module is import-light (no torch): the model code loads inside `info` and `build`.
+This module is import-light (no torch): `info` reads sizes from config.json alone; the model loads in `build`.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
+from rocket_plugins.vla.openvla.shapes import OpenVLASizes, hf_config
 from rocket_core.contracts import VLAAdapter, VLAInfo
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class OpenVLAAdapter(VLAAdapter):
     profile_params: ClassVar[tuple[str, ...]] = ("language_model.model.layers.0.",)
 
     @classmethod
-    def describe(cls, cfg: OpenVLAConfig, opts: OpenVLAOptions) -> VLAInfo:
+    def describe(cls, cfg: OpenVLASizes | OpenVLAConfig, opts: OpenVLAOptions) -> VLAInfo:
         layers = cfg.num_layers
         pairs = paper_layers(layers)
         return VLAInfo(
@@ -53,10 +54,7 @@ class OpenVLAAdapter(VLAAdapter):
 
     @classmethod
     def info(cls, spec: VLASpec) -> VLAInfo:
-        from rocket_plugins.vla.openvla.loading import model_config
-
-        opts = parse_options(spec)
-        return cls.describe(model_config(spec, opts), opts)
+        return cls.describe(OpenVLASizes.from_hf(hf_config(spec)), parse_options(spec))
 
     @classmethod
     def build(cls, spec: VLASpec) -> OpenVLAPolicy:

@@ -13,8 +13,9 @@ import torch
 
 from rocket_plugins.vla.openvla import processor as proc
 from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
-from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, LORA_DIR, OPENVLA_7B_CONFIG, PRESETS, OpenVLAOptions
+from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, LORA_DIR, OpenVLAOptions
 from rocket_plugins.vla.openvla.policy import OpenVLAPolicy, upcast_lora
+from rocket_plugins.vla.openvla.shapes import hf_config
 from rocket_plugins.vla.openvla.weights import (
     find_part_file,
     load_lora_adapter,
@@ -24,35 +25,12 @@ from rocket_plugins.vla.openvla.weights import (
     shard_files,
 )
 from rocket_core.errors import RocketError
-from rocket_core.hub import local_path, resolve_weights
+from rocket_core.hub import resolve_weights
 from rocket_core.specs import VLASpec
 
 
-def _cached_config(spec: VLASpec) -> dict[str, Any]:
-    """config.json of the checkpoint if it is on disk (local folder or HF cache), else the 7B's.
-
-    Every OpenVLA fine-tune shares the 7B architecture, so `info()` needs no download.
-    """
-    checkpoint = spec.checkpoint or DEFAULT_CHECKPOINT
-    folder = local_path(checkpoint)
-    if folder is not None:
-        path: Path | None = folder / "config.json"
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(checkpoint, "config.json", revision=spec.revision)
-        path = Path(cached) if isinstance(cached, str) else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else OPENVLA_7B_CONFIG
-
-
-def model_config(spec: VLASpec, opts: OpenVLAOptions, hf_config: dict[str, Any] | None = None) -> OpenVLAConfig:
-    if spec.preset is not None:
-        if spec.preset not in PRESETS:
-            raise RocketError(f"unknown openvla preset '{spec.preset}'; available: {', '.join(PRESETS)}")
-        if spec.checkpoint is not None:
-            raise RocketError(f"the '{spec.preset}' preset is randomly initialised; drop the checkpoint or the preset")
-        return OpenVLAConfig.from_hf(PRESETS[spec.preset], attn_implementation=opts.attn_implementation)
-    return OpenVLAConfig.from_hf(hf_config or _cached_config(spec), attn_implementation=opts.attn_implementation)
+def model_config(spec: VLASpec, opts: OpenVLAOptions, config: dict[str, Any] | None = None) -> OpenVLAConfig:
+    return OpenVLAConfig.from_hf(config or hf_config(spec), attn_implementation=opts.attn_implementation)
 
 
 def _dtype(opts: OpenVLAOptions, preset: bool) -> torch.dtype:
@@ -91,8 +69,8 @@ def _load_from(spec: VLASpec, opts: OpenVLAOptions) -> OpenVLAPolicy:
         base = resolve_weights(opts.base_checkpoint, None, ALLOW_PATTERNS, "openvla")
     if not (base / "config.json").is_file():
         raise RocketError(f"'{base}' has no config.json; point the checkpoint at a full OpenVLA folder")
-    hf_config = json.loads((base / "config.json").read_text())
-    cfg = model_config(spec, opts, hf_config)
+    base_config = json.loads((base / "config.json").read_text())
+    cfg = model_config(spec, opts, base_config)
     stats = folder / "dataset_statistics.json"
     if stats.is_file():
         cfg.norm_stats = {**cfg.norm_stats, **json.loads(stats.read_text())}

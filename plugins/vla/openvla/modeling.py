@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rocket_plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
+from rocket_plugins.vla.openvla.shapes import ViTConfig, fused_vits
+from rocket_plugins.vla.openvla.vit import VisionTransformer
 from rocket_core.errors import RocketError
 
 IGNORE_INDEX = -100
@@ -49,23 +50,12 @@ class OpenVLAConfig:
 
         `attn_implementation` is the LLM's ("sdpa" or "eager"; they agree within 4.3e-6).
         """
-        if not config.get("use_fused_vision_backbone", False) or "fused-gelu-mlp" not in config.get(
-            "arch_specifier", ""
-        ):
-            raise RocketError(
-                "only the fused DINOv2+SigLIP OpenVLA ('use_fused_vision_backbone', 'fused-gelu-mlp') is supported; "
-                "check the checkpoint's config.json"
-            )
-        ids, sizes = config["timm_model_ids"], config["image_sizes"]
-        if any(act is not None for act in config.get("timm_override_act_layers", [None, None])):
-            raise RocketError("timm_override_act_layers must be null: only exact-GELU ViTs are supported")
-        kwargs = timm_kwargs if timm_kwargs is not None else config.get("timm_create_model_kwargs", {})
-        vits = [vit_config(i, s, kwargs.get(i)) for i, s in zip(ids, sizes)]
+        featurizer, fused = fused_vits(config, timm_kwargs)
         text = {k: v for k, v in config["text_config"].items() if k not in _TEXT_CONFIG_IGNORED}
         stats = config.get("norm_stats")
         return cls(
-            featurizer=vits[0],
-            fused_featurizer=vits[1],
+            featurizer=featurizer,
+            fused_featurizer=fused,
             text=LlamaConfig(**text, attn_implementation=attn_implementation),
             pad_to_multiple_of=config.get("pad_to_multiple_of", 64),
             n_action_bins=config.get("n_action_bins", 256),

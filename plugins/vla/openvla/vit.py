@@ -12,82 +12,12 @@ renaming layer on both sides for two small modules.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from rocket_core.errors import RocketError
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Shape of one timm-layout ViT; `mlp_hidden` truncates like timm (`int(dim * ratio)`)."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float
-    image_size: int = 224
-    patch_size: int = 14
-    class_token: bool = False
-    reg_tokens: int = 0
-    layer_scale: bool = False
-    map_head: bool = False
-    eps: float = 1e-6
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.embed_dim * self.mlp_ratio)
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid**2
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token) + self.reg_tokens
-
-    @property
-    def feature_block(self) -> int:
-        """OpenVLA reads the second-to-last block (timm `get_intermediate_layers(n={depth - 2})`)."""
-        return self.depth - 2
-
-
-# The two timm ids an OpenVLA config.json can name, as OpenVLA creates them (num_classes=0, act_layer=None).
-TIMM_VITS: dict[str, ViTConfig] = {
-    "vit_large_patch14_reg4_dinov2.lvd142m": ViTConfig(
-        1024, 24, 16, 4.0, class_token=True, reg_tokens=4, layer_scale=True
-    ),
-    "vit_so400m_patch14_siglip_224": ViTConfig(1152, 27, 16, 3.7362, map_head=True),
-}
-
-# timm.create_model kwargs that only restate what the ids above already mean.
-_NEUTRAL_KWARGS = {"pretrained": False, "num_classes": 0, "act_layer": None}
-_SIZE_KWARGS = {"embed_dim": "embed_dim", "depth": "depth", "num_heads": "num_heads", "img_size": "image_size"}
-
-
-def vit_config(timm_id: str, image_size: int, create_kwargs: Mapping[str, Any] | None = None) -> ViTConfig:
-    """The ViT for a timm id at `image_size`, with optional timm.create_model size overrides (tiny fixtures)."""
-    if timm_id not in TIMM_VITS:
-        raise RocketError(f"unsupported OpenVLA vision backbone '{timm_id}'; supported: {', '.join(TIMM_VITS)}")
-    changes: dict[str, Any] = {"image_size": image_size}
-    for key, value in (create_kwargs or {}).items():
-        if key in _SIZE_KWARGS:
-            changes[_SIZE_KWARGS[key]] = value
-        elif _NEUTRAL_KWARGS.get(key, object()) != value:
-            raise RocketError(f"unsupported timm.create_model argument {key}={value!r} for '{timm_id}'")
-    cfg = replace(TIMM_VITS[timm_id], **changes)
-    if cfg.image_size % cfg.patch_size:
-        raise RocketError(f"image size {cfg.image_size} is not a multiple of the patch size {cfg.patch_size}")
-    return cfg
+from rocket_plugins.vla.openvla.shapes import ViTConfig
 
 
 class PatchEmbed(nn.Module):
