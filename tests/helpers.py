@@ -1,5 +1,5 @@
 """Test-only helpers: compositions of production functions that only tests call (the reference's cache
-key, the unfused cosine loss, random pooling, a plain resumable loader)."""
+key, random pooling, a plain resumable loader)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,6 @@ import hashlib
 import torch
 from torch.utils.data import DataLoader
 
-from rocket_core.align.loss import loss_from_cosine, token_cosine
 from rocket_core.align.pooling import random_indices, take_tokens
 from rocket_core.data.dataset import TrainSampler, VLADataset, collate_batch
 
@@ -18,13 +17,6 @@ def reference_cache_keys(pixel_values: torch.Tensor) -> list[str]:
         hashlib.md5(sample.detach().cpu().to(torch.float32).contiguous().numpy().tobytes()).hexdigest()
         for sample in pixel_values
     ]
-
-
-def cosine_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float | None = None
-) -> torch.Tensor:
-    """Loss over the last three dims (B, N, C); leading dims (pairs, ensemble) are kept."""
-    return loss_from_cosine(token_cosine(pred, target, eps), mask)
 
 
 def random_pool(tokens: torch.Tensor, ref_len: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -31,6 +31,14 @@ def loss_from_cosine(cos: torch.Tensor, mask: torch.Tensor | None = None) -> tor
     return (per_sample * valid).sum(-1) / valid.sum(-1).clamp(min=1)
 
 
+def cosine_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float | None = None
+) -> torch.Tensor:
+    """Loss over the last three dims (B, N, C); leading dims (pairs, ensemble) are kept: the generic (autograd)
+    path of the alignment head, and what the fused path must equal."""
+    return loss_from_cosine(token_cosine(pred, target, eps), mask)
+
+
 def cosine_weights(
     shape: tuple[int, int], mask: torch.Tensor | None, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

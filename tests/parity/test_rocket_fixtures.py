@@ -26,7 +26,8 @@ from rocket_core.select.balanced import balanced_branch, balanced_layers
 from rocket_core.select.cka import cka_matrix, hungarian_match, linear_cka
 from rocket_core.specs import ProjectorSpec
 from tests.conftest import SHARED_FIXTURES, fixture_dir, needs_fixture
-from tests.helpers import cosine_loss, random_pool, reference_cache_keys
+from rocket_core.align.loss import cosine_loss
+from tests.helpers import random_pool, reference_cache_keys
 
 ROOT = fixture_dir("ROCKET_ALIGN_FIXTURES", SHARED_FIXTURES / "rocket")
 INDEX = ROOT / "cases.json"

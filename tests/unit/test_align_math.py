@@ -10,7 +10,7 @@ from rocket_core.align.pooling import bilinear_pool, sincos_2d
 from rocket_plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask
 from rocket_plugins.vla.paligemma.preprocess import downsample_padding_mask
 from rocket_core.specs import ProjectorSpec
-from tests.helpers import cosine_loss
+from rocket_core.align.loss import cosine_loss
 
 
 def test_masked_loss_skips_empty_samples() -> None:
