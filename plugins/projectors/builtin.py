@@ -37,6 +37,9 @@ class RocketProjector(ProjectorStrategy):
     def layout(
         cls, num_pairs: int, in_dim: int, out_dim: int, spec: ProjectorSpec, ensemble_size: int
     ) -> tuple[list[int], int]:
+        """Arithmetic only while `build` is ours: a subclass that builds another bank gets the measured layout."""
+        if cls.build.__func__ is not RocketProjector.build.__func__:  # type: ignore[attr-defined]  # classmethod
+            return super().layout(num_pairs, in_dim, out_dim, spec, ensemble_size)
         return bank_layout(num_pairs, in_dim, out_dim, spec, ensemble_size, cls.shared, cls._matryoshka(spec))
 
     @classmethod

@@ -124,3 +124,30 @@ def test_layer_map_file_round_trip(tmp_path: Path) -> None:
     bad.write_text("vla: [1, 2]\n")
     with pytest.raises(RocketError, match="layer map .*teacher"):
         read_layer_map(bad)
+
+
+@pytest.mark.parametrize("strategy", ["rocket", "shared", "independent", "single"])
+def test_plan_layout_without_torch_equals_the_built_bank(strategy: str) -> None:
+    """The dry run's arithmetic (`layout`) must describe exactly the bank `build` makes."""
+    cls = builtin_projectors.__dict__[{"rocket": "RocketProjector", "shared": "SharedProjector",
+                                       "independent": "IndependentProjector", "single": "SingleProjector"}[strategy]]
+    pairs = 1 if strategy == "single" else 5
+    spec = RunSpec.model_validate({**NAMES, "projector": {"name": strategy, "use_vlm_norm": True}}).projector
+    bank = cls.build(pairs, 24, 40, spec, 2)
+    assert cls.layout(pairs, 24, 40, spec, 2) == (bank.pair_widths(), sum(p.numel() for p in bank.parameters()))
+
+
+def test_a_strategy_that_builds_another_bank_gets_its_measured_layout() -> None:
+    """A subclass overriding `build` must not be planned with the built-in arithmetic."""
+    from rocket_core.align.projector import ProjectorBank
+
+    class Wide(builtin_projectors.RocketProjector):
+        @classmethod
+        def build(cls, num_pairs, in_dim, out_dim, spec, ensemble_size):  # type: ignore[no-untyped-def]
+            wide = spec.model_copy(update={"hidden_dim": 3 * out_dim})
+            return ProjectorBank.create(num_pairs, in_dim, out_dim, wide, ensemble_size, True, True)
+
+    spec = RunSpec.model_validate({**NAMES, "projector": {"name": "rocket"}}).projector
+    widths, params = Wide.layout(4, 32, 16, spec, 1)
+    assert widths == Wide.build(4, 32, 16, spec, 1).pair_widths() == [9, 22, 35, 48]
+    assert params != builtin_projectors.RocketProjector.layout(4, 32, 16, spec, 1)[1]
