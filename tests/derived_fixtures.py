@@ -9,7 +9,7 @@ Videos stay as they were: a v3 mp4 then merely holds extra frames after the last
 
 The repository's own writers (`rocket_core.eval.record.write_dataset`, `scripts/make_bundled_dataset.py`) make
 new v3 image datasets from generated content; none rewrites an existing dataset with LeRobot's expected outputs
-or writes v2 or video, hence this module. `derive(shared, out)` returns the environment variables to set.
+or writes v2 or video, hence this module. `derive(v3, v2, out)` returns the environment variables to set.
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def derive_v2(source: Path, out: Path) -> Path:
     return out
 
 
-def derive(shared: Path, out: Path) -> dict[str, str]:
-    """The derived v3 and v2 sets under `out`; the environment variables that point the tests at them."""
-    return {"ROCKET_LEROBOT_FIXTURE": str(derive_v3(shared / "lerobot-dataset", out / "lerobot-dataset")),
-            "ROCKET_LEROBOT_V2_FIXTURE": str(derive_v2(shared / "lerobot-v2", out / "lerobot-v2"))}
+def derive(v3: Path, v2: Path, out: Path) -> dict[str, str]:
+    """Derived sets of the v3 fixture `v3` and the v2 parent `v2` under `out`; the variables pointing the tests at them."""
+    return {"ROCKET_LEROBOT_FIXTURE": str(derive_v3(v3, out / "lerobot-dataset")),
+            "ROCKET_LEROBOT_V2_FIXTURE": str(derive_v2(v2, out / "lerobot-v2"))}

@@ -153,8 +153,8 @@ CASES_AS_USER = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES + [pytest.param(c, marks=ROOT_SKIP) for c in CASES_AS_USER],
-                         ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.fixture) if c.setup is long_task else c for c in CASES]
+                         + [pytest.param(c, marks=ROOT_SKIP) for c in CASES_AS_USER], ids=lambda c: c.id)
 def test_hostile_cli_input(case: Case, tmp_path: Path) -> None:
     check(case, tmp_path)
 

@@ -181,6 +181,7 @@ CASES = [
 ]
 
 
+@pytest.mark.fixture  # the v2 rows copy the ROCKET_LEROBOT_V2_FIXTURE datasets
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_dataset_is_one_line(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
