@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -29,6 +30,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_prints_the_resume_command_and_resume_matches(tmp_path: Path) -> None:
     straight, run = tmp_path / "straight", tmp_path / "run"
     done = subprocess.run(_cli(*TINY, "--max-steps", str(STEPS), "-o", str(straight)), cwd=REPO,

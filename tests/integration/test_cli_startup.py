@@ -78,6 +78,7 @@ def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None
         "inside the command function"])
 
 
+@pytest.mark.slow
 def test_plugins_listing_reads_only_metadata() -> None:
     """`rocket plugins` lists every built-in without importing torch; `--shapes` is what loads model code."""
     assert heavy_modules("plugins") == ""

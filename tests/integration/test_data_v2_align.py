@@ -18,6 +18,7 @@ TASKS = [("put the cream cheese in the bowl", "libero_goal"), ("pick up the milk
          ("turn on the stove", "libero_goal")]
 
 
+@pytest.mark.slow
 def test_align_trains_on_a_mixed_suite_v2_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     root = Path(shutil.copytree(DATASET, tmp_path / "ds"))

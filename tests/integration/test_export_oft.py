@@ -16,6 +16,8 @@ from rocket_core.errors import RocketError
 from rocket_core.eval.policy import Policy
 from rocket_core.eval.protocol import apply_conventions, libero_preset
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

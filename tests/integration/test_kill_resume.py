@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from rocket_core.train.checkpoint import find_checkpoint, latest_name, load_checkpoint
 from tests.integration.pause import start_paused
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("train_toy.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}

@@ -34,6 +34,7 @@ def _run(*args: object) -> None:
     subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], check=True, env=ENV, timeout=300)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_bit_exact(tmp_path: Path) -> None:
     steps, every = 24, 3
     _run(tmp_path / "straight", steps, 2, every)
@@ -57,6 +58,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path: Path) -> None:
             assert resumed[step][key] == straight[step][key], (step, key)  # bit for bit
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> None:
     _run(tmp_path / "one", 5, 2, 0)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
