@@ -54,7 +54,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _needs_fixture_folder(item: pytest.Item) -> bool:
-    in_parity = Path(str(item.fspath)).parent.name == "parity"
+    in_parity = item.path.parent.name == "parity"
     return in_parity or any(_FIXTURE_SKIP.search(str(m.kwargs.get("reason", ""))) for m in item.iter_markers("skipif"))
 
 
