@@ -1,8 +1,13 @@
-"""Test-wide settings: never touch the network, float32, fixed seeds; fixture folders that skip (or fail on CI).
+"""Test-wide settings: never touch the network, float32, fixed seeds; fixture folders that skip (or fail on CI); tiers.
 
 Parity tests read reference outputs from fixture folders (docs/testing.md lists them). Without its folder a
 test skips with a reason naming the folder and its environment variable; under `CI=true` that skip is turned
 into a failure, so CI never passes by silently skipping the checks that matter.
+
+Tiers (docs/testing.md): plain `pytest` runs the fast tier, deselecting tests marked `slow` or `sim`;
+`pytest --full` (CI, the README) runs everything, and an explicit `-m EXPR` selects by itself. Tests under
+tests/parity/ and tests with a fixture skip condition are marked `fixture` here; the others that need a
+folder carry the mark themselves.
 """
 from __future__ import annotations
 
@@ -42,6 +47,31 @@ def needs_fixture(folder: Path, env_var: str, present: bool | None = None) -> py
 
 def on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="run every tier, the slow and sim tests too (CI, README)")
+
+
+def _needs_fixture_folder(item: pytest.Item) -> bool:
+    in_parity = item.path.parent.name == "parity"
+    return in_parity or any(_FIXTURE_SKIP.search(str(m.kwargs.get("reason", ""))) for m in item.iter_markers("skipif"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `fixture` tests; without --full or -m, leave the slow and sim tiers out (reported as deselected)."""
+    for item in items:
+        if _needs_fixture_folder(item):
+            item.add_marker(pytest.mark.fixture)
+    if config.getoption("--full") or config.getoption("markexpr"):
+        return
+    fast: list[pytest.Item] = []
+    later: list[pytest.Item] = []
+    for item in items:
+        (later if item.get_closest_marker("slow") or item.get_closest_marker("sim") else fast).append(item)
+    if later:
+        config.hook.pytest_deselected(items=later)
+        items[:] = fast
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from rocket_core.errors import RocketError
 from rocket_core.specs import RunSpec, format_validation_error
+from rocket_core.testhook import pause_point
 from rocket_core.train.manifest import (
     MANIFEST,
     check_listed,
@@ -142,9 +143,11 @@ def save_checkpoint(run_dir: Path, data: CheckpointData) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # ours, never published: `latest` still names the previous one
         raise
+    pause_point("save-written", data.step)
     if final.exists():  # left by a save killed before `latest` moved: never latest, safe to replace
         shutil.rmtree(final)
     tmp.replace(final)
+    pause_point("save-renamed", data.step)
     point_latest(run_dir, final.name)
     return final
 

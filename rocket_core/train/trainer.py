@@ -33,6 +33,7 @@ from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.progress import Bar
 from rocket_core.specs import DataSpec
+from rocket_core.testhook import pause_point
 from rocket_core.train.build import AlignModule, apply_checkpoint, build_module, build_teacher
 from rocket_core.train.cache import TeacherCache
 from rocket_core.train.checkpoint import (
@@ -364,6 +365,7 @@ class Trainer:
                     self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.step)
                     bar.update(completed=record["step"],
                                text=f"action {record['action_loss']:.4f}  align {record['align_loss']:.4f}")
+                    pause_point("step", self.step)
                     save, halt = self._due(stop.requested, last_save)
                     if save:
                         checkpoint, saved_at, last_save = self._save(history), self.step, time.monotonic()

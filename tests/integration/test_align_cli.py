@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _rocket(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rocket_cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_tiny_default_trains_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = _rocket("align", "--vla", "openvla", "--teacher", "vggt", "--preset", "tiny", "--max-steps", "4",
@@ -24,6 +27,7 @@ def test_tiny_default_trains_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
+@pytest.mark.slow
 def test_recipe_dry_run_prints_the_paper_settings() -> None:
     result = _rocket("align", "--recipe", "openvla-libero-rocket", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -34,6 +38,7 @@ def test_recipe_dry_run_prints_the_paper_settings() -> None:
         assert width in text
 
 
+@pytest.mark.slow
 def test_tiny_pi0_trains_with_an_empty_camera_slot(tmp_path: Path) -> None:
     """pi0 has 3 camera slots; the bundled data fills 2, so the third is masked and its targets are zero."""
     out = tmp_path / "pi0"

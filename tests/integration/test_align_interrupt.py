@@ -7,18 +7,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from rocket_core.train.checkpoint import find_checkpoint, load_checkpoint
+from tests.integration.pause import start_paused
 from tests.robustness.harness import run_rocket
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ("align", "--vla", "openvla", "--teacher", "vggt", "--preset", "tiny")
-STEPS = 10
+STEPS, INTERRUPT_AT = 10, 2
 
 
 def _cli(*args: str) -> list[str]:
@@ -29,6 +30,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_prints_the_resume_command_and_resume_matches(tmp_path: Path) -> None:
     straight, run = tmp_path / "straight", tmp_path / "run"
     done = subprocess.run(_cli(*TINY, "--max-steps", str(STEPS), "-o", str(straight)), cwd=REPO,
@@ -36,16 +38,14 @@ def test_ctrl_c_checkpoints_prints_the_resume_command_and_resume_matches(tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     out = " ".join(done.stdout.split())
     assert f"done: step {STEPS} of {STEPS}" in out and "steps/s" in out and "metrics.jsonl" in out
-    proc = subprocess.Popen(_cli(*TINY, "--max-steps", str(STEPS), "-o", str(run)), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # default flags: no --save-every
-    deadline = time.time() + 300
-    while time.time() < deadline and not ((run / "metrics.jsonl").is_file() and len(_records(run)) >= 2):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc, marker = start_paused(_cli(*TINY, "--max-steps", str(STEPS), "-o", str(run)), f"step-{INTERRUPT_AT}",
+                                tmp_path / "markers", cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # default flags: no --save-every
+    proc.send_signal(signal.SIGINT)  # Ctrl-C right after step INTERRUPT_AT, then let it go on
+    marker.unlink()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
-    stopped = load_checkpoint(run).step
-    assert 2 <= stopped < STEPS, "the interrupt must land mid-run"
+    assert load_checkpoint(run).step == INTERRUPT_AT, "the interrupted step is finished and checkpointed"
     assert f"continue with: rocket align --resume {run}" in " ".join(stdout.split())
     resumed = subprocess.run(_cli("align", "--resume", str(run)), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -17,6 +17,8 @@ from rocket_core.eval.policy import Policy
 from rocket_core.eval.protocol import apply_conventions
 from rocket_plugins.benchmarks.libero_protocol import libero_preset
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

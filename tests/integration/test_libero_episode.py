@@ -18,8 +18,10 @@ from rocket_plugins.benchmarks.libero import LiberoBenchmark
 from rocket_core.eval.client import wait_healthy
 from rocket_core.eval.video import count_frames
 
+pytestmark = pytest.mark.sim
+
 REPO = Path(__file__).resolve().parents[2]
-APP = ("import sys, typer\nfrom cli import eval as ev, serve\napp = typer.Typer()\nev.register(app)\n"
+APP = ("import sys, typer\nfrom rocket_cli import eval as ev, serve\napp = typer.Typer()\nev.register(app)\n"
        "serve.register(app)\n@app.callback()\ndef _c(): pass\napp()")
 STEPS = 24
 

@@ -16,6 +16,8 @@ from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import serve_callable
 
+pytestmark = pytest.mark.sim
+
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 8
 

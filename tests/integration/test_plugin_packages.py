@@ -43,6 +43,7 @@ def test_each_broken_package_leaves_plugins_and_a_builtin_dry_run_working(
             del sys.modules[name]
 
 
+@pytest.mark.slow
 def test_installed_packages_in_a_fresh_process(tmp_path: Path) -> None:
     """All five broken packages and one command package at once, through `python -m rocket_cli` as a user runs it."""
     for dist, (entry_points, modules, _) in BROKEN_DISTS.items():

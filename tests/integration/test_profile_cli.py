@@ -111,6 +111,7 @@ def test_cka_layer_subsets_and_bad_input(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "out of range" in bad.output and "Traceback" not in bad.output
 
 
+@pytest.mark.slow
 def test_grad_conflict_on_shared_and_independent_runs_then_compare(runs: dict[str, Path], tmp_path: Path) -> None:
     docs = {}
     for name, run in runs.items():
@@ -135,6 +136,7 @@ def test_grad_conflict_on_shared_and_independent_runs_then_compare(runs: dict[st
     assert none.exit_code == 2 and "no LoRA parameter name contains" in none.output
 
 
+@pytest.mark.slow
 def test_projector_similarity_and_compare_guards(runs: dict[str, Path], tmp_path: Path) -> None:
     _profile("projector-similarity", "--checkpoint", str(runs["rocket"]), "--samples", "4", "--batch-size", "2",
              "-o", str(tmp_path))

@@ -15,6 +15,8 @@ from rocket_core.data.normalize import Normalizer
 from rocket_core.eval.client import PolicyClient, wait_healthy
 from rocket_core.eval.policy import Policy
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

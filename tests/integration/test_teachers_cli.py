@@ -42,7 +42,7 @@ def _check_png(path: Path) -> None:
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
 
 
-@pytest.mark.parametrize("source", ["preset", "checkpoint"])
+@pytest.mark.parametrize("source", ["preset", pytest.param("checkpoint", marks=pytest.mark.fixture)])
 def test_vggt_teacher_preview_writes_png(app: typer.Typer, images: list[str], tmp_path: Path, source: str) -> None:
     if source == "checkpoint" and not (FIXTURE / "model.safetensors").is_file():
         pytest.skip(f"no VGGT fixture at {FIXTURE}")

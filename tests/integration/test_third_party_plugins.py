@@ -96,6 +96,7 @@ def _rocket(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_a_third_party_distribution_lists_and_trains(site: Path, tmp_path: Path) -> None:
     listed = _rocket(site, tmp_path, "plugins", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from rocket_core.engine import plan_run
 from rocket_core.errors import RocketError
 from rocket_core.train.checkpoint import find_checkpoint, load_checkpoint
 from rocket_core.train.trainer import Trainer
+from tests.integration.pause import start_paused
 from tests.integration.train_toy import toy_registry, toy_spec
 
 SCRIPT = Path(__file__).with_name("train_toy.py")
@@ -34,23 +34,19 @@ def _run(*args: object) -> None:
     subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], check=True, env=ENV, timeout=300)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_bit_exact(tmp_path: Path) -> None:
     steps, every = 24, 3
     _run(tmp_path / "straight", steps, 2, every)
     straight = _metrics(tmp_path / "straight")
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), killed, str(steps), "2", str(every)], env=ENV)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        log = killed / "metrics.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= every + 2:
-            break
-        time.sleep(0.01)
+    kill_at = every + 2  # after step 5, two steps past the save at step 3
+    cmd = [sys.executable, str(SCRIPT), str(killed), str(steps), "2", str(every)]
+    proc, _ = start_paused(cmd, f"step-{kill_at}", tmp_path / "markers", env=ENV)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed_from = load_checkpoint(killed).step
-    assert 0 < resumed_from < steps, "the kill must land mid-run"
+    assert load_checkpoint(killed).step == kill_at // every * every, "resumes from the last save before the kill"
     # a kill mid-write can leave a temp folder, never a half-written checkpoint under its final name
     assert all((c / "state.json").is_file() and (c / "trainable.safetensors").is_file()
                for c in (killed / "checkpoints").glob("step-*"))
@@ -62,6 +58,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path: Path) -> None:
             assert resumed[step][key] == straight[step][key], (step, key)  # bit for bit
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> None:
     _run(tmp_path / "one", 5, 2, 0)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),

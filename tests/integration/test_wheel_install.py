@@ -43,6 +43,7 @@ def test_wheel_installs_only_rocket_names(wheel: Path) -> None:
     assert "rocket_core/data/bundled/meta/info.json" in files
 
 
+@pytest.mark.slow
 def test_quickstart_runs_from_a_fresh_venv_elsewhere(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

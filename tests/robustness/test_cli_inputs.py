@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import SHARED_FIXTURES
+from tests.conftest import SHARED_FIXTURES, fixture_dir, missing_fixture_reason
 from tests.robustness.harness import Case, check
 
 ALIGN = ("align", "--preset", "tiny", "--dry-run")
@@ -63,9 +63,9 @@ def long_task(tmp: Path) -> tuple[str, ...]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = SHARED_FIXTURES / "lerobot-dataset" / "image_mode"
+    source = fixture_dir("ROCKET_LEROBOT_FIXTURE", SHARED_FIXTURES / "lerobot-dataset") / "image_mode"
     if not source.is_dir():
-        pytest.skip(f"fixture folder {source} is missing")
+        pytest.skip(missing_fixture_reason(source, "ROCKET_LEROBOT_FIXTURE"))
     shutil.copytree(source, tmp / "ds")
     table = pq.read_table(tmp / "ds" / "meta" / "tasks.parquet")
     data = table.to_pydict()
@@ -153,8 +153,8 @@ CASES_AS_USER = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES + [pytest.param(c, marks=ROOT_SKIP) for c in CASES_AS_USER],
-                         ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.fixture) if c.setup is long_task else c for c in CASES]
+                         + [pytest.param(c, marks=ROOT_SKIP) for c in CASES_AS_USER], ids=lambda c: c.id)
 def test_hostile_cli_input(case: Case, tmp_path: Path) -> None:
     check(case, tmp_path)
 

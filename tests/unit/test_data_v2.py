@@ -38,6 +38,17 @@ def _copy(variant: str, tmp_path: Path, name: str = "ds") -> Path:
     return root
 
 
+def _dim(root: Path, key: str) -> int:
+    """The per-frame size of `key` that the dataset's meta/info.json declares."""
+    return int(json.loads((root / "meta/info.json").read_text())["features"][key]["shape"][0])
+
+
+def _suites(episodes: int) -> list[str]:
+    """One instruction per episode: episode 1 from libero_object, every other from libero_goal."""
+    assert episodes >= 2, "the fixture needs two episodes to mix two suites"
+    return [OBJECT if e == 1 else GOAL for e in range(episodes)]
+
+
 def _retask(root: Path, tasks: list[str]) -> None:
     """Give episode e the instruction tasks[e] (one task per episode, task_index = e, as in the fixture)."""
     (root / "meta/tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n" for i, t in enumerate(tasks)))
@@ -77,11 +88,15 @@ def test_hub_id_alone_selects_the_libero_preset(tmp_path: Path, monkeypatch: pyt
     dataset = VLADataset(DataSpec(dataset="physical-intelligence/libero", action_norm_exclude=[-1]), seed=0, progress=False)
     assert (dataset.keys.state, dataset.keys.action, dataset.keys.preset) == ("state", "actions", "physical-intelligence/libero")
     assert dataset.slots == ["image", "wrist_image"] and dataset.keys.gripper.startswith("raw LIBERO")
-    assert list(dataset.group_stats) == ["all"] and dataset.group_of(2) == "all"
+    last = dataset.reader.num_episodes - 1
+    assert list(dataset.group_stats) == ["all"] and dataset.group_of(dataset.reader.episode_index(last)) == "all"
     assert not (repo / "snapshots" / ("a" * 40) / ".rocket").exists(), "nothing is written into the HF cache"
-    sample = dataset[5]
-    assert sample["state"].shape == (8,) and sample["actions"].shape == (dataset.spec.chunk_size, 7)
-    assert sample["actions"][0, -1].item() == dataset.reader.column("actions")[5, -1]  # gripper left raw
+    row = dataset.reader.episode_bounds(last)[0]
+    sample = dataset[row]
+    root = dataset.reader.root
+    assert sample["state"].shape == (_dim(root, "state"),)
+    assert sample["actions"].shape == (dataset.spec.chunk_size, _dim(root, "actions"))
+    assert sample["actions"][0, -1].item() == dataset.reader.column("actions")[row, -1]  # gripper left raw
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -96,11 +111,12 @@ def test_missing_quantiles_are_computed_exactly_and_cached(variant: str, tmp_pat
         np.testing.assert_array_equal(stats["q99"], np.quantile(values, 0.99, axis=0))
         np.testing.assert_allclose(stats["std"], values.std(0))
     q01, q99 = (torch.tensor(first.group_stats["all"]["actions"][n], dtype=torch.float32) for n in ("q01", "q99"))
-    torch.testing.assert_close(first.action_norm.normalize(q01), -torch.ones(7), atol=1e-6, rtol=0)
-    torch.testing.assert_close(first.action_norm.normalize(q99), torch.ones(7), atol=1e-6, rtol=0)
+    ones = torch.ones(_dim(root, "actions"))
+    torch.testing.assert_close(first.action_norm.normalize(q01), -ones, atol=1e-6, rtol=0)
+    torch.testing.assert_close(first.action_norm.normalize(q99), ones, atol=1e-6, rtol=0)
     again = VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
     assert again.stats_source == "cache " + first.stats_source.split(" ", 1)[1]
-    _set_value(next((root / "data").rglob("episode_000002.parquet")), "actions", 0, 0, 9.0)  # content changed
+    _set_value(first.reader.data_file(len(first) - 1), "actions", 0, 0, 9.0)  # content changed
     changed = VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
     assert changed.stats_source.startswith("computed ") and changed.stats_source != first.stats_source
     assert changed.group_stats["all"]["actions"]["max"][0] == 9.0
@@ -108,13 +124,14 @@ def test_missing_quantiles_are_computed_exactly_and_cached(variant: str, tmp_pat
 
 def test_mixed_suites_get_their_own_statistics(tmp_path: Path) -> None:
     root = _copy(VARIANTS[0], tmp_path)
-    _retask(root, [GOAL, OBJECT, GOAL])
+    tasks = _suites(LeRobotReader(root).num_episodes)
+    _retask(root, tasks)
     dataset = VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
-    assert [dataset.group_of(e) for e in range(3)] == ["libero_goal", "libero_object", "libero_goal"]
+    assert [dataset.group_of(e) for e in range(len(tasks))] == [libero_suite(t) for t in tasks]
     assert set(dataset.group_stats) == {"libero_goal", "libero_object"}
     reader = dataset.reader
     actions = reader.column("actions").astype(np.float64)
-    goal = np.concatenate([np.arange(*reader.episode_bounds(e)) for e in (0, 2)])
+    goal = np.concatenate([np.arange(*reader.episode_bounds(e)) for e, t in enumerate(tasks) if t == GOAL])
     np.testing.assert_array_equal(dataset.group_stats["libero_goal"]["actions"]["q99"], np.quantile(actions[goal], 0.99, axis=0))
     np.testing.assert_array_equal(dataset.group_stats["libero_object"]["actions"]["min"], actions[slice(*reader.episode_bounds(1))].min(0))
     row = reader.episode_bounds(1)[0] + 2
@@ -140,8 +157,8 @@ def test_explicit_keys_win_and_bad_keys_name_the_setting(tmp_path: Path) -> None
 
 def test_nonfinite_values_are_refused_unless_allowed(tmp_path: Path) -> None:
     root = _copy(VARIANTS[0], tmp_path)
-    path = next((root / "data").rglob("episode_000001.parquet"))
-    _set_value(path, "state", 3, 2, float("inf"))
+    path = LeRobotReader(root).data_file(0)
+    _set_value(path, "state", 0, _dim(root, "state") - 1, float("inf"))
     with pytest.raises(RocketError, match=f"'{path}' holds a non-finite 'state'.*--allow-nonfinite"):
         VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
     allowed = VLADataset(DataSpec(dataset=str(root), allow_nonfinite=True), seed=0, progress=False)

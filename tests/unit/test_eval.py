@@ -264,6 +264,7 @@ def _config(url: str, out: Path, **kw: Any) -> EvalConfig:
                       policy=META, **kw)
 
 
+@pytest.mark.sim
 def test_runner_results_videos_parallel_and_resume(tmp_path: Path) -> None:
     with serve_callable(META, toy_expert, port=0) as server:
         cfg = _config(server.url, tmp_path, workers=2, episodes=[0, 1], videos="all", changes={"max_steps": 40})
@@ -294,6 +295,7 @@ def test_runner_results_videos_parallel_and_resume(tmp_path: Path) -> None:
             run_eval(_config(server.url, tmp_path, episodes=[0]), progress=False)
 
 
+@pytest.mark.sim
 def test_runner_random_policy_fails_and_bad_selection(tmp_path: Path) -> None:
     with serve_callable(META, lambda o: np.zeros((4, 7)), port=0) as server:
         res = run_eval(_config(server.url, tmp_path, episodes=[0], tasks=[0, 1], videos="failures"), progress=False)
@@ -304,6 +306,7 @@ def test_runner_random_policy_fails_and_bad_selection(tmp_path: Path) -> None:
             run_eval(_config(server.url, tmp_path, tasks=[7]), progress=False)
 
 
+@pytest.mark.sim
 def test_runner_reports_policy_errors_without_recording(tmp_path: Path) -> None:
     with serve_callable(META, lambda o: np.zeros((4, 2)), port=0) as server:  # too few action dims
         with pytest.raises(RocketError, match="failed and were not recorded"):

@@ -49,6 +49,7 @@ def test_protocol_records_robotwin_eval() -> None:
     assert p.cameras == ("head_camera", "left_camera", "right_camera")
 
 
+@pytest.mark.sim
 def test_task_discovery_in_the_runtime_env() -> None:
     env = RoboTwinBenchmark.env()
     if env is None or not env.ready():

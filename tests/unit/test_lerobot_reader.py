@@ -117,6 +117,7 @@ def test_corrupt_image_names_the_frame(copy: Path) -> None:
         reader.item(3)
 
 
+@pytest.mark.fixture
 def test_missing_video_file(tmp_path: Path) -> None:
     fixture = fixture_dir("ROCKET_LEROBOT_FIXTURE", SHARED_FIXTURES / "lerobot-dataset") / "video_mode"
     if not fixture.is_dir():

@@ -57,8 +57,10 @@ def test_meta_build_matches_manifest_key_for_key() -> None:
         policy.add_oft_parts()
     extra = {(k, tuple(v.shape)) for k, v in policy.state_dict().items()} - set(expected)
     assert {k.split(".")[0] for k, _ in extra} == {"action_head", "proprio_projector"}
-    assert dict(extra)["action_head.model.fc1.weight"] == (4096, 7 * 4096)
-    assert dict(extra)["proprio_projector.fc1.weight"] == (4096, 8)
+    width = next(shape[1] for name, shape in expected if name.endswith("embed_tokens.weight"))  # the LLM's hidden size
+    options = OpenVLAOptions()
+    assert dict(extra)["action_head.model.fc1.weight"] == (width, options.action_dim * width)
+    assert dict(extra)["proprio_projector.fc1.weight"] == (width, options.proprio_dim)
 
 
 def test_info_reports_paper_layers_without_weights() -> None:

@@ -190,6 +190,7 @@ def test_token_is_required_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
             assert client.infer(_obs()).shape == (4, 3)
 
 
+@pytest.mark.sim
 def test_rocket_eval_sends_the_token_to_its_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROCKET_SERVE_TOKEN", "")  # recorded, so the token `rocket eval --token` sets is undone
     monkeypatch.delenv("ROCKET_SERVE_TOKEN")
@@ -229,6 +230,7 @@ def test_non_loopback_needs_a_token_or_insecure() -> None:
 # ---- limits: frames, inputs, idle connections, connection cap ----------------------------------------
 
 
+@pytest.mark.slow
 def test_frame_limit_comes_from_the_policy_cameras() -> None:
     with serve_callable({**META, "num_images": 2}, _scripted, port=0) as server:
         assert server.frame_bytes == 2 * 896 * 896 * 3 + 64 * 1024

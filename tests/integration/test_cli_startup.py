@@ -78,7 +78,25 @@ def test_a_command_module_that_imports_torch_is_reported(tmp_path: Path) -> None
         "command; import it inside the command function"])
 
 
+@pytest.mark.slow
 def test_plugins_listing_reads_only_metadata() -> None:
     """`rocket plugins` lists every built-in without importing torch; `--shapes` is what loads model code."""
     assert heavy_modules("plugins") == ""
     assert "torch" in heavy_modules("plugins", "--shapes")
+
+
+def test_builtin_plugin_modules_import_without_torch() -> None:
+    """Listing plugins costs metadata only: every built-in entry-point module loads without torch/transformers."""
+    from importlib.metadata import entry_points
+
+    modules = sorted({ep.value for ep in entry_points(group="rocket")} | {
+        "rocket_plugins.vla.openvla", "rocket_plugins.vla.pi0", "rocket_plugins.vla.pi05", "rocket_plugins.teachers.vggt", "rocket_plugins.teachers.hf",
+        "rocket_plugins.projectors.builtin", "rocket_plugins.benchmarks.plugin"})
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "from rocket_core.registry import load_registry\n"
+            "assert len(load_registry().records()) >= 14\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"importing plugin modules pulled in {result.stdout.strip()}"
