@@ -137,7 +137,7 @@ class Registry:
                 source, f"{kind} name '{name}' is also registered by {existing.source}; using it fails until "
                         "one of them is renamed or uninstalled", name))
 
-    def get(self, kind: str, name: str) -> type:
+    def get(self, kind: str, name: str) -> type[Any]:  # a subclass of the kind's base (contracts.PLUGIN_BASES)
         """The plugin class, or an error listing what is available (or naming both claimants of `name`)."""
         records = self.plugins[kind]
         if (kind, name) in self.duplicates:

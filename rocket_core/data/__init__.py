@@ -22,32 +22,22 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 if TYPE_CHECKING:
-    # `X as X`: an explicit re-export for type checkers (the runtime names come from __getattr__ below).
     from rocket_core.data.dataset import (
-        TrainSampler as TrainSampler,
-        VLADataset as VLADataset,
-        build_dataloader as build_dataloader,
-        bundled_dataset_path as bundled_dataset_path,
-        collate_batch as collate_batch,
-        sample_generator as sample_generator,
-        to_device as to_device,
+        TrainSampler,
+        VLADataset,
+        build_dataloader,
+        bundled_dataset_path,
+        collate_batch,
+        sample_generator,
+        to_device,
     )
-    from rocket_core.data.fingerprint import dataset_fingerprint as dataset_fingerprint
-    from rocket_core.data.keymap import (
-        PRESETS as PRESETS,
-        KeyMap as KeyMap,
-        episode_groups as episode_groups,
-        libero_suite as libero_suite,
-        resolve_keys as resolve_keys,
-    )
-    from rocket_core.data.lerobot import LeRobotReader as LeRobotReader
-    from rocket_core.data.lerobot_files import (
-        delta_offsets as delta_offsets,
-        resolve_dataset_root as resolve_dataset_root,
-    )
-    from rocket_core.data.normalize import GroupNormalizer as GroupNormalizer, Normalizer as Normalizer
-    from rocket_core.data.spec import AugmentSpec as AugmentSpec, DataSpec as DataSpec
-    from rocket_core.data.stats import GroupStats as GroupStats, load_group_stats as load_group_stats
+    from rocket_core.data.fingerprint import dataset_fingerprint
+    from rocket_core.data.keymap import PRESETS, KeyMap, episode_groups, libero_suite, resolve_keys
+    from rocket_core.data.lerobot import LeRobotReader
+    from rocket_core.data.lerobot_files import delta_offsets, resolve_dataset_root
+    from rocket_core.data.normalize import GroupNormalizer, Normalizer
+    from rocket_core.data.spec import AugmentSpec, DataSpec
+    from rocket_core.data.stats import GroupStats, load_group_stats
 
 
 def __getattr__(name: str) -> Any:
