@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from rocket_core.contracts import (
+    Batch,
     BenchmarkAdapter,
     ProjectorStrategy,
     TeacherAdapter,
@@ -35,8 +36,8 @@ def pooled_token_count(vinfo: VLAInfo, tinfo: TeacherInfo) -> tuple[int, str]:
     """(tokens the bilinear pooling gives, how): cameras x the pooled grid, the reference's truncation included."""
     from rocket_core.align.pooling import pooled_grid
 
-    oh, ow = pooled_grid(vinfo.num_images, tuple(tinfo.patch_grid), vinfo.num_vision_tokens)
     ph, pw = tinfo.patch_grid
+    oh, ow = pooled_grid(vinfo.num_images, (ph, pw), vinfo.num_vision_tokens)
     return vinfo.num_images * oh * ow, f"{vinfo.num_images} cameras x the {ph}x{pw} teacher grid pooled to {oh}x{ow}"
 
 
@@ -175,7 +176,7 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
 # ---- `rocket plugins check KIND NAME` -----------------------------------------------------------------------
 
 
-def random_batch(info: VLAInfo, batch: int = 2, size: int = 64, seed: int = 0) -> dict[str, Any]:
+def random_batch(info: VLAInfo, batch: int = 2, size: int = 64, seed: int = 0) -> Batch:
     """A canonical `Batch` of random frames in [0, 1] with the shapes `info` asks for."""
     g = torch.Generator().manual_seed(seed)
     chunk, action_dim, state_dim = info.chunk_size or 1, info.action_dim or 7, info.state_dim or 8
@@ -222,7 +223,8 @@ def _check_vla(cls: type[VLAAdapter], spec: Any) -> list[str]:
         problems.append(f"VLA '{cls.name}' forward_align: action_loss does not require grad after "
                         "configure_training (nothing would train)")
     with torch.no_grad():
-        pred = model.predict_action({k: v for k, v in batch.items() if k not in ("actions", "action_is_pad")})
+        inputs = {k: v for k, v in batch.items() if k not in ("actions", "action_is_pad")}
+        pred = model.predict_action(inputs)  # type: ignore[arg-type]  # an inference batch: no actions
     want = [2, info.chunk_size, info.action_dim]
     if not isinstance(pred, torch.Tensor) or pred.ndim != 3 or any(
             w is not None and g != w for g, w in zip(pred.shape, want)):
@@ -274,14 +276,14 @@ def _check_benchmark(cls: type[BenchmarkAdapter]) -> list[str]:
     problems = []
     for family in ("openvla-oft", "openpi"):
         try:
-            cls.protocol(cls.suites[0], family)  # type: ignore[arg-type]
+            cls.protocol(cls.suites[0], family)
         except (NotImplementedError, TypeError, KeyError) as exc:
             problems.append(f"benchmark '{cls.name}' protocol('{cls.suites[0]}', '{family}'): "
                             f"{type(exc).__name__}: {exc}")
     return problems
 
 
-def check_plugin(kind: str, cls: type, preset: str | None = None) -> list[str]:
+def check_plugin(kind: str, cls: type[Any], preset: str | None = None) -> list[str]:
     """Every contract breach of plugin `cls` (empty: it passes). Exceptions inside a method are breaches too."""
     from rocket_core.specs import ProjectorSpec, TeacherSpec, VLASpec
 
