@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rocket_core.align.head import AlignmentHead
-from rocket_core.contracts import TeacherModel, VLAModel
+from rocket_core.contracts import Batch, TeacherModel, VLAModel
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry
@@ -33,7 +33,7 @@ class AlignModule(nn.Module):
         self.head = head
         self.vla_layers = list(vla_layers)
 
-    def forward(self, batch: dict[str, Any], targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: Batch, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Action loss and per-pair alignment losses (None without alignment) of one micro-batch."""
         out = self.vla.forward_align(batch, self.vla_layers if self.head is not None else [])
         if self.head is None:
