@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import save_file
 
@@ -19,7 +20,7 @@ from rocket_core.hub import load_state_dict
 from rocket_core.train.checkpoint import find_checkpoint, listed_files, load_checkpoint
 
 
-def split_trainable(trainable: dict) -> tuple[dict, dict]:
+def split_trainable(trainable: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(LoRA matrices, fully trained VLA parts), names relative to the VLA (no `vla.` prefix)."""
     vla = {k.removeprefix("vla."): v for k, v in trainable.items() if k.startswith("vla.")}
     lora = {k: v for k, v in vla.items() if ".lora_" in k}
@@ -32,6 +33,7 @@ def model_card(checkpoint: Path, repo_id: str = "ORG/NAME") -> str:
     s = ck.spec
     metrics = ck.extra.get("metrics", {})
     layers = s.layers
+    assert layers is not None and not isinstance(layers, str)  # a checkpoint's layer map is resolved
     pairs = "\n".join(f"| {i} | {v} | {t} |" for i, (v, t) in enumerate(zip(layers.vla, layers.teacher)))
     base = s.vla.checkpoint or f"{s.vla.name} ({s.vla.preset or 'default weights'})"
     data = s.data.dataset or "the bundled synthetic dataset"

@@ -41,7 +41,7 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return _generator(0, seed, epoch, index)
 
 
-class VLADataset(Dataset):
+class VLADataset(Dataset[dict[str, Any]]):
     """Samples for a VLA: `images` (n_cam, 3, H, W), `image_masks`, normalised `state` and `actions`
     (chunk, action_dim), `action_is_pad`, `task`, `index` (the dataset row, int64), `teacher_images` when
     the spec asks for the pre-colour-jitter view, and `crop_box` (n_cam, 4) whenever images are cropped
@@ -231,7 +231,7 @@ class TrainSampler(Sampler[tuple[int, int]]):
 
 def build_dataloader(
     dataset: VLADataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0
-) -> DataLoader:
+) -> DataLoader[dict[str, Any]]:
     """An endless, resumable loader of `Batch`es (iterate with `next`); `start` = samples already consumed."""
     return DataLoader(
         dataset,

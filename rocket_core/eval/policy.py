@@ -58,13 +58,14 @@ class Policy:
         from rocket_core.eval.oft import is_oft_folder, load_oft_folder
 
         if is_oft_folder(Path(path)):
-            return load_oft_folder(Path(path), device=device)
+            policy: Policy = load_oft_folder(Path(path), device=device)
+            return policy
         run = load_trained(Path(path), ema=ema, teacher=False, frozen=True)
         spec, state = run.plan.spec, run.checkpoint.extra
         model = run.module.vla
         norm = state.get("normalization") or {}
         if device:
-            model.to(device)
+            model.to(device)  # type: ignore[attr-defined]  # an nn.Module; VLAModel has no .to
         return cls(model, spec.vla.name, run.plan.vla_info, source=f"{run.path} ({run.weights} weights)",
                    state_norm=Normalizer.from_dict(norm["state"]) if norm.get("state") else None,
                    action_norm=Normalizer.from_dict(norm["action"]) if norm.get("action") else None,
