@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             dataset = VLADataset(DataSpec(dataset=data), seed=0, train=False)
             pooling = None
             if tokens:
-                pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size),  # type: ignore[arg-type]
+                pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size),
                                   "bilinear", teacher_pe)
             pad = max(0, (vla_cameras or len(dataset.slots)) - len(dataset.slots))
             cache = TeacherCache.create(root, dataset, spec, adapter, resolved, "pooled" if tokens else "grid", dtype,
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
         model = adapter.build(spec)
         if torch.cuda.is_available():
-            model.to("cuda")  # type: ignore[attr-defined]
+            model.to("cuda")  # type: ignore[union-attr]  # an nn.Module; TeacherModel has no .to
         with Bar("cache", len(rows), progress, console=console) as bar:
             stats = cache.build(model, rows, batch_size, lambda n: bar.update(advance=n))
         console.print(f"done: {stats.misses} computed, {stats.hits} already cached, {stats.corrupt} corrupt "

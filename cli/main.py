@@ -52,25 +52,25 @@ HEAVY_MODULES = ("torch", "transformers")  # what a command module must not impo
 class RocketGroup(TyperGroup):
     """The root group: a built-in command's module is imported when the command is resolved, not before."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*BUILTIN_COMMANDS, *(name for name in super().list_commands(ctx) if name not in BUILTIN_COMMANDS)]
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]  # typer's click (see pyproject)
+        return [*BUILTIN_COMMANDS, *(name for name in super().list_commands(ctx) if name not in BUILTIN_COMMANDS)]  # type: ignore[arg-type]  # typer's click (see pyproject)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]  # typer's click (see pyproject)
         if cmd_name in BUILTIN_COMMANDS and cmd_name not in self.commands:  # listing only: name and summary
             return click.Command(cmd_name, help=BUILTIN_COMMANDS[cmd_name][1])
-        return super().get_command(ctx, cmd_name)
+        return super().get_command(ctx, cmd_name)  # type: ignore[return-value, arg-type]  # typer's click (see pyproject)
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
+    def resolve_command(  # type: ignore[override]  # typer's click (see pyproject)
+        self, ctx: click.Context, args: list[str]  # type: ignore[override]  # typer's click (see pyproject)
     ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] in BUILTIN_COMMANDS and args[0] not in self.commands:
             self._load(BUILTIN_COMMANDS[args[0]][0])
-        name, command, rest = super().resolve_command(ctx, args)
+        name, command, rest = super().resolve_command(ctx, args)  # type: ignore[arg-type]  # typer's click (see pyproject)
         if command is not None and any(a in ctx.help_option_names for a in rest):
             from rocket_cli.common import live_help
 
-            live_help(command)
-        return name, command, rest
+            live_help(command)  # type: ignore[arg-type]  # typer's click (see pyproject)
+        return name, command, rest  # type: ignore[return-value]  # typer's click (see pyproject)
 
     def _load(self, module_name: str) -> None:
         """Import one command module and add every command its `register(app)` declares."""
@@ -145,7 +145,7 @@ def load_plugin_commands(cli: typer.Typer) -> None:
                 COMMANDS.problems.append(Problem(source, f"register_commands failed: {one_line(exc)}", ep.name))
                 continue
             for info in added:
-                info.rich_help_panel = info.rich_help_panel or PLUGIN_PANEL
+                info.rich_help_panel = info.rich_help_panel or PLUGIN_PANEL  # type: ignore[attr-defined]  # a typer CommandInfo or TyperInfo
             COMMANDS.modules.append(CommandModule(ep.name, source, first_line(getattr(module, "__doc__", ""))))
         if _heavy_loaded() - heavy:  # it still works, but every `rocket` call now pays for it
             COMMANDS.problems.append(Problem(

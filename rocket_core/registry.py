@@ -43,7 +43,7 @@ GROUP_HOOKS: dict[str, tuple[str, ...]] = {
 class PluginRecord:
     kind: str
     name: str
-    cls: type
+    cls: type[Any]  # a subclass of the kind's base
     source: str
 
     @property

@@ -1,7 +1,7 @@
 """The built transformers teachers: a DINOv2 ViT's per-block patch tokens (DINOv2, Depth Anything's backbone)."""
 from __future__ import annotations
 
-from typing import Collection
+from typing import Any, Collection
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from rocket_core.vision import normalize
 class FrozenDinoFamily(FrozenTeacher):
     """A transformers model whose `vit` is a DINOv2 (embeddings + encoder.layer)."""
 
-    def __init__(self, name: str, model: PreTrainedModel, vit: nn.Module, info: TeacherInfo, resize: str) -> None:
+    def __init__(self, name: str, model: PreTrainedModel, vit: Any, info: TeacherInfo, resize: str) -> None:  # vit: dynamic
         super().__init__(name, info, vit.config.patch_size, resize)
         self.model = model
         self.vit = vit

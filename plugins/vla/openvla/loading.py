@@ -66,7 +66,7 @@ def _tokenizer(folders: Sequence[Path], cfg: OpenVLAConfig) -> proc.HFTokenizer 
 
     for folder in folders:
         if (folder / "tokenizer_config.json").is_file():
-            return proc.HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), cfg.text.pad_token_id)
+            return proc.HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), cfg.text.pad_token_id)  # type: ignore[arg-type]  # set for LLaMA
     if cfg.action_vocab_size == proc.ByteTokenizer.base_vocab and cfg.text.pad_token_id == proc.ByteTokenizer.pad_token_id:
         return proc.ByteTokenizer()
     raise RocketError(f"no tokenizer files (tokenizer_config.json) in {', '.join(map(str, folders))}; use a full OpenVLA checkpoint folder")

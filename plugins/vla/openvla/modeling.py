@@ -66,7 +66,7 @@ class OpenVLAConfig:
         return cls(
             featurizer=vits[0],
             fused_featurizer=vits[1],
-            text=LlamaConfig(**text, attn_implementation=attn_implementation),
+            text=LlamaConfig(**text, attn_implementation=attn_implementation),  # type: ignore[call-arg]  # a PretrainedConfig kwarg
             pad_to_multiple_of=config.get("pad_to_multiple_of", 64),
             n_action_bins=config.get("n_action_bins", 256),
             norm_stats=stats if isinstance(stats, dict) else {},

@@ -65,11 +65,11 @@ class PaliGemmaFlowPolicy(nn.Module):
 
     # -- what a subclass provides
     @property
-    def vlm(self) -> nn.Module:  # transformers PaliGemmaModel
+    def vlm(self) -> Any:  # transformers PaliGemmaModel (its parts are dynamic attributes)
         raise NotImplementedError
 
     @property
-    def expert_layers(self) -> Sequence[nn.Module]:
+    def expert_layers(self) -> nn.ModuleList:
         raise NotImplementedError
 
     @property
@@ -291,7 +291,7 @@ class PaliGemmaFlowPolicy(nn.Module):
 
         expert = {rf"^{self.lora_scopes()[1]}\..*": self.opts.lora_rank_expert}
         config = LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=self.lora_target_modules, rank_pattern=expert,
+            r=rank, lora_alpha=alpha, target_modules=self.lora_target_modules, rank_pattern=expert,  # type: ignore[arg-type]  # peft: float ok
             alpha_pattern=expert, lora_dropout=dropout,
         )
         inject_adapter_in_model(config, self)
