@@ -53,7 +53,7 @@ aligned to a frozen {s.teacher.name} teacher through a `{s.projector.name}` proj
 - **Training data**: {data}
 - **Steps**: {ck.step} of {t.max_steps}, batch {t.batch_size} per process x {ck.extra.get('world_size', 1)} processes
   x accumulation {t.grad_accum}; AdamW lr {t.learning_rate:g}, schedule {t.schedule};
-  {'LoRA r %d, alpha %g' % (t.lora.rank, t.lora.alpha) if t.finetune == 'lora' else 'full fine-tuning'}
+  {f'LoRA r {t.lora.rank:d}, alpha {t.lora.alpha:g}' if t.finetune == 'lora' else 'full fine-tuning'}
 - **Alignment**: coefficient {s.alignment.coefficient}, pooling {s.alignment.pooling}, teacher PE
   {'on' if s.alignment.teacher_pe else 'off'}, ensemble {s.alignment.ensemble_size}
 

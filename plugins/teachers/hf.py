@@ -3,7 +3,8 @@
 Both are DINOv2 ViTs (Depth Anything's backbone is one), so one extraction serves both: embeddings,
 then the transformer blocks up to the deepest requested one. Layer i is the output of block i (the raw
 residual stream, before the final LayerNorm); the cls and register tokens are dropped.
-Import-light (transformers loads only when a config or model is made). `info` answers from the default checkpoint's known config (or a local/cached config.json), no weights.
+Import-light (transformers loads only when a config or model is made). `info` answers from the default checkpoint's
+known config (or a local/cached config.json), no weights.
 """
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Collection
 
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 
 from rocket_plugins.teachers.common import FrozenTeacher

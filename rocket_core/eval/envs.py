@@ -161,7 +161,7 @@ class IsolatedEnv:
                                          indent=2))
 
     def pip_versions(self, names: Sequence[str]) -> dict[str, str]:
-        code = ("import json, importlib.metadata as m\nout={}\nfor n in %r:\n"
+        code = ("import json, importlib.metadata as m\nout={}\nfor n in %r:\n"  # noqa: UP031 (a code template)
                 "    try: out[n]=m.version(n)\n    except m.PackageNotFoundError: out[n]='not installed'\n"
                 "print(json.dumps(out))" % (list(names),))
         res = self.run(code)

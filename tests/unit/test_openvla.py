@@ -301,7 +301,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_grads() -> None:
         # the first op of a Llama layer and of a ViT block (hooks on the layers themselves stay outside the
         # checkpoint, and a recompute stops once it has what backward needs)
         for first in (model.language_model.model.layers[0].input_layernorm, model.vision_backbone.featurizer.blocks[0].norm1):
-            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
+            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))  # noqa: B023 (one list)
         torch.manual_seed(1)
         out = model.forward_align(_batch(model), [2])
         (out.action_loss + out.vision_states[2].square().mean()).backward()

@@ -189,7 +189,7 @@ def test_gradient_checkpointing_matches(name: str, finetune: str) -> None:
         assert model.use_checkpoint == flag == model.vlm.vision_tower.is_activation_checkpointing
         calls: list[str] = []  # first ops of SigLIP layer 0 and joint layer 0 (a recompute stops once it has enough)
         for first in (model.vlm.vision_tower.encoder.layers[0].layer_norm1, model.vlm.language_model.layers[0].input_layernorm):
-            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
+            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))  # noqa: B023 (one list)
         torch.manual_seed(5)
         out = model.forward_align(_batch(), [1, 2])
         (out.action_loss + out.vision_states[1].square().mean()).backward()

@@ -135,7 +135,8 @@ def dataset_stats(norm_stats: Mapping[str, Any], unnorm_key: str | None) -> Mapp
         raise RocketError("this checkpoint has no norm_stats; actions can only be returned normalised")
     if unnorm_key is None:
         if len(norm_stats) != 1:
-            raise RocketError(f"the checkpoint has statistics for several datasets; set options.unnorm_key to one of: {', '.join(sorted(norm_stats))}")
+            raise RocketError("the checkpoint has statistics for several datasets; set options.unnorm_key to one of: "
+                              f"{', '.join(sorted(norm_stats))}")
         unnorm_key = next(iter(norm_stats))
     if unnorm_key not in norm_stats:
         raise RocketError(f"unnorm_key '{unnorm_key}' is not in the checkpoint's norm_stats; use one of: {', '.join(sorted(norm_stats))}")
