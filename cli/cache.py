@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 
 from rocket_cli.common import DEFAULT_PLUGINS, console, handle_errors
-from rocket_core.progress import Bar
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_dir
+from rocket_core.progress import Bar
 
 
 def _layers(text: str) -> list[int]:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from rocket_core.errors import RocketError
 from rocket_core.contracts import BenchmarkAdapter, Check
+from rocket_core.errors import RocketError
 from rocket_core.eval.envs import IsolatedEnv, apt_install, missing_debs
 from rocket_core.eval.protocol import LIBERO_MAX_STEPS, Protocol, libero_preset
 

@@ -13,10 +13,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from rocket_plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
 from rocket_core.errors import RocketError
 from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import Protocol, libero_preset
+from rocket_plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
 
 PLUS_REPO = "Sylvest/LIBERO-plus"
 DIMENSIONS = ("camera", "robot_init", "language", "light", "background", "noise", "layout")

@@ -16,6 +16,7 @@ from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
 from rocket_core.vision import resize_for_teacher
 
+
 class FrozenTeacher(nn.Module, ABC):
     """A built teacher: always in eval mode, no gradients; bf16 autocast on CUDA only."""
 

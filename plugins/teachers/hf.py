@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from rocket_plugins.teachers.options import check_options
 from rocket_core import hookimpl
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
+from rocket_plugins.teachers.options import check_options
 
 if TYPE_CHECKING:
-    from rocket_core.specs import TeacherSpec
     from torch import nn
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from rocket_core.specs import TeacherSpec
     from rocket_plugins.teachers.hf_model import FrozenDinoFamily
 
 _TINY_VIT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=56, patch_size=14)
@@ -92,8 +92,8 @@ class _DinoFamilyTeacher(TeacherAdapter):
     def build(cls, spec: TeacherSpec) -> FrozenDinoFamily:
         import torch
 
-        from rocket_plugins.teachers.hf_model import FrozenDinoFamily
         from rocket_core.hub import resolve_weights
+        from rocket_plugins.teachers.hf_model import FrozenDinoFamily
 
         resize = check_options(cls.name, spec.options)
         model_class = _transformers(cls.model_class)

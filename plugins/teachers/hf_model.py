@@ -6,9 +6,9 @@ from typing import Any, Collection
 import torch
 from transformers import PreTrainedModel
 
-from rocket_plugins.teachers.common import FrozenTeacher
 from rocket_core.contracts import TeacherInfo
 from rocket_core.vision import normalize
+from rocket_plugins.teachers.common import FrozenTeacher
 
 
 class FrozenDinoFamily(FrozenTeacher):

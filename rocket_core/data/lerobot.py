@@ -43,6 +43,7 @@ from rocket_core.data.lerobot_files import (
 from rocket_core.data.video import decode_video_frames
 from rocket_core.errors import RocketError
 
+
 class LeRobotReader:
     """Read-only view of one LeRobot dataset (v2.0, v2.1 or v3.0): metadata, frames and delta-timestamp windows.
 

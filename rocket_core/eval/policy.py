@@ -53,9 +53,8 @@ class Policy:
     def from_checkpoint(cls, path: Path, ema: bool | None = None, device: str | None = None) -> Policy:
         """The checkpoint's VLA, rebuilt and verified by `train.build.load_trained`; EMA weights when the
         checkpoint has them and `ema` is not False (True: required)."""
-        from rocket_core.train.build import load_trained
-
         from rocket_core.eval.oft import is_oft_folder, load_oft_folder
+        from rocket_core.train.build import load_trained
 
         if is_oft_folder(Path(path)):
             policy: Policy = load_oft_folder(Path(path), device=device)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rocket_core.errors import RocketError
 from rocket_core.contracts import BenchmarkAdapter as Benchmark
+from rocket_core.errors import RocketError
 from rocket_core.eval.protocol import Protocol
 from rocket_core.eval.worker import MARK
 
@@ -204,7 +204,14 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
 
 
 def _run_jobs(cfg: EvalConfig, jobs: list[dict[str, Any]], errors: list[str], progress: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     python = cfg.benchmark.python()
     cmd = [python, "-u", "-m", "rocket_core.eval.worker", "--sim", cfg.benchmark.sim_module, "--url", cfg.url]

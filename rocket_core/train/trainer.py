@@ -27,14 +27,13 @@ from torch.utils.data import DataLoader, Sampler
 from rocket_core.align.targets import teacher_features
 from rocket_core.contract_check import check_run
 from rocket_core.contracts import Batch, TeacherModel
-from rocket_core.conventions import FILENAME
-from rocket_core.conventions import from_dataset as conventions_from_dataset
+from rocket_core.conventions import FILENAME, from_dataset as conventions_from_dataset
 from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.data.dataset import TrainSampler
+from rocket_core.data.spec import DataSpec
 from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.progress import Bar
-from rocket_core.data.spec import DataSpec
 from rocket_core.train.build import AlignModule, apply_checkpoint, build_module, build_teacher
 from rocket_core.train.cache import TeacherCache
 from rocket_core.train.checkpoint import (

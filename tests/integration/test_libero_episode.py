@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rocket_plugins.benchmarks.libero import LiberoBenchmark
 from rocket_core.eval.client import wait_healthy
 from rocket_core.eval.video import count_frames
+from rocket_plugins.benchmarks.libero import LiberoBenchmark
 
 REPO = Path(__file__).resolve().parents[2]
 APP = ("import sys, typer\nfrom cli import eval as ev, serve\napp = typer.Typer()\nev.register(app)\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.eval.server import serve_callable
 from tests.integration.test_libero_episode import _rocket, libero_env  # noqa: F401 (fixture)

@@ -9,16 +9,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from rocket_core.align.head import AlignmentHead
+from rocket_core.errors import RocketError
+from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from rocket_plugins.projectors.builtin import RocketProjector
-from rocket_plugins.vla.openvla import OpenVLAAdapter
-from rocket_plugins.vla.openvla import processor as proc
+from rocket_plugins.vla.openvla import OpenVLAAdapter, processor as proc
 from rocket_plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
 from rocket_plugins.vla.openvla.options import OPENVLA_7B_CONFIG, TINY_CONFIG, OpenVLAOptions
 from rocket_plugins.vla.openvla.policy import OpenVLAPolicy
 from rocket_plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
-from rocket_core.align.head import AlignmentHead
-from rocket_core.errors import RocketError
-from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from tests.conftest import SHARED_FIXTURES
 
 MANIFEST = SHARED_FIXTURES / "openvla" / "manifest-openvla-7b.json"

@@ -6,6 +6,11 @@ from typing import Sequence
 import pytest
 import torch
 
+from rocket_core.align.head import AlignmentHead
+from rocket_core.contracts import Batch
+from rocket_core.errors import RocketError
+from rocket_core.registry import load_registry
+from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from rocket_plugins.projectors.builtin import RocketProjector
 from rocket_plugins.vla.paligemma.config import LORA_LEAVES, TINY_ARCH
 from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
@@ -13,11 +18,6 @@ from rocket_plugins.vla.paligemma.preprocess import pad_last, preprocess_images
 from rocket_plugins.vla.paligemma.tokenizer import load_tokenizer
 from rocket_plugins.vla.pi0 import Pi0Adapter
 from rocket_plugins.vla.pi05 import Pi05Adapter
-from rocket_core.align.head import AlignmentHead
-from rocket_core.contracts import Batch
-from rocket_core.errors import RocketError
-from rocket_core.registry import load_registry
-from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 
 ADAPTERS = {"pi0": Pi0Adapter, "pi05": Pi05Adapter}
 CAMERAS = 2

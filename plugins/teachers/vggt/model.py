@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rocket_core.vision import normalize
 from rocket_plugins.teachers.vggt.config import DPTConfig, VGGTConfig
 from rocket_plugins.teachers.vggt.layers import Block, Mlp, RotaryPositions2D
-from rocket_core.vision import normalize
 
 POSE_DIM = 9  # translation (3), quaternion (4), field of view (2)
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
 from rocket_core.contracts import VLAAdapter, VLAInfo
+from rocket_plugins.vla.openvla.options import (
+    ALLOW_PATTERNS,
+    DEFAULT_CHECKPOINT,
+    OpenVLAOptions,
+    paper_layers,
+    parse_options,
+)
 
 if TYPE_CHECKING:
     from rocket_core.specs import VLASpec

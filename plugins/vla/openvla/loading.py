@@ -11,9 +11,19 @@ from typing import Any, Sequence
 
 import torch
 
+from rocket_core.errors import RocketError
+from rocket_core.hub import local_path, resolve_weights
+from rocket_core.specs import VLASpec
 from rocket_plugins.vla.openvla import processor as proc
 from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
-from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, LORA_DIR, OPENVLA_7B_CONFIG, PRESETS, OpenVLAOptions
+from rocket_plugins.vla.openvla.options import (
+    ALLOW_PATTERNS,
+    DEFAULT_CHECKPOINT,
+    LORA_DIR,
+    OPENVLA_7B_CONFIG,
+    PRESETS,
+    OpenVLAOptions,
+)
 from rocket_plugins.vla.openvla.policy import OpenVLAPolicy, upcast_lora
 from rocket_plugins.vla.openvla.weights import (
     find_part_file,
@@ -23,9 +33,6 @@ from rocket_plugins.vla.openvla.weights import (
     read_part,
     shard_files,
 )
-from rocket_core.errors import RocketError
-from rocket_core.hub import local_path, resolve_weights
-from rocket_core.specs import VLASpec
 
 
 def _cached_config(spec: VLASpec) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rocket_plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
 from rocket_core.errors import RocketError
+from rocket_plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
 
 IGNORE_INDEX = -100
 

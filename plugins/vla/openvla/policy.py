@@ -17,14 +17,20 @@ from PIL import Image
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from rocket_plugins.vla.openvla import processor as proc
-from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
-from rocket_plugins.vla.openvla.modeling import IGNORE_INDEX, L1RegressionActionHead, OpenVLA, OpenVLAConfig, ProprioProjector
-from rocket_plugins.vla.openvla.options import ALL_LINEAR, LLM_LINEAR, LORA_DIR, OpenVLAOptions
-from rocket_plugins.vla.openvla.weights import save_lora_adapter, save_parts
 from rocket_core.contracts import Batch, VLAOutput
 from rocket_core.errors import RocketError
 from rocket_core.specs import TrainingSpec
+from rocket_plugins.vla.openvla import processor as proc
+from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
+from rocket_plugins.vla.openvla.modeling import (
+    IGNORE_INDEX,
+    L1RegressionActionHead,
+    OpenVLA,
+    OpenVLAConfig,
+    ProprioProjector,
+)
+from rocket_plugins.vla.openvla.options import ALL_LINEAR, LLM_LINEAR, LORA_DIR, OpenVLAOptions
+from rocket_plugins.vla.openvla.weights import save_lora_adapter, save_parts
 
 # transformers renamed the KV-cache argument `past_key_values` -> `cache` (the old name warns until 5.40).
 _CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rocket_plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
 from rocket_core.errors import RocketError
+from rocket_plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
 
 # Per fused ViT (DINOv2 first, then SigLIP): the normalisation its timm data config uses.
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -12,9 +12,10 @@ from rocket_core.contracts import VLAInfo
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
-    from rocket_core.specs import VLASpec
     import torch
     from transformers import GemmaConfig, PaliGemmaConfig
+
+    from rocket_core.specs import VLASpec
 
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 MAX_CAMERAS = 3

@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rocket_core.contracts import Batch, VLAInfo, VLAOutput
+from rocket_core.errors import RocketError
+from rocket_core.specs import TrainingSpec
 from rocket_plugins.vla.paligemma.config import LORA_LEAVES, PALIGEMMA_TOKENIZER, Arch, PolicyOptions, blocks_applied
 from rocket_plugins.vla.paligemma.layers import apply_norm, attention_mask, run_stack, sample_time
 from rocket_plugins.vla.paligemma.preprocess import align_mask, downsample_padding_mask, pad_last, preprocess_images
 from rocket_plugins.vla.paligemma.tokenizer import load_tokenizer, tokenize
-from rocket_core.contracts import Batch, VLAInfo, VLAOutput
-from rocket_core.errors import RocketError
-from rocket_core.specs import TrainingSpec
-
 
 
 def load_safetensors(folder: Path) -> dict[str, torch.Tensor]:

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PaliGemmaModel, PI0Config, PI0ForConditionalGeneration
 
+from rocket_core.contracts import Batch, VLAInfo
+from rocket_core.errors import RocketError
 from rocket_plugins.vla.paligemma.config import Arch, PolicyOptions
 from rocket_plugins.vla.paligemma.layers import time_embedding
 from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
-from rocket_core.contracts import Batch, VLAInfo
-from rocket_core.errors import RocketError
 
 
 def pi0_config(arch: Arch) -> PI0Config:
