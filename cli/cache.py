@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
             plan = plan_run(build_spec(config, base=DEFAULT_PLUGINS))
             dataset = VLADataset(data_spec_for(plan), seed=plan.spec.training.seed)
-            cache = TeacherCache.for_run(plan, dataset, root, dtype, on_augment)  # type: ignore[arg-type]
+            cache = TeacherCache.for_run(plan, dataset, root, dtype, on_augment)  # type: ignore[arg-type]  # a checked CLI choice
             adapter, spec = plan.teacher, plan.spec.teacher
         else:
             if layers is None:

@@ -45,7 +45,7 @@ def handle_errors(fn: F) -> F:
 
             raise fail(format_validation_error(exc)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 # The quickstart's plugins: the lowest layer of every run spec (a recipe, config file or flag overrides them).

@@ -201,12 +201,12 @@ def collate_batch(samples: Sequence[dict[str, Any]]) -> Batch:
     """Stack per-sample dicts into the canonical `Batch`."""
     batch: dict[str, Any] = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "task"}
     batch["task"] = [s["task"] for s in samples]
-    return batch  # type: ignore[return-value]
+    return batch  # type: ignore[return-value]  # built key by key: the Batch keys
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
     """Move a batch's tensors (non-blocking, for pinned memory) and keep the rest (task strings)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # type: ignore[return-value]
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # type: ignore[return-value]  # same keys
             for k, v in batch.items()}
 
 

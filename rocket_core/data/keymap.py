@@ -54,7 +54,7 @@ PRESETS: dict[str, DatasetPreset] = {
              "images rotated 180 deg, no q01/q99 (computed per suite)",
     ),
     **{f"IPEC-COMMUNITY/libero_{suite}_no_noops_1.0.0_lerobot": DatasetPreset(
-        **_LIBERO_V3, note=f"LeRobot v2.0 port of OpenVLA's libero_{suite}_no_noops RLDS")  # type: ignore[arg-type]
+        **_LIBERO_V3, note=f"LeRobot v2.0 port of OpenVLA's libero_{suite}_no_noops RLDS")  # type: ignore[arg-type]  # **dict: checked by the dataclass
        for suite in ("spatial", "object", "goal", "10")},
 }
 
