@@ -38,11 +38,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rocket_plugins.projectors.builtin import RocketProjector  # noqa: E402
 from rocket_core.align.head import AlignmentHead  # noqa: E402
 from rocket_core.align.pooling import pooled_grid, sincos_2d_table  # noqa: E402
 from rocket_core.align.projector import ProjectorBank  # noqa: E402
 from rocket_core.specs import ProjectorSpec  # noqa: E402
+from rocket_plugins.projectors.builtin import RocketProjector  # noqa: E402
 
 PATCH_START = 5  # VGGT: camera token + 4 registers before the patches
 # max |diff| / max |loop gradient|. The gate on a CPU runs in float64, where the two differ only by

@@ -26,9 +26,9 @@ from typing import Any, Iterator
 
 import torch
 
+from rocket_core.data import to_device
 from rocket_core.engine import plan_run
 from rocket_core.specs import build_spec
-from rocket_core.data import to_device
 from rocket_core.train.trainer import Trainer
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -20,13 +20,13 @@ from typing import Callable
 
 import torch
 
-from rocket_plugins.teachers.vggt.config import DinoConfig, DPTConfig, VGGTConfig
-from rocket_plugins.teachers.vggt.model import VGGT
-from rocket_plugins.teachers.vggt.teacher import FrozenVGGT
 from rocket_core.contracts import TeacherInfo
 from rocket_core.engine import plan_run
 from rocket_core.recipes import list_recipes
 from rocket_core.specs import build_spec
+from rocket_plugins.teachers.vggt.config import DinoConfig, DPTConfig, VGGTConfig
+from rocket_plugins.teachers.vggt.model import VGGT
+from rocket_plugins.teachers.vggt.teacher import FrozenVGGT
 
 CONFIG = VGGTConfig(
     img_size=168,
@@ -96,7 +96,7 @@ def main() -> None:
             speedup = 1.0
         else:
             full, part = paired_medians(lambda: teacher.extract(images, everything),
-                                        lambda: teacher.extract(images, list(range(last + 1))), args.repeats)
+                                        lambda: teacher.extract(images, list(range(last + 1))), args.repeats)  # noqa: B023 (run now)
             speedup = full / part
         speedups.append(speedup)
         print(f"{name}: deepest teacher layer {deepest} of {depth}: early exit {speedup:.2f}")

@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 
 from rocket_cli.common import DEFAULT_PLUGINS, console, handle_errors
-from rocket_core.progress import Bar
 from rocket_core.errors import RocketError
 from rocket_core.paths import check_output_dir
+from rocket_core.progress import Bar
 
 
 def _layers(text: str) -> list[int]:
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
             plan = plan_run(build_spec(config, base=DEFAULT_PLUGINS))
             dataset = VLADataset(data_spec_for(plan), seed=plan.spec.training.seed)
-            cache = TeacherCache.for_run(plan, dataset, root, dtype, on_augment)  # type: ignore[arg-type]
+            cache = TeacherCache.for_run(plan, dataset, root, dtype, on_augment)  # type: ignore[arg-type]  # a checked CLI choice
             adapter, spec = plan.teacher, plan.spec.teacher
         else:
             if layers is None:
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             dataset = VLADataset(DataSpec(dataset=data), seed=0, train=False)
             pooling = None
             if tokens:
-                pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size),  # type: ignore[arg-type]
+                pooling = Pooling(tokens, tuple(info.patch_grid), tuple(info.image_size),
                                   "bilinear", teacher_pe)
             pad = max(0, (vla_cameras or len(dataset.slots)) - len(dataset.slots))
             cache = TeacherCache.create(root, dataset, spec, adapter, resolved, "pooled" if tokens else "grid", dtype,
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
         model = adapter.build(spec)
         if torch.cuda.is_available():
-            model.to("cuda")  # type: ignore[attr-defined]
+            model.to("cuda")  # type: ignore[union-attr]  # an nn.Module; TeacherModel has no .to
         with Bar("cache", len(rows), progress, console=console) as bar:
             stats = cache.build(model, rows, batch_size, lambda n: bar.update(advance=n))
         console.print(f"done: {stats.misses} computed, {stats.hits} already cached, {stats.corrupt} corrupt "

@@ -55,7 +55,7 @@ def handle_errors(fn: F) -> F:
                 raise
             raise fail(str(error)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 # The quickstart's plugins: the lowest layer of every run spec (a recipe, config file or flag overrides them).

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from rocket_core.errors import RocketError
 
         spec = DataSpec(dataset=dataset, revision=revision, preset=preset, state_key=state_key,
-                        action_key=action_key, groups=groups)  # type: ignore[arg-type]
+                        action_key=action_key, groups=groups)
         reader = LeRobotReader(dataset, revision)
         keys = resolve_keys(reader, spec)
         shipped_stats = reader.stats  # checks their lengths against info.json

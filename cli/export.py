@@ -118,8 +118,8 @@ def _step(ckpt: Path) -> int:
 
 def _hf_config(spec: Any, dest: Path) -> dict[str, Any]:
     """config.json of the base model (a preset's own for tiny models); tokenizer files are copied beside it."""
-    from rocket_plugins.vla.openvla.options import DEFAULT_CHECKPOINT, PRESETS
     from rocket_core.hub import resolve_weights
+    from rocket_plugins.vla.openvla.options import DEFAULT_CHECKPOINT, PRESETS
 
     if spec.vla.preset is not None:
         return dict(PRESETS[spec.vla.preset])

@@ -61,13 +61,13 @@ class RocketGroup(TyperGroup):
         self._add_plugin_commands()
         return [*BUILTIN_COMMANDS, *(name for name in super().list_commands(ctx) if name not in BUILTIN_COMMANDS)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]  # typer's click (see pyproject)
         if cmd_name in BUILTIN_COMMANDS and cmd_name not in self.commands:  # listing only: name and summary
             return click.Command(cmd_name, help=BUILTIN_COMMANDS[cmd_name][1])
-        return super().get_command(ctx, cmd_name)
+        return super().get_command(ctx, cmd_name)  # type: ignore[return-value, arg-type]  # typer's click (see pyproject)
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
+    def resolve_command(  # type: ignore[override]  # typer's click (see pyproject)
+        self, ctx: click.Context, args: list[str]  # type: ignore[override]  # typer's click (see pyproject)
     ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] in BUILTIN_COMMANDS and args[0] not in self.commands:
             self._load(BUILTIN_COMMANDS[args[0]][0])
@@ -80,8 +80,8 @@ class RocketGroup(TyperGroup):
         if command is not None and any(a in ctx.help_option_names for a in rest):
             from rocket_cli.common import live_help
 
-            live_help(command)
-        return name, command, rest
+            live_help(command)  # type: ignore[arg-type]  # typer's click (see pyproject)
+        return name, command, rest  # type: ignore[return-value]  # typer's click (see pyproject)
 
     def _load(self, module_name: str) -> None:
         """Import one command module and add every command its `register(app)` declares."""

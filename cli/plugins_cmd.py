@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 from rich import box
-from rich.table import Table
 from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from rocket_cli.common import console, err_console, handle_errors

@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
         plan, module, teacher_model, source = _run_models(checkpoint, flags, preset, config, data, threads=threads)
         dataset = _prof().analysis_dataset(plan)
         indices = _prof().sample_indices(len(dataset), samples, seed)
-        teacher_model.to(dev)  # type: ignore[attr-defined]
+        teacher_model.to(dev)
         with _bar(kind, len(indices)) as advance:
             doc = run(plan, module, teacher_model, dataset, indices, dev, advance, source)
         files = _prof().save_result(doc, output_dir)

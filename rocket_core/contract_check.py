@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from rocket_core.contracts import (
+    Batch,
     BenchmarkAdapter,
     ProjectorStrategy,
     TeacherAdapter,
@@ -142,7 +143,7 @@ def check_run(plan: AlignPlan, vla: Any, teacher: Any, dataset: VLADataset, devi
 # ---- `rocket plugins check KIND NAME` -----------------------------------------------------------------------
 
 
-def random_batch(info: VLAInfo, batch: int = 2, size: int = 64, seed: int = 0) -> dict[str, Any]:
+def random_batch(info: VLAInfo, batch: int = 2, size: int = 64, seed: int = 0) -> Batch:
     """A canonical `Batch` of random frames in [0, 1] with the shapes `info` asks for."""
     g = torch.Generator().manual_seed(seed)
     chunk, action_dim, state_dim = info.chunk_size or 1, info.action_dim or 7, info.state_dim or 8
@@ -304,7 +305,7 @@ def _check_benchmark(cls: type[BenchmarkAdapter]) -> list[str]:
     return problems
 
 
-def check_plugin(kind: str, cls: type, preset: str | None = None) -> list[str]:
+def check_plugin(kind: str, cls: type[Any], preset: str | None = None) -> list[str]:
     """Every contract breach of plugin `cls` (empty: it passes). Exceptions inside a method are breaches too."""
     from rocket_core.specs import ProjectorSpec, TeacherSpec, VLASpec
 

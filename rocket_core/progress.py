@@ -1,6 +1,8 @@
 """One progress bar for every long job (training, cache builds, profiling, evaluation)."""
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -36,5 +38,5 @@ class Bar:
 
     def update(self, completed: int | None = None, advance: int = 0, text: str | None = None) -> None:
         if self.progress is not None:
-            fields = {} if text is None else {"text": text}
+            fields: dict[str, Any] = {} if text is None else {"text": text}
             self.progress.update(self.task, completed=completed, advance=advance, **fields)

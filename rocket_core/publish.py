@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import save_file
 
@@ -19,7 +20,7 @@ from rocket_core.hub import load_state_dict
 from rocket_core.train.checkpoint import find_checkpoint, listed_files, load_checkpoint
 
 
-def split_trainable(trainable: dict) -> tuple[dict, dict]:
+def split_trainable(trainable: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(LoRA matrices, fully trained VLA parts), names relative to the VLA (no `vla.` prefix)."""
     vla = {k.removeprefix("vla."): v for k, v in trainable.items() if k.startswith("vla.")}
     lora = {k: v for k, v in vla.items() if ".lora_" in k}
@@ -32,6 +33,7 @@ def model_card(checkpoint: Path, repo_id: str = "ORG/NAME") -> str:
     s = ck.spec
     metrics = ck.extra.get("metrics", {})
     layers = s.layers
+    assert layers is not None and not isinstance(layers, str)  # a checkpoint's layer map is resolved
     pairs = "\n".join(f"| {i} | {v} | {t} |" for i, (v, t) in enumerate(zip(layers.vla, layers.teacher)))
     base = s.vla.checkpoint or f"{s.vla.name} ({s.vla.preset or 'default weights'})"
     data = s.data.dataset or "the bundled synthetic dataset"
@@ -55,7 +57,7 @@ aligned to a frozen {s.teacher.name} teacher through a `{s.projector.name}` proj
 - **Plugins**: {plugins}
 - **Steps**: {ck.step} of {t.max_steps}, batch {t.batch_size} per process x {ck.extra.get('world_size', 1)} processes
   x accumulation {t.grad_accum}; AdamW lr {t.learning_rate:g}, schedule {t.schedule};
-  {'LoRA r %d, alpha %g' % (t.lora.rank, t.lora.alpha) if t.finetune == 'lora' else 'full fine-tuning'}
+  {f'LoRA r {t.lora.rank:d}, alpha {t.lora.alpha:g}' if t.finetune == 'lora' else 'full fine-tuning'}
 - **Alignment**: coefficient {s.alignment.coefficient}, pooling {s.alignment.pooling}, teacher PE
   {'on' if s.alignment.teacher_pe else 'off'}, ensemble {s.alignment.ensemble_size}
 

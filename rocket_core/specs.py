@@ -275,7 +275,7 @@ def load_config_file(path: str | Path, what: str = "config file") -> dict[str, A
             raise RocketError(f"{what} '{p}' has an unknown extension; use .yaml, .yml, .toml or .json")
     except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         mark = getattr(exc, "problem_mark", None)
-        detail = (f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"  # type: ignore[attr-defined]
+        detail = (f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
                   if isinstance(exc, yaml.MarkedYAMLError) and mark is not None and exc.problem
                   else " ".join(str(exc).split()))
         raise RocketError(f"{what} '{p}' is not valid {p.suffix[1:].upper()}: {detail}") from None

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from rocket_plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
 from rocket_core.errors import RocketError
 from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import Protocol

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rocket_plugins.benchmarks import libero_sim
 from rocket_core.eval.protocol import Protocol
+from rocket_plugins.benchmarks import libero_sim
 
 NEEDS_PLUS_ASSETS = ("light", "background", "layout")
 _VIEW = re.compile(r"_view_(-?\d+(?:_-?\d+){4})_initstate_(\d+)")

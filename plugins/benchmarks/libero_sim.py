@@ -52,9 +52,9 @@ def _torch_shim() -> None:
         import torch  # noqa: F401
     except ImportError:
         shim = types.ModuleType("torch")
-        shim.load = load_torch_pickle  # type: ignore[attr-defined]
+        shim.load = load_torch_pickle  # type: ignore[attr-defined]  # a stand-in module
         shim.Tensor = type("Tensor", (), {})  # type: ignore[attr-defined]  # scipy's array-API check looks it up
-        shim.__rocket_shim__ = True  # type: ignore[attr-defined]
+        shim.__rocket_shim__ = True  # type: ignore[attr-defined]  # as above
         sys.modules["torch"] = shim
 
 

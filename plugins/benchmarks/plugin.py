@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rocket_core.hookspecs import hookimpl
 from rocket_plugins.benchmarks.libero import LiberoBenchmark
 from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark
 from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark
 from rocket_plugins.benchmarks.toy import ToyBenchmark
-from rocket_core.hookspecs import hookimpl
 
 BENCHMARKS = (LiberoBenchmark, LiberoPlusBenchmark, RoboTwinBenchmark, ToyBenchmark)
 

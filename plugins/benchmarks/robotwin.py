@@ -21,8 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from rocket_core.errors import RocketError
 from rocket_core.contracts import BenchmarkAdapter, Check
+from rocket_core.errors import RocketError
 from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import GripperMap, Protocol
 

@@ -66,6 +66,6 @@ class SingleProjector(IndependentProjector):
 
 
 @hookimpl
-def register_projectors(register) -> None:  # type: ignore[no-untyped-def]
+def register_projectors(register) -> None:
     for cls in (RocketProjector, SharedProjector, IndependentProjector, SingleProjector):
         register(cls)

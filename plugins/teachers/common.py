@@ -16,6 +16,7 @@ from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
 from rocket_core.vision import resize_for_teacher
 
+
 class FrozenTeacher(nn.Module, ABC):
     """A built teacher: always in eval mode, no gradients; bf16 autocast on CUDA only."""
 
@@ -36,7 +37,7 @@ class FrozenTeacher(nn.Module, ABC):
             raise RocketError(f"teacher images must be (B, S, 3, H, W) in [0, 1], got {tuple(images.shape)}")
         device = next(self.parameters()).device
         images = images.to(device=device, dtype=torch.float32)
-        return resize_for_teacher(images, self.info.image_size[1], self.patch_size, self.resize)  # type: ignore[arg-type]
+        return resize_for_teacher(images, self.info.image_size[1], self.patch_size, self.resize)  # type: ignore[arg-type]  # resize: a ResizeMode string
 
     @staticmethod
     def autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -3,22 +3,23 @@
 Both are DINOv2 ViTs (Depth Anything's backbone is one), so one extraction serves both: embeddings,
 then the transformer blocks up to the deepest requested one. Layer i is the output of block i (the raw
 residual stream, before the final LayerNorm); the cls and register tokens are dropped.
-Import-light (transformers loads only when a config or model is made). `info` answers from the default checkpoint's known config (or a local/cached config.json), no weights.
+Import-light (transformers loads only when a config or model is made). `info` answers from the default checkpoint's
+known config (or a local/cached config.json), no weights.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from rocket_plugins.teachers.options import check_options
 from rocket_core import hookimpl
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
+from rocket_plugins.teachers.options import check_options
 
 if TYPE_CHECKING:
-    from rocket_core.specs import TeacherSpec
     from torch import nn
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from rocket_core.specs import TeacherSpec
     from rocket_plugins.teachers.hf_model import FrozenDinoFamily
 
 _TINY_VIT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=56, patch_size=14)
@@ -91,8 +92,8 @@ class _DinoFamilyTeacher(TeacherAdapter):
     def build(cls, spec: TeacherSpec) -> FrozenDinoFamily:
         import torch
 
-        from rocket_plugins.teachers.hf_model import FrozenDinoFamily
         from rocket_core.hub import resolve_weights
+        from rocket_plugins.teachers.hf_model import FrozenDinoFamily
 
         resize = check_options(cls.name, spec.options)
         model_class = _transformers(cls.model_class)
@@ -145,7 +146,7 @@ class DepthAnythingTeacher(_DinoFamilyTeacher):
 
     @staticmethod
     def _vit(model: PreTrainedModel) -> nn.Module:
-        return model.backbone
+        return model.backbone  # type: ignore[return-value]  # a submodule
 
     @staticmethod
     def _vit_config(config: PretrainedConfig) -> PretrainedConfig:

@@ -1,21 +1,20 @@
 """The built transformers teachers: a DINOv2 ViT's per-block patch tokens (DINOv2, Depth Anything's backbone)."""
 from __future__ import annotations
 
-from typing import Collection
+from typing import Any, Collection
 
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 
-from rocket_plugins.teachers.common import FrozenTeacher
 from rocket_core.contracts import TeacherInfo
 from rocket_core.vision import normalize
+from rocket_plugins.teachers.common import FrozenTeacher
 
 
 class FrozenDinoFamily(FrozenTeacher):
     """A transformers model whose `vit` is a DINOv2 (embeddings + encoder.layer)."""
 
-    def __init__(self, name: str, model: PreTrainedModel, vit: nn.Module, info: TeacherInfo, resize: str) -> None:
+    def __init__(self, name: str, model: PreTrainedModel, vit: Any, info: TeacherInfo, resize: str) -> None:  # vit: dynamic
         super().__init__(name, info, vit.config.patch_size, resize)
         self.model = model
         self.vit = vit

@@ -171,12 +171,12 @@ def _pair_forward(
         else:
             xn, mean, rstd = torch.native_layer_norm(norm_in, (dim,), params[base + NORM_W], params[base + NORM_B], eps)
         xc = xn.reshape(rows, dim).to(run.dtype)
-        h = torch.mm(xc, casts[base + W1][:w].t())  # type: ignore[index]
-        a, bias, approximate = torch.empty_like(h), casts[base + B1][:w], layout.approximate[member.proj]  # type: ignore[index]
+        h = torch.mm(xc, casts[base + W1][:w].t())  # type: ignore[index]  # only LayerNorm fields are None
+        a, bias, approximate = torch.empty_like(h), casts[base + B1][:w], layout.approximate[member.proj]  # type: ignore[index]  # as above
         for hb, ab in _blocks(w, h.element_size(), h, a):  # bias and activation, block by block
-            torch.ops.aten.gelu.out(hb.add_(bias), approximate=approximate, out=ab)  # type: ignore[union-attr]
-        p = torch.mm(a, casts[base + W2][:, :w].t())  # type: ignore[index]
-        outputs.append((p, casts[base + B2]))  # type: ignore[arg-type]
+            torch.ops.aten.gelu.out(hb.add_(bias), approximate=approximate, out=ab)  # type: ignore[union-attr]  # blocks of tensors
+        p = torch.mm(a, casts[base + W2][:, :w].t())  # type: ignore[index]  # only LayerNorm fields are None
+        outputs.append((p, casts[base + B2]))  # type: ignore[arg-type]  # as above
         saved.append([xc, mean, rstd, h, a, p] if keep else [])
     cosines, grads_b2 = _cosine_blocks(run, outputs, t, weights)
     losses = torch.empty(layout.ensemble, device=x.device, dtype=acc)
@@ -203,26 +203,26 @@ def _cosine_blocks(
     col_sums = [torch.zeros(p.shape[1], device=p.device, dtype=acc) if weights is not None else None for p in ps]
     itemsize = max(ps[0].element_size(), torch.finfo(acc).bits // 8)
     for tb, wb, *parts in _blocks(t.shape[1], itemsize, t, weights, *ps, *cosines):
-        tb = tb.to(acc)  # type: ignore[union-attr]
+        tb = tb.to(acc)  # type: ignore[union-attr]  # _blocks keeps None only for None inputs
         t_norm = torch.linalg.vector_norm(tb, dim=-1, keepdim=True)  # what F.normalize (or the JAX x/(|x|+eps)) does
         t_hat = torch.div(tb, t_norm.clamp_min_(1e-12) if cosine_eps is None else t_norm.add_(cosine_eps),
                           out=run.scratch.get("t_hat", tb.shape, acc, t.device))
         for pb, cb, (_, bias), col_sum in zip(parts[:count], parts[count:], outputs, col_sums):
-            pb.add_(bias)  # type: ignore[union-attr]
-            work = pb.to(acc)  # type: ignore[union-attr]  # the bias is added in the compute dtype, as a linear layer does
+            pb.add_(bias)  # type: ignore[union-attr]  # as above
+            work = pb.to(acc)  # type: ignore[union-attr]  # (as above) the bias is added in the compute dtype, as a linear layer does
             norm = torch.linalg.vector_norm(work, dim=-1)
             denom = norm.clamp_min(1e-12) if cosine_eps is None else norm + cosine_eps
-            torch.linalg.vecdot(work, t_hat, out=cb).div_(denom)  # type: ignore[arg-type]
+            torch.linalg.vecdot(work, t_hat, out=cb).div_(denom)
             if wb is None:
                 continue
             # d(-cos)/dp = (cos * p/|p| - t_hat) / denom; the norm's gradient is 0 where it is clamped (or 0)
             live = norm >= 1e-12 if cosine_eps is None else norm > 0
             step = wb / denom
-            coef = torch.where(live, cb / norm.clamp_min(1e-30), 0.0) * step  # type: ignore[operator]
+            coef = torch.where(live, cb / norm.clamp_min(1e-30), 0.0) * step
             work.mul_(coef[:, None]).addcmul_(t_hat, step[:, None], value=-1)
-            col_sum.add_(work.sum(0))  # type: ignore[union-attr]
+            col_sum.add_(work.sum(0))  # type: ignore[union-attr]  # as above
             if work is not pb:
-                pb.copy_(work)  # type: ignore[union-attr]
+                pb.copy_(work)  # type: ignore[union-attr]  # as above
     return cosines, col_sums
 
 
@@ -240,7 +240,7 @@ class _Grads:
     def _view(self, i: int, dim: int, width: int) -> tuple[torch.Tensor, bool]:
         buf, fresh = self.bufs[i], self.bufs[i] is None
         if buf is None:
-            buf = self.bufs[i] = torch.empty_like(self.params[i])  # type: ignore[arg-type]
+            buf = self.bufs[i] = torch.empty_like(self.params[i])  # type: ignore[arg-type]  # only present params get grads
             buf.narrow(dim, width, buf.shape[dim] - width).zero_()
         return buf.narrow(dim, 0, width), fresh
 
@@ -252,7 +252,8 @@ class _Grads:
             view.add_(value, alpha=alpha)
 
     def addmm(self, i: int, dim: int, width: int, m1: torch.Tensor, m2: torch.Tensor, alpha: float = 1.0) -> None:
-        if m1.dtype != self.params[i].dtype:  # autocast: a prefix-sized product, accumulated in the weights' dtype
+        # autocast: a prefix-sized product, accumulated in the weights' dtype
+        if m1.dtype != self.params[i].dtype:  # type: ignore[union-attr]  # only present params get grads
             self.add(i, dim, width, m1 @ m2, alpha)
             return
         view, fresh = self._view(i, dim, width)
@@ -301,7 +302,7 @@ class _Run:
         return self.grads
 
     def take(self) -> list[torch.Tensor | None]:
-        bufs = self.grads.bufs if self.grads is not None else [None] * len(self.params)
+        bufs: list[torch.Tensor | None] = self.grads.bufs if self.grads is not None else [None] * len(self.params)
         self.grads = None  # the next backward pass (retain_graph) starts afresh
         self.scratch.clear()
         return bufs
@@ -311,9 +312,9 @@ class _Collect(torch.autograd.Function):
     """Parameters -> token; backward returns the buffers the pair nodes filled."""
 
     @staticmethod
-    def forward(ctx: Any, run: _Run, *params: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, run: _Run, *params: torch.Tensor | None) -> torch.Tensor:
         ctx.run = run
-        return torch.empty(0, device=params[W1].device)  # type: ignore[union-attr]
+        return torch.empty(0, device=params[W1].device)  # type: ignore[union-attr]  # fc1.weight is never None
 
     @staticmethod
     @once_differentiable
@@ -325,7 +326,7 @@ class _Pair(torch.autograd.Function):
     """(run, pair, target, mask, token, state) -> (E,) losses of one pair."""
 
     @staticmethod
-    def forward(ctx: Any, run: _Run, pair: int, target: torch.Tensor, mask: torch.Tensor | None,  # type: ignore[override]
+    def forward(ctx: Any, run: _Run, pair: int, target: torch.Tensor, mask: torch.Tensor | None,
                 token: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # dtypes are chosen explicitly
             losses, records = _pair_forward(run, pair, x, target, mask, keep=True)
@@ -354,9 +355,9 @@ class _Pair(torch.autograd.Function):
                     continue
                 xc, mean, rstd, h, a, grad_p, grad_b2 = records[k * RECORD : (k + 1) * RECORD]
                 if need[base + B2]:
-                    grads.add(base + B2, 0, grad_p.shape[1], grad_b2, scale)  # type: ignore[union-attr, arg-type]
+                    grads.add(base + B2, 0, grad_p.shape[1], grad_b2, scale)  # type: ignore[union-attr]  # need[] implies grads
                 if need[base + W2]:
-                    grads.addmm(base + W2, 1, w, grad_p.t(), a, scale)  # type: ignore[union-attr]
+                    grads.addmm(base + W2, 1, w, grad_p.t(), a, scale)  # type: ignore[union-attr]  # as above
                 norm = mean is not None
                 norm_grads = norm and (need[base + NORM_W] or need[base + NORM_B])
                 if not (need_x or norm_grads or need[base + W1] or need[base + B1]):
@@ -368,11 +369,11 @@ class _Pair(torch.autograd.Function):
                 for db, hb in _blocks(w, dh.element_size(), dh, h):
                     torch.ops.aten.gelu_backward.grad_input(db, hb, approximate=approximate, grad_input=db)
                     if grad_b1 is not None:
-                        grad_b1.add_(db.sum(0, dtype=run.acc))
+                        grad_b1.add_(db.sum(0, dtype=run.acc))  # type: ignore[union-attr]  # blocks of a tensor
                 if grad_b1 is not None:
-                    grads.add(base + B1, 0, w, grad_b1)  # type: ignore[union-attr]
+                    grads.add(base + B1, 0, w, grad_b1)  # type: ignore[union-attr]  # need[] implies grads
                 if need[base + W1]:
-                    grads.addmm(base + W1, 0, w, dh.t(), xc)  # type: ignore[union-attr]
+                    grads.addmm(base + W1, 0, w, dh.t(), xc)  # type: ignore[union-attr]  # as above
                 if not (need_x or norm_grads):
                     continue
                 # into scratch only when LayerNorm's backward makes the state's gradient from it
@@ -386,7 +387,7 @@ class _Pair(torch.autograd.Function):
                         params[base + NORM_B], outputs)
                     for field, value in ((NORM_W, dgamma), (NORM_B, dbeta)):
                         if value is not None:
-                            grads.add(base + field, 0, value.shape[0], value)  # type: ignore[union-attr]
+                            grads.add(base + field, 0, value.shape[0], value)  # type: ignore[union-attr]  # as above
                 if need_x:
                     dx = dxn.to(x.dtype) if dx is None else dx.add_(dxn)
         if grads is None:  # no collector runs in this pass to clear them
@@ -407,15 +408,15 @@ def fused_ensemble_losses(
     autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     layout = Layout.of(bank, cosine_eps, autocast)
     params = Layout.params(bank)
-    run = _Run(layout, params, autocast or params[W1].dtype)  # type: ignore[union-attr]
+    run = _Run(layout, params, autocast or params[W1].dtype)  # type: ignore[union-attr]  # fc1.weight is never None
     mask = None if mask is None else mask.detach()
-    token = _Collect.apply(run, *params) if any(run.need) else None
+    token = _Collect.apply(run, *params) if any(run.need) else None  # type: ignore[no-untyped-call]  # torch: apply is unannotated
     if token is not None:
         run.collector = token.grad_fn
     if token is None and not (torch.is_grad_enabled() and any(s.requires_grad for s in states)):
         with torch.autocast(device, enabled=False):
             return torch.stack([_pair_forward(run, i, x, targets[i], mask, keep=False)[0]
                                 for i, x in enumerate(states)])
-    losses = torch.stack([_Pair.apply(run, i, targets[i], mask, token, x) for i, x in enumerate(states)])
+    losses = torch.stack([_Pair.apply(run, i, targets[i], mask, token, x) for i, x in enumerate(states)])  # type: ignore[no-untyped-call]  # as above
     run.scratch.clear()
     return losses

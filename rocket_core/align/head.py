@@ -65,8 +65,8 @@ class AlignmentHead(nn.Module):
         super().__init__()
         self.projector = projector
         self.num_vision_tokens = num_vision_tokens
-        self.teacher_grid = tuple(teacher_grid)
-        self.teacher_image_hw = tuple(teacher_image_hw)
+        self.teacher_grid = (teacher_grid[0], teacher_grid[1])  # tuples even when given lists (JSON)
+        self.teacher_image_hw = (teacher_image_hw[0], teacher_image_hw[1])
         self.pooling = pooling
         self.teacher_pe = teacher_pe
         self.cosine_eps = cosine_eps

@@ -6,7 +6,7 @@ so its state dicts load unchanged.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence, overload
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,19 @@ class AlignProjector(nn.Module):
         return self.project_normed(self.normed(x), self.width(layer_index))
 
 
+if TYPE_CHECKING:
+
+    class _Pool(nn.ModuleList):
+        """What type checkers see of a pool: its items are AlignProjectors (torch types them as Module)."""
+
+        def __iter__(self) -> Iterator[AlignProjector]: ...
+        @overload
+        def __getitem__(self, idx: slice) -> _Pool: ...
+        @overload
+        def __getitem__(self, idx: int) -> AlignProjector: ...
+        def __getitem__(self, idx: int | slice) -> AlignProjector | _Pool: ...
+
+
 class ProjectorBank(nn.ModuleList):
     """Pools of `E` projectors: one pool shared by all pairs, or one pool per pair.
 
@@ -70,6 +83,15 @@ class ProjectorBank(nn.ModuleList):
         super().__init__(nn.ModuleList(pool) for pool in pools)
         self.num_pairs = num_pairs
         self.shared = shared
+
+    if TYPE_CHECKING:  # the pools' type (see _Pool); the methods are ModuleList's
+
+        def __iter__(self) -> Iterator[_Pool]: ...
+        @overload
+        def __getitem__(self, idx: slice) -> ProjectorBank: ...
+        @overload
+        def __getitem__(self, idx: int) -> _Pool: ...
+        def __getitem__(self, idx: int | slice) -> _Pool | ProjectorBank: ...
 
     @classmethod
     def create(
@@ -94,7 +116,7 @@ class ProjectorBank(nn.ModuleList):
         num_pools = 1 if shared else num_pairs
         return cls([[make() for _ in range(ensemble_size)] for _ in range(num_pools)], num_pairs, shared)
 
-    def pool(self, pair: int) -> nn.ModuleList:
+    def pool(self, pair: int) -> _Pool:
         return self[0] if self.shared else self[pair]
 
     def layer_index(self, pair: int) -> int:

@@ -55,7 +55,7 @@ def profile_cka(
     vla_layers, teacher_layers = sorted(vla_layers), sorted(teacher_layers)
     acc = StreamedCKA(len(indices), method, sketch_dim, memory_budget, seed)
     shapes: dict[str, list[int]] = {}
-    vla.eval()  # type: ignore[attr-defined]
+    vla.eval()  # type: ignore[attr-defined]  # an nn.Module; VLAModel has no .eval
     with torch.no_grad():
         for batch in iter_batches(dataset, indices, batch_size, device):
             with autocast(device, plan.spec):

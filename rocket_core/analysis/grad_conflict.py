@@ -21,6 +21,7 @@ from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.train.build import AlignModule
 
+
 def monitored_parameters(module: AlignModule, patterns: Sequence[str], lora_only: bool = True
                          ) -> list[tuple[str, torch.nn.Parameter]]:
     """Trainable parameters whose name contains any of `patterns` (and `lora_` when `lora_only`)."""

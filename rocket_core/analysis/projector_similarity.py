@@ -18,6 +18,7 @@ from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.train.build import AlignModule
 
+
 def profile_projector_similarity(
     plan: AlignPlan,
     module: AlignModule,

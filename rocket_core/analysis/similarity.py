@@ -12,7 +12,7 @@ def gradient_conflict(layer_grads: torch.Tensor, eps: float = 1e-8) -> torch.Ten
     float64: over millions of parameters float32 rounding puts the diagonal above 1 (1.000002 seen).
     """
     grads = layer_grads.double()
-    unit = grads / (grads.norm(dim=1, keepdim=True) + eps)
+    unit: torch.Tensor = grads / (grads.norm(dim=1, keepdim=True) + eps)
     return (unit @ unit.T).to(layer_grads.dtype)
 
 

@@ -18,7 +18,7 @@ a large common mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -121,11 +121,11 @@ class StreamedCKA:
             self.method = "exact" if fits else "sketch"
         else:
             self.method = self.requested
-        width = (lambda k: self.features[k]) if self.method == "exact" else (lambda k: self.sketch.dim)
-        self.store = {k: torch.zeros(self.num_samples, width(k)) for k in batch}
+        exact = self.method == "exact"
+        self.store = {k: torch.zeros(self.num_samples, self.features[k] if exact else self.sketch.dim) for k in batch}
 
     @torch.no_grad()
-    def add(self, batch: Mapping[Hashable, torch.Tensor]) -> None:
+    def add(self, batch: Mapping[Any, torch.Tensor]) -> None:  # Any: Mapping's key type is invariant
         """Features of the next B samples: `{key: (B, ...)}`, the same keys and shapes at every call."""
         if self.method is None:
             self._decide(batch)

@@ -128,7 +128,7 @@ def augment_with_boxes(
     height, width = images.shape[-2:]
     boxes = [crop_box(height, width, spec.crop_scale, spec.crop_ratio, generator) for _ in images]
     cropped = torch.stack([resize(img[..., t : t + h, l : l + w], (height, width))
-                           for img, (t, l, h, w) in zip(images, boxes)])
+                           for img, (t, l, h, w) in zip(images, boxes)])  # noqa: E741 (top, left, height, width)
     jittered = torch.stack([color_jitter(img, spec, generator) for img in cropped])
     return jittered, cropped, torch.stack([normalized_box(b, height, width) for b in boxes]).reshape(-1, 4)
 

@@ -22,6 +22,7 @@ from rocket_core.data.normalize import GroupNormalizer, Normalizer
 from rocket_core.data.stats import GroupStats, load_group_stats
 from rocket_core.data.source import bundled_dataset_path
 from rocket_core.data.spec import DataSpec
+from rocket_core.data.stats import GroupStats, load_group_stats
 from rocket_core.errors import RocketError
 
 
@@ -36,7 +37,7 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return _generator(0, seed, epoch, index)
 
 
-class VLADataset(Dataset):
+class VLADataset(Dataset[dict[str, Any]]):
     """Samples for a VLA: `images` (n_cam, 3, H, W), `image_masks`, normalised `state` and `actions`
     (chunk, action_dim), `action_is_pad`, `task`, `index` (the dataset row, int64), `teacher_images` when
     the spec asks for the pre-colour-jitter view, and `crop_box` (n_cam, 4) whenever images are cropped
@@ -197,12 +198,12 @@ def collate_batch(samples: Sequence[dict[str, Any]]) -> Batch:
     """Stack per-sample dicts into the canonical `Batch`."""
     batch: dict[str, Any] = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "task"}
     batch["task"] = [s["task"] for s in samples]
-    return batch  # type: ignore[return-value]
+    return batch  # type: ignore[return-value]  # built key by key: the Batch keys
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
     """Move a batch's tensors (non-blocking, for pinned memory) and keep the rest (task strings)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # type: ignore[return-value]
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # type: ignore[return-value]  # same keys
             for k, v in batch.items()}
 
 

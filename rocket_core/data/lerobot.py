@@ -42,6 +42,7 @@ from rocket_core.data.lerobot_files import (
 from rocket_core.data.video import decode_video_frames
 from rocket_core.errors import RocketError
 
+
 class LeRobotReader:
     """Read-only view of one LeRobot dataset (v2.0, v2.1 or v3.0): metadata, frames and delta-timestamp windows.
 
@@ -92,7 +93,7 @@ class LeRobotReader:
             raise RocketError(f"the data of '{self.root}' names a task_index missing from its task list; re-create the dataset")
 
     def __len__(self) -> int:
-        return self._table.num_rows
+        return int(self._table.num_rows)
 
     @property
     def num_episodes(self) -> int:
@@ -267,9 +268,10 @@ class LeRobotReader:
     def _v2_path(self, template: str, episode_index: int, video_key: str | None = None) -> Path:
         chunk = episode_index // int(self.info["chunks_size"])
         try:
-            return self.root / self.info[template].format(
+            path: Path = self.root / self.info[template].format(
                 episode_chunk=chunk, episode_index=episode_index, video_key=video_key
             )
+            return path
         except (KeyError, IndexError, ValueError) as exc:
             raise RocketError(
                 f"'{template}' in meta/info.json of '{self.root}' is not a valid path template ({exc}); fix meta/info.json"
@@ -277,7 +279,7 @@ class LeRobotReader:
 
     def _video_path(self, key: str, episode: int) -> Path:
         if self.version == CODEBASE_VERSION:
-            path = self.root / self.info["video_path"].format(
+            path: Path = self.root / self.info["video_path"].format(
                 video_key=key,
                 chunk_index=int(self._episodes[f"videos/{key}/chunk_index"][episode]),
                 file_index=int(self._episodes[f"videos/{key}/file_index"][episode]),

@@ -135,7 +135,7 @@ def to_numpy(column: pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:
     nested = False
     while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
         array, nested = array.flatten(), True
-    values = array.to_numpy(zero_copy_only=False)
+    values: np.ndarray = array.to_numpy(zero_copy_only=False)
     return values.reshape(len(column), *shape) if nested else values
 
 

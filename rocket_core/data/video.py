@@ -25,7 +25,7 @@ def decode_video_frames(path: Path, timestamps: Sequence[float], tolerance_s: fl
     with container:
         stream = container.streams.video[0]
         first, last = float(query.min()), float(query.max())
-        container.seek(max(0, int(first / stream.time_base)), stream=stream, backward=True)
+        container.seek(max(0, int(first / stream.time_base)), stream=stream, backward=True)  # type: ignore[operator]  # video streams have one
         times: list[float] = []
         frames: list[np.ndarray] = []
         try:

@@ -109,7 +109,8 @@ class PolicyClient:
             raise PolicyError(f"the policy server at {self.url} names its VLA {str(policy.get('vla'))[:40]!r}; "
                               "expected letters, digits, '.', '_' or '-'")
         self.metadata = policy
-        self.limits = first.get("limits") if isinstance(first.get("limits"), dict) else {}
+        limits = first.get("limits")
+        self.limits = limits if isinstance(limits, dict) else {}
 
     def _recv(self, what: str) -> dict[str, Any]:
         try:

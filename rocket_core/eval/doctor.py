@@ -215,7 +215,7 @@ def check_plugins() -> list[Check]:
 
     reg = get_registry()
     out = []
-    counts = {}
+    counts: dict[str, list[str]] = {}
     for rec in reg.records():
         counts.setdefault(rec.kind, []).append(rec.name)
     out.append(Check("plugins", not reg.problems, "; ".join(f"{k}: {', '.join(v)}" for k, v in counts.items())))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from rocket_core.errors import RocketError
 
@@ -117,9 +117,10 @@ class IsolatedEnv:
     def stamp(self) -> Path:
         return self.path / "rocket-env.json"
 
-    def info(self) -> dict | None:
+    def info(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.stamp.read_text())
+            info: dict[str, Any] = json.loads(self.stamp.read_text())
+            return info
         except (OSError, ValueError):
             return None
 
@@ -147,7 +148,7 @@ class IsolatedEnv:
             errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")] or res.stderr.splitlines()[-3:]
             raise RocketError(f"pip install in {self.path} failed: {' '.join(errors)[-800:]}")
 
-    def run(self, code: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(self, code: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.python), "-c", code], capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})
 
@@ -160,7 +161,7 @@ class IsolatedEnv:
                                          indent=2))
 
     def pip_versions(self, names: Sequence[str]) -> dict[str, str]:
-        code = ("import json, importlib.metadata as m\nout={}\nfor n in %r:\n"
+        code = ("import json, importlib.metadata as m\nout={}\nfor n in %r:\n"  # noqa: UP031 (a code template)
                 "    try: out[n]=m.version(n)\n    except m.PackageNotFoundError: out[n]='not installed'\n"
                 "print(json.dumps(out))" % (list(names),))
         res = self.run(code)

@@ -53,6 +53,7 @@ class Policy:
     def from_checkpoint(cls, path: Path, ema: bool | None = None, device: str | None = None) -> Policy:
         """The checkpoint's VLA, rebuilt and verified by `train.build.load_trained`; EMA weights when the
         checkpoint has them and `ema` is not False (True: required)."""
+        from rocket_core.eval.oft import is_oft_folder, load_oft_folder
         from rocket_core.train.build import load_trained
 
         foreign = cls.from_foreign(Path(path), device)
@@ -63,7 +64,7 @@ class Policy:
         model = run.module.vla
         norm = state.get("normalization") or {}
         if device:
-            model.to(device)
+            model.to(device)  # type: ignore[attr-defined]  # an nn.Module; VLAModel has no .to
         return cls(model, spec.vla.name, run.plan.vla_info, source=f"{run.path} ({run.weights} weights)",
                    state_norm=Normalizer.from_dict(norm["state"]) if norm.get("state") else None,
                    action_norm=Normalizer.from_dict(norm["action"]) if norm.get("action") else None,

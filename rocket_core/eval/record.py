@@ -42,11 +42,11 @@ def save_episode(path: str | Path, steps: list[dict[str, Any]], instruction: str
     for slot in range(len(steps[0]["images"]) if steps else 0):
         arrays[camera_key(slot)] = np.stack([np.asarray(s["images"][slot], dtype=np.uint8) for s in steps])
     tmp = path.with_name(path.stem + ".partial.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs match **arrays to allow_pickle
     tmp.replace(path)
 
 
-def _stats(values: np.ndarray) -> dict[str, list]:
+def _stats(values: np.ndarray) -> dict[str, list[Any]]:
     flat = values.reshape(len(values), -1).astype(np.float64)
     out = {"min": flat.min(0), "max": flat.max(0), "mean": flat.mean(0), "std": flat.std(0),
            "q01": np.quantile(flat, 0.01, axis=0), "q99": np.quantile(flat, 0.99, axis=0)}
@@ -67,7 +67,7 @@ def write_dataset(root: Path, fps: int = 10) -> Path:
     episodes = [dict(np.load(f)) for f in files]
     cameras = [k for k in episodes[0] if k == "image" or k.startswith(("image_", "wrist_image"))]
     tasks = list(dict.fromkeys(str(e["instruction"]) for e in episodes))
-    columns: dict[str, list] = {k: [] for k in (*cameras, "state", "actions", "timestamp", "frame_index",
+    columns: dict[str, list[Any]] = {k: [] for k in (*cameras, "state", "actions", "timestamp", "frame_index",
                                                 "episode_index", "index", "task_index")}
     rows = []
     for e, (ep, path) in enumerate(zip(episodes, files)):
@@ -97,7 +97,10 @@ def write_dataset(root: Path, fps: int = 10) -> Path:
         "timestamp": pa.array(columns["timestamp"], pa.float32()),
         **{k: pa.array(columns[k], pa.int64()) for k in ("frame_index", "episode_index", "index", "task_index")},
     })
-    scalar = lambda dtype: {"dtype": dtype, "shape": [1], "names": None}  # noqa: E731
+
+    def scalar(dtype: str) -> dict[str, Any]:
+        return {"dtype": dtype, "shape": [1], "names": None}
+
     features = {
         **{cam: {"dtype": "image", "shape": list(episodes[0][cam].shape[1:]), "names": ["height", "width", "channel"]}
            for cam in cameras},

@@ -87,7 +87,8 @@ def postprocess(chunk: np.ndarray, protocol: Protocol) -> np.ndarray:
         chunk = chunk[None]
     if chunk.shape[-1] < protocol.action_dim:
         raise ValueError(f"the policy returned {chunk.shape[-1]}-dim actions; {protocol.benchmark} needs {protocol.action_dim}")
-    return process_gripper(chunk[:, : protocol.action_dim], protocol.gripper)
+    commands: np.ndarray = process_gripper(chunk[:, : protocol.action_dim], protocol.gripper)
+    return commands
 
 
 def run_episode(

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rocket_core.errors import RocketError
 from rocket_core.contracts import BenchmarkAdapter as Benchmark
+from rocket_core.errors import RocketError
 from rocket_core.eval.protocol import Protocol
 from rocket_core.eval.worker import MARK
 
@@ -73,7 +73,8 @@ def list_tasks(bench: type[Benchmark], suite: str, protocol: Protocol, python: s
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **bench.worker_env()}, timeout=600)
     for line in res.stdout.splitlines():
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])["tasks"]
+            tasks: list[dict[str, Any]] = json.loads(line[len(MARK):])["tasks"]
+            return tasks
     raise RocketError(f"cannot list the tasks of {bench.name} suite '{suite}': "
                       f"{(res.stderr.strip().splitlines() or ['no output'])[-1]}"
                       + (f"; set it up with: rocket eval --setup {bench.name}" if bench.env_name else ""))
@@ -104,7 +105,8 @@ class _Worker:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
+                message: dict[str, Any] = json.loads(line[len(MARK):])
+                return message
             self.log.write(line)
         return None
 
@@ -132,7 +134,7 @@ class _Worker:
 
 def _check_run_file(cfg: EvalConfig) -> None:
     run_file = cfg.out / "run.json"
-    mine = {"benchmark": cfg.benchmark.name,
+    mine: dict[str, Any] = {"benchmark": cfg.benchmark.name,
             "protocols": {s.suite: json.loads(json.dumps(s.protocol.to_dict())) for s in cfg.suites}}
     if run_file.is_file():
         old = json.loads(run_file.read_text())
@@ -146,7 +148,8 @@ def _check_run_file(cfg: EvalConfig) -> None:
 
 def plan_jobs(cfg: EvalConfig) -> tuple[list[dict[str, Any]], int]:
     """Jobs still to run (tasks grouped so a worker keeps its environment) and how many are already done."""
-    jobs, done = [], 0
+    jobs: list[dict[str, Any]] = []
+    done = 0
     for sp in cfg.suites:
         runnable = [t for t in sp.tasks if not t.get("skip")]
         indices = [t["index"] for t in runnable]
@@ -201,7 +204,14 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
 
 
 def _run_jobs(cfg: EvalConfig, jobs: list[dict[str, Any]], errors: list[str], progress: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     python = cfg.benchmark.python()
     cmd = [python, "-u", "-m", "rocket_core.eval.worker", "--sim", cfg.benchmark.sim_module, "--url", cfg.url]
@@ -293,7 +303,8 @@ def aggregate(cfg: EvalConfig) -> dict[str, Any]:
     suites: dict[str, Any] = {}
     total_s = total_n = 0
     for sp in cfg.suites:
-        tasks_out, groups = [], {}
+        tasks_out: list[dict[str, Any]] = []
+        groups: dict[str, dict[str, Any]] = {}
         s_succ = s_n = 0
         for task in sp.tasks:
             folder = cfg.out / "episodes" / sp.suite / f"task-{task['index']:03d}"

@@ -67,7 +67,7 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None) if host else []
     except OSError:
         return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def check_bind(host: str, port: int, token: str | None, insecure: bool = False) -> None:
@@ -356,12 +356,12 @@ class PolicyServer:
         """Cheap size checks before an observation may queue (the policy checks the rest)."""
         if not isinstance(obs, dict):
             return None
-        images = obs.get("images")
+        images: Any = obs.get("images")
         if not isinstance(images, (list, tuple)):
             images = list(images) if getattr(images, "ndim", 0) == 4 else [images]  # (cameras, H, W, 3) or one
         for k, im in enumerate(images):
-            shape = getattr(im, "shape", ())
-            if len(shape) >= 2 and max(shape[:2]) > self.limits.image_side:
+            shape: tuple[int, ...] = getattr(im, "shape", ())
+            if len(shape) >= 2 and max(shape[:2]) > self.limits.image_side:  # type: ignore[operator]  # set in __init__
                 return (f"image {k} is {shape[0]}x{shape[1]}; this server takes images of at most "
                         f"{self.limits.image_side} px a side (resize before sending)")
         task = obs.get("task")

@@ -20,7 +20,7 @@ def write_mp4(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: i
     try:
         import av
     except ImportError:
-        av = None
+        av = None  # type: ignore[assignment]  # optional: imageio writes the file instead
     if av is not None:
         with av.open(str(tmp), mode="w") as box:
             stream = box.add_stream("libx264", rate=fps)

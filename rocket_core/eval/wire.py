@@ -87,10 +87,11 @@ def _decode(obj: dict[Any, Any]) -> Any:
 
 
 def packb(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_encode, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, default=_encode, use_bin_type=True)
+    return packed
 
 
-def unpackb(data: bytes) -> Any:
+def unpackb(data: bytes | bytearray | str) -> Any:  # a str (a text frame) is refused
     """Decode one message; raises `WireError` (one line) for anything outside the format or its limits."""
     try:
         return msgpack.unpackb(data, object_hook=_decode, raw=False)

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 env = sim.make_env(job["suite"], job["task"], proto)
                 made, env_key = time.perf_counter() - t0, key
+            assert env is not None  # made above for the first job
             result = run_episode(env, client.infer, proto, job["episode"], record=bool(job.get("video")),
                                  trace=bool(job.get("record")))
             trace = result.pop("trace", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ class AlignModule(nn.Module):
         self.head = head
         self.vla_layers = list(vla_layers)
 
-    def forward(self, batch: dict[str, Any], targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: Batch, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Action loss and per-pair alignment losses (None without alignment) of one micro-batch."""
         out = self.vla.forward_align(batch, self.vla_layers if self.head is not None else [])
         if self.head is None:

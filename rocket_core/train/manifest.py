@@ -184,7 +184,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise RocketError(f"checkpoint '{folder}' has no {MANIFEST}: it was not completely written or not by rocket; "
                           "resume from another checkpoint")
     try:
-        doc = json.loads(path.read_text())
+        doc: dict[str, Any] = json.loads(path.read_text())
         step, files = doc["step"], doc["files"]
         ok = (doc.get("format") == FORMAT and type(step) is int and step >= 0 and isinstance(files, dict)
               and all(isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)

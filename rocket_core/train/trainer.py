@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from rocket_core.align.targets import teacher_features
 from rocket_core.contract_check import check_run
-from rocket_core.contracts import TeacherModel
-from rocket_core.conventions import FILENAME
-from rocket_core.conventions import from_dataset as conventions_from_dataset
+from rocket_core.contracts import Batch, TeacherModel
+from rocket_core.conventions import FILENAME, from_dataset as conventions_from_dataset
 from rocket_core.data import VLADataset, collate_batch, to_device
 from rocket_core.data.dataset import TrainSampler
+from rocket_core.data.spec import DataSpec
 from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.progress import Bar
@@ -132,6 +132,8 @@ def rewind_metrics(run_dir: Path, step: int) -> None:
 class _Interrupt:
     """First Ctrl-C: finish the step, checkpoint, stop. Second: abort at once (KeyboardInterrupt)."""
 
+    old: Any  # the SIGINT handler to restore: whatever signal.signal returned
+
     def __init__(self, announce: bool) -> None:
         self.requested, self.announce, self.old = False, announce, None
 
@@ -189,7 +191,7 @@ class Trainer:
         head = module.head
         self.teacher: TeacherModel | None = build_teacher(plan) if head is not None else None
         if self.teacher is not None:
-            self.teacher.to(self.acc.device)  # type: ignore[attr-defined]
+            self.teacher.to(self.acc.device)  # type: ignore[attr-defined]  # an nn.Module; TeacherModel has no .to
         self.pool_rng = torch.Generator().manual_seed(t.seed)
         if head is not None:
             head.generator = self.pool_rng
@@ -253,15 +255,16 @@ class Trainer:
         self.pool_rng.set_state(ckpt.rng["pooling"])
         self.step = ckpt.step
 
-    def _targets(self, batch: dict[str, Any]) -> torch.Tensor | None:
+    def _targets(self, batch: Batch) -> torch.Tensor | None:
         if self.teacher is None:
             return None
         if self.cache is not None:
             return self.cache.targets(batch, self.teacher)
         layers = self.plan.layers.teacher
         feats = teacher_features(self.teacher, batch, layers, self.plan.vla_info.num_images)
-        head = self.acc.unwrap_model(self.module).head
-        return head.pool_targets([feats[k] for k in layers])
+        head = self.acc.unwrap_model(self.module).head  # Any: accelerate is untyped
+        targets: torch.Tensor = head.pool_targets([feats[k] for k in layers])
+        return targets
 
     def _check_finite(self, action: torch.Tensor, pairs: torch.Tensor | None) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(action) else 1.0], device=self.acc.device)
@@ -382,7 +385,7 @@ class Trainer:
         return TrainResult(self.run_dir, checkpoint, self.step, history, interrupted=interrupted,
                            wall_s=time.monotonic() - started, steps_run=self.step - start_step)
 
-    def _one_step(self, data: Iterator[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    def _one_step(self, data: Iterator[Batch], labels: list[str]) -> dict[str, Any]:
         t = self.plan.spec.training
         start = time.perf_counter()
         action_sum = torch.zeros((), device=self.acc.device)
@@ -409,7 +412,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None and t.ema_decay is not None:  # both or neither
             with torch.no_grad():
                 for name, p in zip(self.names, self.params):
                     self.ema[name].lerp_(p.detach(), 1 - t.ema_decay)

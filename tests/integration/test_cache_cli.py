@@ -11,8 +11,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
+import rocket_plugins.projectors.builtin as builtin_projectors
 import tests.toy_plugins as toy
 from rocket_cli.cache import register
 from rocket_core.data import VLADataset

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
+import rocket_plugins.projectors.builtin as builtin_projectors
 import tests.toy_plugins as toy
 from rocket_cli.main import app
 from rocket_core.registry import Registry

@@ -75,9 +75,9 @@ def test_export_then_serve_reproduces_the_run(run_dir: Path, tmp_path: Path) -> 
 def _reference_folder(root: Path) -> tuple[Path, dict]:
     """A folder shaped like a published OFT/ROCKET checkpoint: merged tiny model, DDP-prefixed .pt parts,
     per-suite statistics with the gripper masked out, no conventions.json, no manifest."""
+    from rocket_core.specs import VLASpec
     from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
     from rocket_plugins.vla.openvla.options import PRESETS
-    from rocket_core.specs import VLASpec
 
     torch.manual_seed(0)
     model = OpenVLAAdapter.build(VLASpec(name="openvla", preset="tiny"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rocket_plugins.benchmarks.libero import LiberoBenchmark
 from rocket_core.eval.client import wait_healthy
 from rocket_core.eval.video import count_frames
+from rocket_plugins.benchmarks.libero import LiberoBenchmark
 
 pytestmark = pytest.mark.sim
 

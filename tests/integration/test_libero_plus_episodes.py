@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import serve_callable
+from rocket_plugins.benchmarks.libero_plus import LiberoPlusBenchmark
 
 pytestmark = pytest.mark.sim
 

@@ -32,8 +32,8 @@ def test_pi05_libero_recipe_matches_the_reference() -> None:
 
 
 def test_pi05_without_state_input_prompts_the_task_only() -> None:
-    from rocket_plugins.vla.pi05 import Pi05Adapter
     from rocket_core.specs import VLASpec
+    from rocket_plugins.vla.pi05 import Pi05Adapter
 
     batch = {"task": ["pick_up the\nbowl"], "state": torch.zeros(1, 8)}
     with_state = Pi05Adapter.build(VLASpec(name="pi05", preset="tiny")).prompts(batch)[0]
@@ -42,8 +42,8 @@ def test_pi05_without_state_input_prompts_the_task_only() -> None:
 
 
 def test_openvla_proprio_projector_can_stay_fp32_in_a_bf16_model() -> None:
-    from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
     from rocket_core.specs import VLASpec
+    from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
 
     torch.manual_seed(0)
     spec = VLASpec(name="openvla", preset="tiny", options={"dtype": "bfloat16", "proprio_fp32": True})

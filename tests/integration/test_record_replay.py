@@ -57,7 +57,7 @@ def test_toy_record_then_replay_retraces_the_episode(tmp_path: Path) -> None:
     assert set(rec.column("actions")[:, -1].tolist()) == {-1.0, 1.0}
 
 
-def test_libero_record_then_replay_matches_step_by_step(libero_env: None, tmp_path: Path) -> None:
+def test_libero_record_then_replay_matches_step_by_step(libero_env: None, tmp_path: Path) -> None:  # noqa: F811 (the fixture)
     meta = {"vla": "scripted", "num_images": 2, "state_dim": 8, "action_dim": 7, "chunk_size": CHUNK}
     rec, rep = _record_and_replay(tmp_path, "libero_spatial", 40, meta)
     states, again = rec.column("state"), rep.column("state")

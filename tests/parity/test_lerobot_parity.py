@@ -9,6 +9,7 @@ Tolerances (fixture README): image mode and all non-image values exact; decoded 
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import torch

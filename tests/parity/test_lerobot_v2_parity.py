@@ -50,7 +50,8 @@ def _expected(case: dict, key: str, index: int, reader: LeRobotReader) -> torch.
 
 
 def _assert_close(reader: LeRobotReader, key: str, got: torch.Tensor, exp: torch.Tensor, where: str) -> None:
-    assert (got.dtype, tuple(got.shape)) == (exp.dtype, tuple(exp.shape)), f"{where} {key}: {got.dtype}{list(got.shape)} != {exp.dtype}{list(exp.shape)}"
+    assert (got.dtype, tuple(got.shape)) == (exp.dtype, tuple(exp.shape)), \
+        f"{where} {key}: {got.dtype}{list(got.shape)} != {exp.dtype}{list(exp.shape)}"
     limit = VIDEO_ATOL if reader.features.get(key, {}).get("dtype") == "video" else 0.0
     err = (got.double() - exp.double()).abs().max().item() if got.numel() else 0.0
     assert err <= limit, f"{where} {key}: max abs err {err:.3g} > {limit:.3g}"

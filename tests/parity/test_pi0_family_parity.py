@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from rocket_core.specs import VLASpec
 from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
 from rocket_plugins.vla.paligemma.preprocess import resize_with_pad
 from rocket_plugins.vla.pi0 import Pi0Adapter
 from rocket_plugins.vla.pi05 import Pi05Adapter
 from rocket_plugins.vla.pi05.model import discretize_state, pi05_prompt
-from rocket_core.specs import VLASpec
 from tests.conftest import SHARED_FIXTURES, fixture_dir
 
 # (adapter, env var, default folder, tolerance): pi0 within 1e-3 as asked, pi0.5 at the fixture's 1e-4.

@@ -17,14 +17,13 @@ from safetensors.torch import load_file
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.pooling import bilinear_pool, pooled_grid, sincos_2d
 from rocket_core.align.projector import AlignProjector, matryoshka_widths
-from rocket_plugins.vla.openvla.policy import vision_slice as openvla_vision_slice
-from rocket_plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask
-from rocket_plugins.vla.paligemma.preprocess import vision_slice as pi0_vision_slice
 from rocket_core.analysis.similarity import gradient_conflict, token_mean_cosine
 from rocket_core.registry import get_registry
 from rocket_core.select.balanced import balanced_branch, balanced_layers
 from rocket_core.select.cka import cka_matrix, hungarian_match, linear_cka
 from rocket_core.specs import ProjectorSpec
+from rocket_plugins.vla.openvla.policy import vision_slice as openvla_vision_slice
+from rocket_plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask, vision_slice as pi0_vision_slice
 from tests.conftest import SHARED_FIXTURES, fixture_dir, needs_fixture
 from rocket_core.align.loss import cosine_loss
 from tests.helpers import random_pool, reference_cache_keys

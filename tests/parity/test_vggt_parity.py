@@ -13,12 +13,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from rocket_core.specs import TeacherSpec
+from rocket_core.vision import normalize
 from rocket_plugins.teachers.vggt import VGGTTeacher
 from rocket_plugins.teachers.vggt.config import config_from_reference
 from rocket_plugins.teachers.vggt.model import VGGT, patch_positions
 from rocket_plugins.teachers.vggt.teacher import load_checkpoint
-from rocket_core.specs import TeacherSpec
-from rocket_core.vision import normalize
 from tests.conftest import SHARED_FIXTURES, fixture_dir
 
 FIXTURE = fixture_dir("ROCKET_VGGT_FIXTURE", SHARED_FIXTURES / "vggt" / "tiny")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
 from rocket_core.align import fused
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.pooling import bilinear_pool

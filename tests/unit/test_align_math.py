@@ -4,11 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
 from rocket_core.align.head import AlignmentHead
 from rocket_core.align.pooling import bilinear_pool, sincos_2d
-from rocket_plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask
-from rocket_plugins.vla.paligemma.preprocess import downsample_padding_mask
 from rocket_core.specs import ProjectorSpec
 from rocket_core.align.loss import cosine_loss
 

@@ -11,7 +11,6 @@ import rocket_core.train.checkpoint as ck
 from rocket_core.errors import RocketError
 from rocket_core.specs import RunSpec
 
-
 PLUGINS = {"vla": {"name": "openvla"}, "teacher": {"name": "vggt"}, "projector": {"name": "rocket"}}
 
 

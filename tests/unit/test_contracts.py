@@ -11,11 +11,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner
 
-import rocket_plugins.projectors.builtin as builtin_projectors
 import rocket_core.registry as registry_module
+import rocket_plugins.projectors.builtin as builtin_projectors
 import tests.toy_plugins as toy
 from rocket_cli.main import app
-from rocket_plugins.projectors.builtin import RocketProjector
 from rocket_core import hookimpl
 from rocket_core.contract_check import check_plugin
 from rocket_core.contracts import VLAInfo, VLAOutput
@@ -23,6 +22,7 @@ from rocket_core.engine import plan_run
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry
 from rocket_core.specs import VLASpec, build_spec
+from rocket_plugins.projectors.builtin import RocketProjector
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from rocket_cli import doctor
-import pytest
-
 from rocket_core.eval import doctor as doctor_mod
 from rocket_core.eval.doctor import probe_egl, probe_osmesa, probe_vulkan, run_doctor
 from rocket_plugins.benchmarks.robotwin import RoboTwinBenchmark

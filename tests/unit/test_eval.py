@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rocket_plugins.benchmarks.libero import LiberoBenchmark
-from rocket_plugins.benchmarks.toy import ToyBenchmark
-from rocket_core.data.normalize import Normalizer
 from rocket_core.contracts import VLAInfo
+from rocket_core.data.normalize import Normalizer
 from rocket_core.errors import RocketError
 from rocket_core.eval.base import find_benchmark
 from rocket_core.eval.client import PolicyClient, PolicyError, health
@@ -25,6 +23,8 @@ from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import PolicyServer, serve_callable
 from rocket_core.eval.video import count_frames
 from rocket_core.eval.wire import packb, unpackb
+from rocket_plugins.benchmarks.libero import LiberoBenchmark
+from rocket_plugins.benchmarks.toy import ToyBenchmark
 from rocket_plugins.benchmarks.toy_sim import TASKS
 
 # ---- protocol ------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rocket_plugins.teachers.vggt import VGGTTeacher
 from rocket_core.errors import RocketError
 from rocket_core.hub import find_weights_file, load_state_dict, resolve_weights
 from rocket_core.specs import TeacherSpec
+from rocket_plugins.teachers.vggt import VGGTTeacher
 
 MAIN, V1 = "a" * 40, "b" * 40
 

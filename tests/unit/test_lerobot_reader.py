@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rocket_core.data import LeRobotReader, VLADataset, DataSpec, bundled_dataset_path, dataset_fingerprint, delta_offsets
+from rocket_core.data import (
+    DataSpec,
+    LeRobotReader,
+    VLADataset,
+    bundled_dataset_path,
+    dataset_fingerprint,
+    delta_offsets,
+)
 from rocket_core.errors import RocketError
 from tests.conftest import SHARED_FIXTURES, fixture_dir, missing_fixture_reason
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
+from rocket_core.eval.server import serve_callable
 from rocket_plugins.benchmarks.libero_plus import DIMENSIONS, LiberoPlusBenchmark
 from rocket_plugins.benchmarks.libero_plus_sim import dimension, skip_reason
 from rocket_plugins.benchmarks.toy import ToyBenchmark
-from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
-from rocket_core.eval.server import serve_callable
 
 BASE = "pick_up_the_black_bowl_from_table_center_and_place_it_on_the_plate"
 

@@ -9,16 +9,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from rocket_core.align.head import AlignmentHead
+from rocket_core.errors import RocketError
+from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from rocket_plugins.projectors.builtin import RocketProjector
-from rocket_plugins.vla.openvla import OpenVLAAdapter
-from rocket_plugins.vla.openvla import processor as proc
+from rocket_plugins.vla.openvla import OpenVLAAdapter, processor as proc
 from rocket_plugins.vla.openvla.modeling import OpenVLA, OpenVLAConfig
 from rocket_plugins.vla.openvla.options import OPENVLA_7B_CONFIG, TINY_CONFIG, OpenVLAOptions
 from rocket_plugins.vla.openvla.policy import OpenVLAPolicy
 from rocket_plugins.vla.openvla.weights import find_part_file, load_lora_adapter, load_openvla_weights, load_part
-from rocket_core.align.head import AlignmentHead
-from rocket_core.errors import RocketError
-from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from tests.conftest import SHARED_FIXTURES
 
 MANIFEST = SHARED_FIXTURES / "openvla" / "manifest-openvla-7b.json"
@@ -303,7 +302,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_grads() -> None:
         # the first op of a Llama layer and of a ViT block (hooks on the layers themselves stay outside the
         # checkpoint, and a recompute stops once it has what backward needs)
         for first in (model.language_model.model.layers[0].input_layernorm, model.vision_backbone.featurizer.blocks[0].norm1):
-            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
+            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))  # noqa: B023 (one list)
         torch.manual_seed(1)
         out = model.forward_align(_batch(model), [2])
         (out.action_loss + out.vision_states[2].square().mean()).backward()

@@ -6,6 +6,11 @@ from typing import Sequence
 import pytest
 import torch
 
+from rocket_core.align.head import AlignmentHead
+from rocket_core.contracts import Batch
+from rocket_core.errors import RocketError
+from rocket_core.registry import load_registry
+from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 from rocket_plugins.projectors.builtin import RocketProjector
 from rocket_plugins.vla.paligemma.config import LORA_LEAVES, TINY_ARCH
 from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
@@ -13,11 +18,6 @@ from rocket_plugins.vla.paligemma.preprocess import pad_last, preprocess_images
 from rocket_plugins.vla.paligemma.tokenizer import load_tokenizer
 from rocket_plugins.vla.pi0 import Pi0Adapter
 from rocket_plugins.vla.pi05 import Pi05Adapter
-from rocket_core.align.head import AlignmentHead
-from rocket_core.contracts import Batch
-from rocket_core.errors import RocketError
-from rocket_core.registry import load_registry
-from rocket_core.specs import LoraSpec, ProjectorSpec, TrainingSpec, VLASpec
 
 ADAPTERS = {"pi0": Pi0Adapter, "pi05": Pi05Adapter}
 CAMERAS = 2
@@ -189,7 +189,7 @@ def test_gradient_checkpointing_matches(name: str, finetune: str) -> None:
         assert model.use_checkpoint == flag == model.vlm.vision_tower.is_activation_checkpointing
         calls: list[str] = []  # first ops of SigLIP layer 0 and joint layer 0 (a recompute stops once it has enough)
         for first in (model.vlm.vision_tower.encoder.layers[0].layer_norm1, model.vlm.language_model.layers[0].input_layernorm):
-            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
+            first.register_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))  # noqa: B023 (one list)
         torch.manual_seed(5)
         out = model.forward_align(_batch(), [1, 2])
         (out.action_loss + out.vision_states[1].square().mean()).backward()

@@ -59,8 +59,8 @@ def test_dnf_line_uses_fedora_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_eval_setup_cli_passes_yes(debian: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    from rocket_cli import eval as eval_cmd
     import rocket_core.eval.base as base
+    from rocket_cli import eval as eval_cmd
 
     class Bench:
         name = "fake"

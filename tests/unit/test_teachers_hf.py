@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rocket_plugins.teachers.hf import DepthAnythingTeacher, DINOv2Teacher
 from rocket_core.errors import RocketError
 from rocket_core.registry import load_registry
 from rocket_core.specs import TeacherSpec
 from rocket_core.vision import normalize
+from rocket_plugins.teachers.hf import DepthAnythingTeacher, DINOv2Teacher
 
 TEACHERS = [DINOv2Teacher, DepthAnythingTeacher]
 

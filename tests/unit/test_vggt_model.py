@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from rocket_core.errors import RocketError
+from rocket_core.specs import TeacherSpec
 from rocket_plugins.teachers.vggt import VGGTTeacher
 from rocket_plugins.teachers.vggt.config import TINY, VGGT_1B, config_from_reference
 from rocket_plugins.teachers.vggt.model import VGGT
 from rocket_plugins.teachers.vggt.teacher import load_checkpoint
-from rocket_core.errors import RocketError
-from rocket_core.specs import TeacherSpec
 from tests.conftest import SHARED_FIXTURES, fixture_dir
 
 MANIFEST = SHARED_FIXTURES / "vggt" / "manifest-vggt-1b.json"  # always the shared one, whatever the tiny fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rocket_plugins.teachers.vggt.adapter import VGGTTeacher
 from rocket_core import hookimpl
+from rocket_plugins.teachers.vggt.adapter import VGGTTeacher
 
 __all__ = ["VGGTTeacher", "register_teachers"]
 

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
-from rocket_plugins.teachers.options import check_options
-from rocket_plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
 from rocket_core.contracts import TeacherAdapter, TeacherInfo
 from rocket_core.errors import RocketError
+from rocket_plugins.teachers.options import check_options
+from rocket_plugins.teachers.vggt.config import PRESETS, VGGT_1B, VGGTConfig, config_from_reference
 
 if TYPE_CHECKING:
     from rocket_core.specs import TeacherSpec

@@ -5,15 +5,15 @@ after any block (`layers`), which is all a teacher needs; the heads are only bui
 """
 from __future__ import annotations
 
-from typing import Collection, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rocket_core.vision import normalize
 from rocket_plugins.teachers.vggt.config import DPTConfig, VGGTConfig
 from rocket_plugins.teachers.vggt.layers import Block, Mlp, RotaryPositions2D
-from rocket_core.vision import normalize
 
 POSE_DIM = 9  # translation (3), quaternion (4), field of view (2)
 
@@ -247,7 +247,7 @@ class DPTHead(nn.Module):
         self.scratch = scratch
 
     def _fuse(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        sc = self.scratch
+        sc: Any = self.scratch  # its submodules are set by name
         l1, l2, l3, l4 = (getattr(sc, f"layer{i}_rn")(x) for i, x in enumerate(feats, start=1))
         x = sc.refinenet4(l4, size=l3.shape[2:])
         x = sc.refinenet3(x, l3, size=l2.shape[2:])
@@ -267,7 +267,7 @@ class DPTHead(nn.Module):
             x = self.norm(x.reshape(b * s, gh * gw, -1)).permute(0, 2, 1).reshape(b * s, -1, gh, gw)
             feats.append(self.resize_layers[i](uv_embedding(self.projects[i](x), w, h)))
         x = F.interpolate(self._fuse(feats), size=(gh * self.patch_size, gw * self.patch_size), mode="bilinear", align_corners=True)
-        x = self.scratch.output_conv2(uv_embedding(x, w, h)).permute(0, 2, 3, 1)
+        x = self.scratch.output_conv2(uv_embedding(x, w, h)).permute(0, 2, 3, 1)  # type: ignore[operator]  # a submodule
         values, conf = x[..., :-1], 1 + x[..., -1].exp()
         if self.activation == "exp":
             values = values.exp()

@@ -9,13 +9,13 @@ from typing import Any, Collection, Sequence
 
 import torch
 
-from rocket_plugins.teachers.common import FrozenTeacher
-from rocket_plugins.teachers.vggt.adapter import resolve_config
-from rocket_plugins.teachers.vggt.model import VGGT
 from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
 from rocket_core.hub import check_keys, find_weights_file, load_state_dict, resolve_weights
 from rocket_core.specs import TeacherSpec
+from rocket_plugins.teachers.common import FrozenTeacher
+from rocket_plugins.teachers.vggt.adapter import resolve_config
+from rocket_plugins.teachers.vggt.model import VGGT
 
 HEAD_PREFIXES: tuple[str, ...] = ("camera_head.", "depth_head.", "point_head.", "track_head.")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
 from rocket_core import hookimpl
+from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
 
 __all__ = ["OpenVLAAdapter"]
 

@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, ClassVar
 from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
 from rocket_plugins.vla.openvla.shapes import OpenVLASizes, hf_config
 from rocket_core.contracts import VLAAdapter, VLAInfo
+from rocket_plugins.vla.openvla.options import (
+    ALLOW_PATTERNS,
+    DEFAULT_CHECKPOINT,
+    OpenVLAOptions,
+    paper_layers,
+    parse_options,
+)
 
 if TYPE_CHECKING:
     from rocket_core.conventions import Conventions

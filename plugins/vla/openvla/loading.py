@@ -11,6 +11,9 @@ from typing import Any, Sequence
 
 import torch
 
+from rocket_core.errors import RocketError
+from rocket_core.hub import local_path, resolve_weights
+from rocket_core.specs import VLASpec
 from rocket_plugins.vla.openvla import processor as proc
 from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
 from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, LORA_DIR, OpenVLAOptions
@@ -44,7 +47,7 @@ def _tokenizer(folders: Sequence[Path], cfg: OpenVLAConfig) -> proc.HFTokenizer 
 
     for folder in folders:
         if (folder / "tokenizer_config.json").is_file():
-            return proc.HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), cfg.text.pad_token_id)
+            return proc.HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), cfg.text.pad_token_id)  # type: ignore[arg-type]  # set for LLaMA
     if cfg.action_vocab_size == proc.ByteTokenizer.base_vocab and cfg.text.pad_token_id == proc.ByteTokenizer.pad_token_id:
         return proc.ByteTokenizer()
     raise RocketError(f"no tokenizer files (tokenizer_config.json) in {', '.join(map(str, folders))}; use a full OpenVLA checkpoint folder")

@@ -20,6 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from rocket_plugins.vla.openvla.shapes import ViTConfig, fused_vits
 from rocket_plugins.vla.openvla.vit import VisionTransformer
 from rocket_core.errors import RocketError
+from rocket_plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
 
 IGNORE_INDEX = -100
 

@@ -17,14 +17,20 @@ from PIL import Image
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from rocket_plugins.vla.openvla import processor as proc
-from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
-from rocket_plugins.vla.openvla.modeling import IGNORE_INDEX, L1RegressionActionHead, OpenVLA, OpenVLAConfig, ProprioProjector
-from rocket_plugins.vla.openvla.options import ALL_LINEAR, LLM_LINEAR, LORA_DIR, OpenVLAOptions
-from rocket_plugins.vla.openvla.weights import save_lora_adapter, save_parts
 from rocket_core.contracts import Batch, VLAOutput
 from rocket_core.errors import RocketError
 from rocket_core.specs import TrainingSpec
+from rocket_plugins.vla.openvla import processor as proc
+from rocket_plugins.vla.openvla.adapter import OpenVLAAdapter
+from rocket_plugins.vla.openvla.modeling import (
+    IGNORE_INDEX,
+    L1RegressionActionHead,
+    OpenVLA,
+    OpenVLAConfig,
+    ProprioProjector,
+)
+from rocket_plugins.vla.openvla.options import ALL_LINEAR, LLM_LINEAR, LORA_DIR, OpenVLAOptions
+from rocket_plugins.vla.openvla.weights import save_lora_adapter, save_parts
 
 # transformers renamed the KV-cache argument `past_key_values` -> `cache` (the old name warns until 5.40).
 _CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
@@ -65,7 +71,7 @@ class OpenVLAPolicy(OpenVLA):
 
     @property
     def _device(self) -> torch.device:
-        return self.language_model.get_input_embeddings().weight.device
+        return self.language_model.get_input_embeddings().weight.device  # type: ignore[return-value]  # an Embedding's
 
     @property
     def lora_target_modules(self) -> str:
@@ -74,7 +80,7 @@ class OpenVLAPolicy(OpenVLA):
 
     def add_oft_parts(self) -> None:
         """Fresh proprio projector and L1 head (same dtype/device as the LLM)."""
-        like = self.language_model.get_input_embeddings().weight
+        like: torch.Tensor = self.language_model.get_input_embeddings().weight  # type: ignore[assignment]  # as above
         d = self.config.hidden_size
         if self.opts.uses_proprio:
             dtype = torch.float32 if self.opts.proprio_fp32 else like.dtype
@@ -101,7 +107,8 @@ class OpenVLAPolicy(OpenVLA):
         from peft import LoraConfig, inject_adapter_in_model
 
         config = LoraConfig(
-            r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=self.lora_target_modules, init_lora_weights="gaussian"
+            r=rank, lora_alpha=alpha, lora_dropout=dropout,  # type: ignore[arg-type]  # peft takes a float alpha
+            target_modules=self.lora_target_modules, init_lora_weights="gaussian"
         )
         inject_adapter_in_model(config, self)
         self.lora = {"rank": rank, "alpha": alpha, "dropout": dropout}
@@ -206,7 +213,7 @@ class OpenVLAPolicy(OpenVLA):
         else:
             loss = err.mean()
         vision = vision_slice(self.info.num_vision_tokens, self.opts.shift_vision_tokens)
-        states = {k: hidden[k][:, vision] for k in layers}
+        states = {k: hidden[k][:, vision] for k in layers}  # type: ignore[index]  # keep=True: hidden states
         token_mask = None
         masks = batch.get("image_masks")
         if masks is not None and not bool(masks.all()):

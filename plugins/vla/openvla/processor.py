@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rocket_plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
 from rocket_core.errors import RocketError
+from rocket_plugins.vla.openvla.options import BYTE_BASE_VOCAB, BYTE_PAD_ID
 
 # Per fused ViT (DINOv2 first, then SigLIP): the normalisation its timm data config uses.
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -135,7 +135,8 @@ def dataset_stats(norm_stats: Mapping[str, Any], unnorm_key: str | None) -> Mapp
         raise RocketError("this checkpoint has no norm_stats; actions can only be returned normalised")
     if unnorm_key is None:
         if len(norm_stats) != 1:
-            raise RocketError(f"the checkpoint has statistics for several datasets; set options.unnorm_key to one of: {', '.join(sorted(norm_stats))}")
+            raise RocketError("the checkpoint has statistics for several datasets; set options.unnorm_key to one of: "
+                              f"{', '.join(sorted(norm_stats))}")
         unnorm_key = next(iter(norm_stats))
     if unnorm_key not in norm_stats:
         raise RocketError(f"unnorm_key '{unnorm_key}' is not in the checkpoint's norm_stats; use one of: {', '.join(sorted(norm_stats))}")

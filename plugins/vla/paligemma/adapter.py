@@ -4,8 +4,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, ClassVar
 
-from rocket_plugins.vla.paligemma.config import PALIGEMMA_TOKENIZER, PolicyOptions, arch_for, vla_info
 from rocket_core.contracts import VLAAdapter, VLAInfo
+from rocket_plugins.vla.paligemma.config import PALIGEMMA_TOKENIZER, PolicyOptions, arch_for, vla_info
 
 if TYPE_CHECKING:
     from rocket_core.specs import VLASpec

@@ -12,9 +12,10 @@ from rocket_core.contracts import VLAInfo
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
-    from rocket_core.specs import VLASpec
     import torch
     from transformers import GemmaConfig, PaliGemmaConfig
+
+    from rocket_core.specs import VLASpec
 
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 MAX_CAMERAS = 3
@@ -81,7 +82,7 @@ class Arch:
         from transformers import PaliGemmaConfig
 
         v, s = self.vlm, self.vision
-        return PaliGemmaConfig(
+        return PaliGemmaConfig(  # type: ignore[call-arg]  # image_token_id: transformers' alias of image_token_index
             text_config=dict(
                 model_type="gemma", hidden_size=v.width, num_hidden_layers=v.depth, intermediate_size=v.mlp_dim,
                 num_attention_heads=v.num_heads, num_key_value_heads=v.num_kv_heads, head_dim=v.head_dim,
@@ -99,7 +100,7 @@ class Arch:
         from transformers import GemmaConfig
 
         e = self.expert
-        return GemmaConfig(
+        return GemmaConfig(  # type: ignore[call-arg]  # hidden_activation: Gemma's key, kept on the config
             hidden_size=e.width, num_hidden_layers=e.depth, intermediate_size=e.mlp_dim, num_attention_heads=e.num_heads,
             num_key_value_heads=e.num_kv_heads, head_dim=e.head_dim, vocab_size=self.vocab_size,
             rms_norm_eps=self.rms_norm_eps, hidden_activation="gelu_pytorch_tanh",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ def _gated(x: torch.Tensor, update: torch.Tensor, gate: torch.Tensor | None) -> 
 
 
 def joint_layer(
-    layers: Sequence[nn.Module],
+    layers: Sequence[Any],  # HF decoder layers: their parts are dynamic attributes
     hiddens: Sequence[torch.Tensor],
     ropes: Sequence[tuple[torch.Tensor, torch.Tensor]],
     conds: Sequence[torch.Tensor | None],
@@ -89,7 +89,10 @@ def joint_layer(
         k = attn.k_proj(y).view(shape).transpose(1, 2)
         v = attn.v_proj(y).view(shape).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        qs.append(q), ks.append(k), vs.append(v), gates.append(gate)
+        qs.append(q)
+        ks.append(k)
+        vs.append(v)
+        gates.append(gate)
     new_kv = torch.cat(ks, 2), torch.cat(vs, 2)
     k, v = new_kv if past is None else (torch.cat([past[0], new_kv[0]], 2), torch.cat([past[1], new_kv[1]], 2))
     q = torch.cat(qs, 2)
@@ -111,13 +114,13 @@ def joint_layer(
 class StackOutput:
     """Per-stream final (un-normed) states, captured prefix states {blocks applied: (B, V, D)}, per-layer KV."""
 
-    hiddens: list[torch.Tensor]
+    hiddens: Sequence[torch.Tensor]
     captured: dict[int, torch.Tensor]
     kv: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def run_stack(
-    stacks: Sequence[Sequence[nn.Module]],
+    stacks: Sequence[Sequence[nn.Module] | nn.ModuleList],
     hiddens: Sequence[torch.Tensor],
     ropes: Sequence[tuple[torch.Tensor, torch.Tensor]],
     conds: Sequence[torch.Tensor | None],

@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rocket_core.contracts import Batch, VLAInfo, VLAOutput
+from rocket_core.errors import RocketError
+from rocket_core.specs import TrainingSpec
 from rocket_plugins.vla.paligemma.config import LORA_LEAVES, PALIGEMMA_TOKENIZER, Arch, PolicyOptions, blocks_applied
 from rocket_plugins.vla.paligemma.layers import apply_norm, attention_mask, run_stack, sample_time
 from rocket_plugins.vla.paligemma.preprocess import align_mask, downsample_padding_mask, pad_last, preprocess_images
 from rocket_plugins.vla.paligemma.tokenizer import load_tokenizer, tokenize
-from rocket_core.contracts import Batch, VLAInfo, VLAOutput
-from rocket_core.errors import RocketError
-from rocket_core.specs import TrainingSpec
-
 
 
 def load_safetensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -65,11 +64,11 @@ class PaliGemmaFlowPolicy(nn.Module):
 
     # -- what a subclass provides
     @property
-    def vlm(self) -> nn.Module:  # transformers PaliGemmaModel
+    def vlm(self) -> Any:  # transformers PaliGemmaModel (its parts are dynamic attributes)
         raise NotImplementedError
 
     @property
-    def expert_layers(self) -> Sequence[nn.Module]:
+    def expert_layers(self) -> nn.ModuleList:
         raise NotImplementedError
 
     @property
@@ -291,7 +290,7 @@ class PaliGemmaFlowPolicy(nn.Module):
 
         expert = {rf"^{self.lora_scopes()[1]}\..*": self.opts.lora_rank_expert}
         config = LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=self.lora_target_modules, rank_pattern=expert,
+            r=rank, lora_alpha=alpha, target_modules=self.lora_target_modules, rank_pattern=expert,  # type: ignore[arg-type]  # peft: float ok
             alpha_pattern=expert, lora_dropout=dropout,
         )
         inject_adapter_in_model(config, self)

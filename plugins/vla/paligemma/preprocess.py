@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from rocket_core.errors import RocketError
 
 
-
 def resize_with_pad(images: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, h, w) in [0, 1] -> (N, 3, size, size): aspect kept, bilinear, clamped to [0, 1], centred 0 padding.
 

@@ -8,7 +8,6 @@ import torch
 from rocket_core.errors import RocketError
 
 
-
 class ByteTokenizer:
     """Offline stand-in for the tiny preset: UTF-8 bytes + 2 (0 = pad, 1 = BOS). Needs vocab >= 258."""
 

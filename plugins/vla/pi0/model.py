@@ -7,18 +7,18 @@ per-layer prefix states come from the same pass as the action loss (docs/pi0.md 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PaliGemmaModel, PI0Config, PI0ForConditionalGeneration
 
+from rocket_core.contracts import Batch, VLAInfo
+from rocket_core.errors import RocketError
 from rocket_plugins.vla.paligemma.config import Arch, PolicyOptions
 from rocket_plugins.vla.paligemma.layers import time_embedding
 from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy
-from rocket_core.contracts import Batch, VLAInfo
-from rocket_core.errors import RocketError
 
 
 def pi0_config(arch: Arch) -> PI0Config:
@@ -54,7 +54,7 @@ class Pi0Policy(PaliGemmaFlowPolicy):
         return self.pi0.model.dit.norm
 
     @property
-    def action_out_proj(self) -> nn.Linear:
+    def action_out_proj(self) -> nn.Linear:  # type: ignore[override]  # read-only: the pi0 model owns it
         return self.pi0.action_out_proj
 
     @property
@@ -88,9 +88,10 @@ class Pi0Policy(PaliGemmaFlowPolicy):
 
     def load(self, folder: Path) -> None:
         """transformers' own PI0 loading (LeRobot key conversion included); every key must match."""
-        loaded, report = PI0ForConditionalGeneration.from_pretrained(
+        pair: Any = PI0ForConditionalGeneration.from_pretrained(  # with loading info: (model, report)
             folder, config=self.pi0.config, output_loading_info=True
         )
+        loaded, report = pair
         bad = {k: v for k, v in report.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
         if bad:
             raise RocketError(f"'{folder}' is not a pi0 checkpoint of this size: {bad}")

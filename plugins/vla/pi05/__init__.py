@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rocket_plugins.vla.paligemma.adapter import PaliGemmaFlowAdapter
 from rocket_core import hookimpl
+from rocket_plugins.vla.paligemma.adapter import PaliGemmaFlowAdapter
 
 
 class Pi05Adapter(PaliGemmaFlowAdapter):

@@ -15,11 +15,11 @@ from torch import nn
 from transformers import PaliGemmaModel
 from transformers.models.gemma.modeling_gemma import GemmaAttention, GemmaMLP
 
+from rocket_core.contracts import Batch, VLAInfo
+from rocket_core.errors import RocketError
 from rocket_plugins.vla.paligemma.config import Arch, PolicyOptions
 from rocket_plugins.vla.paligemma.layers import AdaptiveRMSNorm, time_embedding
 from rocket_plugins.vla.paligemma.policy import PaliGemmaFlowPolicy, load_safetensors
-from rocket_core.contracts import Batch, VLAInfo
-from rocket_core.errors import RocketError
 
 STATE_BINS = 256
 # LeRobot key prefix -> our module path.

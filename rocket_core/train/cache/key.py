@@ -75,7 +75,7 @@ def cache_key(teacher: dict[str, Any], data: dict[str, Any], layout: Layout, poo
         "format": FORMAT,
         "teacher": teacher,
         "data": data,
-        "store": {**dataclasses.asdict(layout), "pooling": dataclasses.asdict(pooling) if layout.kind == "pooled" else None},
+        "store": {**dataclasses.asdict(layout), "pooling": dataclasses.asdict(pooling) if layout.kind == "pooled" else None},  # type: ignore[arg-type]  # pooled: set
     }
     blob = json.dumps(parts, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest(), parts

@@ -39,11 +39,11 @@ class Pooling:
 
     def __call__(self, stacked: torch.Tensor) -> torch.Tensor:
         """(L, B, S, P, C) -> (L, B, N, C), exactly as the head pools live teacher features."""
-        return AlignmentHead.pool_targets(self, stacked)  # type: ignore[arg-type]
+        return AlignmentHead.pool_targets(self, stacked)  # type: ignore[arg-type]  # duck-typed self: the head's fields
 
     @classmethod
     def of_head(cls, head: AlignmentHead) -> Pooling:
-        return cls(head.num_vision_tokens, tuple(head.teacher_grid), tuple(head.teacher_image_hw),  # type: ignore[arg-type]
+        return cls(head.num_vision_tokens, head.teacher_grid, head.teacher_image_hw,
                    head.pooling, head.teacher_pe)
 
 
@@ -89,11 +89,11 @@ def make_layout(kind: str, layers: Iterable[int], frames: int, info: TeacherInfo
             raise RocketError("a pooled teacher cache needs bilinear pooling; random pooling draws anew every "
                               "step, so cache the raw grids instead (kind 'grid')")
         total = frames + pad_frames
-        oh, ow = pooled_grid(total, tuple(info.patch_grid), pooling.num_vision_tokens)  # type: ignore[arg-type]
+        oh, ow = pooled_grid(total, tuple(info.patch_grid), pooling.num_vision_tokens)  # type: ignore[arg-type] # tuple() of a 2-tuple, or of a plugin's list
         tokens = total * oh * ow
     else:
         pad_frames = 0  # grids hold the real frames only; padding happens when they are pooled
-    return Layout(kind, stored, frames, tuple(info.patch_grid), info.feature_dim, dtype, tokens,  # type: ignore[arg-type]
+    return Layout(kind, stored, frames, tuple(info.patch_grid), info.feature_dim, dtype, tokens,  # type: ignore[arg-type]  # as above
                   pad_frames)
 
 

@@ -8,7 +8,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -69,9 +69,9 @@ class CacheStore:
         """The verified tensor of `row`, Corrupt, or None (missing)."""
         out = torch.empty(self.layout.shape, dtype=self.layout.torch_dtype)
         status = self.read_into(row, out)
-        return out if status is True else status  # type: ignore[return-value]
+        return out if status is True else status
 
-    def read_into(self, row: int, out: torch.Tensor) -> bool | Corrupt | None:
+    def read_into(self, row: int, out: torch.Tensor) -> Literal[True] | Corrupt | None:
         """Read `row`'s entry straight into `out` (contiguous, the layout's shape and dtype) and verify it:
         True, None when there is no entry, or Corrupt (then `out` holds garbage)."""
         path = self.path(row)
@@ -103,9 +103,9 @@ class CacheStore:
                     raise ValueError("data size does not match the header")
                 f.seek(8 + n + start)
                 data = out.view(torch.uint8).reshape(-1).numpy()
-                if f.readinto(memoryview(data)) != data.nbytes:
+                if f.readinto(data.data) != data.nbytes:
                     raise ValueError("truncated data")
-                if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+                if hashlib.sha256(data.data).hexdigest() != meta.get("sha256"):
                     raise ValueError("checksum mismatch")
             except (ValueError, KeyError, TypeError, OSError) as exc:  # json.JSONDecodeError is a ValueError
                 return Corrupt(str(path), str(exc) or type(exc).__name__)
@@ -116,7 +116,7 @@ class CacheStore:
         t = tensor.detach().to("cpu", self.layout.torch_dtype).contiguous()
         if tuple(t.shape) != self.layout.shape:
             raise ValueError(f"entry shape {tuple(t.shape)} != layout {self.layout.shape}")
-        digest = hashlib.sha256(t.view(torch.uint8).numpy()).hexdigest()
+        digest = hashlib.sha256(t.view(torch.uint8).numpy().data).hexdigest()
         path = self.path(row)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")

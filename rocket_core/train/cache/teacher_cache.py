@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,8 +108,8 @@ class TeacherCache:
         Pooled entries unless the run needs grids: random pooling, or random crops handled on the grid.
         """
         a = plan.spec.alignment
-        pooling = Pooling(plan.vla_info.num_vision_tokens, tuple(plan.teacher_info.patch_grid),  # type: ignore[arg-type]
-                          tuple(plan.teacher_info.image_size), a.pooling, a.teacher_pe)  # type: ignore[arg-type]
+        pooling = Pooling(plan.vla_info.num_vision_tokens, tuple(plan.teacher_info.patch_grid),  # type: ignore[arg-type] # tuple() of a 2-tuple, or of a plugin's list
+                          tuple(plan.teacher_info.image_size), a.pooling, a.teacher_pe)  # type: ignore[arg-type]  # as above
         crops = (dataset.augment and tuple(dataset.spec.augment.crop_scale) != (1.0, 1.0)) or dataset.eval_crop < 1
         kind: Literal["pooled", "grid"] = "grid" if a.pooling != "bilinear" or (crops and on_augment == "crop") else "pooled"
         pad = max(0, plan.vla_info.num_images - len(dataset.slots))
@@ -122,7 +122,7 @@ class TeacherCache:
         """False when a batch with these crops goes to the live teacher instead."""
         return not (crop_box is not None and self.on_augment == "teacher" and not bool(is_full_box(crop_box).all()))
 
-    def targets(self, batch: dict[str, Any], teacher: TeacherModel | Callable[[], TeacherModel]) -> torch.Tensor:
+    def targets(self, batch: Mapping[str, Any], teacher: TeacherModel | Callable[[], TeacherModel]) -> torch.Tensor:
         """(L, B, N, C) float32 targets for `batch` (pair order), computing and storing only the misses.
 
         `teacher` may be a zero-argument factory: it is called (once) only when a row is missing, so a
@@ -169,7 +169,7 @@ class TeacherCache:
             for k, j in enumerate(missing):
                 self.stats.written_bytes += self.store.write(rows[j], computed[k])
             buf[missing] = computed.to(buf.device)
-        x = buf.to(device, non_blocking=True)  # (B, U, ...) in the storage dtype: the one host-to-device copy
+        x: torch.Tensor = buf.to(device, non_blocking=True)  # (B, U, ...) in the storage dtype: the one host-to-device copy
         if self._pinned is not None and buf.data_ptr() == self._pinned.data_ptr():
             self._copied = torch.cuda.Event()
             self._copied.record()
@@ -177,7 +177,7 @@ class TeacherCache:
             out = x if self.select == list(range(len(self.layout.layers))) else x[:, self.select]
             return out.transpose(0, 1).float()
         if geometric:
-            x = crop_grids(x, boxes, self.view)  # type: ignore[arg-type]
+            x = crop_grids(x, boxes, self.view)  # type: ignore[arg-type]  # geometric implies boxes
         return self._pool(x[:, self.select].transpose(0, 1).float())
 
     def _host_buffer(self, batch: int, device: torch.device) -> torch.Tensor:
@@ -208,9 +208,9 @@ class TeacherCache:
 
     def _teacher(self, teacher: TeacherModel | Callable[[], TeacherModel]) -> TeacherModel:
         if hasattr(teacher, "extract"):
-            return teacher  # type: ignore[return-value]
+            return teacher  # type: ignore[return-value]  # hasattr does not narrow the union
         if self._built is None:
-            self._built = teacher()  # type: ignore[operator]
+            self._built = teacher()
         return self._built
 
     def _ready(self) -> None:
