@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         try:
             trainer = Trainer(plan, run_dir, resume=resumed.ckpt if resumed else None,
                               checkpoint_minutes=checkpoint_minutes)
-            choice = configure_threads(threads, trainer.module, trainer.teacher)
+            choice = configure_threads(threads, trainer.module, trainer.teacher)  # type: ignore[arg-type]  # an nn.Module
             if main:
                 console.print(f"[dim]{choice}[/]")
             result = trainer.train()

@@ -15,7 +15,7 @@ from rich.console import Console
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
-    import click
+    from typer._click import Command  # typer's own click (see rocket_cli.main)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -70,7 +70,7 @@ _LIVE_HELP = {VLA_HELP: ("vla", "VLA plugin"), TEACHER_HELP: ("teacher", "Teache
               PROJECTOR_HELP: ("projector", "Projector strategy")}
 
 
-def live_help(command: click.Command) -> None:
+def live_help(command: Command) -> None:
     """Name the registered plugins in the help of `command`'s (and its subcommands') plugin-name options.
 
     Called only when help is about to be shown: listing the names loads the plugin modules, which

@@ -70,10 +70,10 @@ def export_run(checkpoint: Path, out: Path, ema: bool = False) -> Path:
     from safetensors.torch import save_file
 
     from rocket_core.conventions import Conventions
-    from rocket_plugins.vla.openvla.oft import OPTIONS_KEY
     from rocket_core.eval.policy import Policy
     from rocket_core.specs import RunSpec
     from rocket_core.train.checkpoint import find_checkpoint
+    from rocket_plugins.vla.openvla.oft import OPTIONS_KEY
 
     ckpt = find_checkpoint(checkpoint)
     spec = RunSpec.model_validate(yaml.safe_load((ckpt / "spec.yaml").read_text()))

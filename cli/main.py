@@ -10,12 +10,11 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
-from typer.core import TyperGroup
-from typer.models import DefaultPlaceholder
+from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandInfo, DefaultPlaceholder, TyperInfo
 
 import rocket_core
 from rocket_core.registry import (
@@ -30,6 +29,9 @@ from rocket_core.registry import (
     one_line,
     suggestion,
 )
+
+if TYPE_CHECKING:  # typer >= 0.2x builds on its own copy of click; its types are the ones typer's methods take
+    from typer._click import Command, Context
 
 # command -> (module whose `register(app)` adds it, summary for `rocket --help`), in listing order.
 BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,18 +59,16 @@ class RocketGroup(TyperGroup):
     """The root group: a built-in command's module is imported when the command is resolved, not before;
     plugin commands are loaded when the commands are listed or a name is not a built-in one."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         self._add_plugin_commands()
         return [*BUILTIN_COMMANDS, *(name for name in super().list_commands(ctx) if name not in BUILTIN_COMMANDS)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]  # typer's click (see pyproject)
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name in BUILTIN_COMMANDS and cmd_name not in self.commands:  # listing only: name and summary
-            return click.Command(cmd_name, help=BUILTIN_COMMANDS[cmd_name][1])
-        return super().get_command(ctx, cmd_name)  # type: ignore[return-value, arg-type]  # typer's click (see pyproject)
+            return TyperCommand(cmd_name, help=BUILTIN_COMMANDS[cmd_name][1])
+        return super().get_command(ctx, cmd_name)
 
-    def resolve_command(  # type: ignore[override]  # typer's click (see pyproject)
-        self, ctx: click.Context, args: list[str]  # type: ignore[override]  # typer's click (see pyproject)
-    ) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
         if args and args[0] in BUILTIN_COMMANDS and args[0] not in self.commands:
             self._load(BUILTIN_COMMANDS[args[0]][0])
         elif args and not args[0].startswith("-") and args[0] not in self.commands:
@@ -80,8 +80,8 @@ class RocketGroup(TyperGroup):
         if command is not None and any(a in ctx.help_option_names for a in rest):
             from rocket_cli.common import live_help
 
-            live_help(command)  # type: ignore[arg-type]  # typer's click (see pyproject)
-        return name, command, rest  # type: ignore[return-value]  # typer's click (see pyproject)
+            live_help(command)
+        return name, command, rest
 
     def _load(self, module_name: str) -> None:
         """Import one command module and add every command its `register(app)` declares."""
@@ -151,7 +151,8 @@ def load_plugin_commands(cli: typer.Typer) -> CommandPlugins:
             n_commands, n_groups = len(cli.registered_commands), len(cli.registered_groups)
             try:
                 hook(cli=cli)
-                added = [*cli.registered_commands[n_commands:], *cli.registered_groups[n_groups:]]
+                added: list[CommandInfo | TyperInfo] = [*cli.registered_commands[n_commands:],
+                                                        *cli.registered_groups[n_groups:]]
                 clash = sorted({_info_name(i) for i in added} & taken)
                 if clash:
                     raise RuntimeError(f"command name {', '.join(clash)} is already taken; rename it")

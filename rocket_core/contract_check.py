@@ -9,10 +9,11 @@ Three levels, all built on the same per-method checks:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
 
+from rocket_core.contract_info import MODEL_METHODS, pooled_token_count, raised_line, token_count_problems
 from rocket_core.contracts import (
     Batch,
     BenchmarkAdapter,
@@ -21,9 +22,9 @@ from rocket_core.contracts import (
     TeacherInfo,
     VLAAdapter,
     VLAInfo,
+    VLAModel,
     VLAOutput,
 )
-from rocket_core.contract_info import MODEL_METHODS, pooled_token_count, raised_line, token_count_problems
 from rocket_core.errors import RocketError
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def _check_vla(cls: type[VLAAdapter], spec: Any) -> list[str]:
                         "configure_training (nothing would train)")
     inputs = {k: v for k, v in batch.items() if k not in ("actions", "action_is_pad")}
     with torch.no_grad():
-        pred = model.predict_action(inputs)
+        pred = model.predict_action(inputs)  # type: ignore[arg-type]  # an inference batch: no actions
     want = [2, info.chunk_size, info.action_dim]
     if not isinstance(pred, torch.Tensor) or pred.ndim != 3 or any(
             w is not None and g != w for g, w in zip(pred.shape, want)):
@@ -217,19 +218,21 @@ def _trainable_problems(vla: str, model: torch.nn.Module, finetune: str) -> list
     return []
 
 
-def _unused_trainable(vla: str, model: torch.nn.Module, batch: dict[str, Any], inputs: dict[str, Any],
+def _unused_trainable(vla: str, model: torch.nn.Module, batch: Batch, inputs: dict[str, Any],
                       layers: list[int]) -> list[str]:
     """Perturbing each group of trainable parameters (LoRA adapters, the rest) must change both the training
     loss and the predicted actions; else training them changes nothing (e.g. nn.TransformerEncoderLayer's
     eval fast path reads the base weights and bypasses LoRA)."""
+    policy = cast(VLAModel, model)  # the module is the plugin's model: nn.Module's attribute typing hides its methods
+
     def outputs() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             torch.manual_seed(0)
             model.train()
-            loss = model.forward_align(batch, layers).action_loss
+            loss = policy.forward_align(batch, layers).action_loss
             torch.manual_seed(0)
             model.eval()
-            return loss, model.predict_action(inputs)
+            return loss, policy.predict_action(inputs)  # type: ignore[arg-type]  # an inference batch: no actions
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = {"LoRA adapter": [p for n, p in trainable if "lora_" in n],

@@ -27,8 +27,8 @@ MODEL_METHODS: dict[str, tuple[str, ...]] = {
 
 def pooled_token_count(vinfo: VLAInfo, tinfo: TeacherInfo) -> tuple[int, str]:
     """(tokens the bilinear pooling gives, how): cameras x the pooled grid, the reference's truncation included."""
-    oh, ow = pooled_grid(vinfo.num_images, tuple(tinfo.patch_grid), vinfo.num_vision_tokens)
     ph, pw = tinfo.patch_grid
+    oh, ow = pooled_grid(vinfo.num_images, (ph, pw), vinfo.num_vision_tokens)
     return vinfo.num_images * oh * ow, f"{vinfo.num_images} cameras x the {ph}x{pw} teacher grid pooled to {oh}x{ow}"
 
 

@@ -146,7 +146,7 @@ class Registry:
                 source, f"{kind} name '{name}' is also registered by {existing.source}; using it fails until "
                         "one of them is renamed or uninstalled", name))
 
-    def get(self, kind: str, name: str, recorded: Mapping[str, Any] | None = None) -> type:
+    def get(self, kind: str, name: str, recorded: Mapping[str, Any] | None = None) -> type[Any]:  # a `KINDS[kind]`
         """The plugin class, or an error listing what is available (or naming both claimants of `name`).
 
         `recorded` is the plugin's `PluginRecord.provenance()` saved with a checkpoint: it names what to install.

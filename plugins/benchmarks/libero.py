@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
-from rocket_core.errors import RocketError
 from rocket_core.contracts import BenchmarkAdapter, Check, DatasetConventions, DatasetPreset
+from rocket_core.errors import RocketError
 from rocket_core.eval.envs import IsolatedEnv, apt_install, missing_debs
 from rocket_core.eval.protocol import Protocol
 from rocket_plugins.benchmarks.libero_data import LIBERO_TASK_SUITE, PRESETS, RECORDED

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 from rocket_core.errors import RocketError
 from rocket_core.eval.envs import apt_install
 from rocket_core.eval.protocol import Protocol
+from rocket_plugins.benchmarks.libero import MESA_DEBS, LiberoBenchmark
 from rocket_plugins.benchmarks.libero_protocol import libero_preset
 
 PLUS_REPO = "Sylvest/LIBERO-plus"

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from rocket_core.align.fused import fusable, fused_ensemble_losses
+from rocket_core.align.layout import pooled_grid
 from rocket_core.align.loss import cosine_loss
-from rocket_core.align.pooling import bilinear_pool, pooled_grid, random_indices, take_tokens
+from rocket_core.align.pooling import bilinear_pool, random_indices, take_tokens
 from rocket_core.align.projector import ProjectorBank
 
 

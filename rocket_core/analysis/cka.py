@@ -25,6 +25,7 @@ from rocket_core.select.cka import hungarian_match
 from rocket_core.select.layermap import parse_layer_sets, write_layer_map
 from rocket_core.specs import LayerMap
 
+
 def parse_cka_layers(value: str, vla: type[VLAAdapter], vinfo: Any, teacher: type[TeacherAdapter],
                      tinfo: Any) -> tuple[list[int], list[int]]:
     """`--layers` of `rocket profile cka` (`layermap.parse_layer_sets`), resolved by the two adapters."""

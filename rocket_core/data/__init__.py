@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from rocket_core.data.dataset import (
         TrainSampler,
         VLADataset,
-        bundled_dataset_path,
         collate_batch,
         sample_generator,
         to_device,

@@ -19,12 +19,10 @@ from rocket_core.data.augment import augment_with_boxes, center_crop, center_cro
 from rocket_core.data.keymap import ALL, CAMERA_PREFIX, default_cameras, episode_groups, resolve_keys
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.data.normalize import GroupNormalizer, Normalizer
-from rocket_core.data.stats import GroupStats, load_group_stats
 from rocket_core.data.source import bundled_dataset_path
 from rocket_core.data.spec import DataSpec
 from rocket_core.data.stats import GroupStats, load_group_stats
 from rocket_core.errors import RocketError
-
 
 
 def _generator(*entropy: int) -> torch.Generator:

@@ -59,7 +59,9 @@ class DataSpec(_Spec):
     state_key: str | None = Field(None, description="state feature; None = the preset's, else observation.state or state")
     action_key: str | None = Field(None, description="action feature; None = the preset's, else action or actions")
     chunk_size: int = Field(8, ge=1, description="action chunk length of the VLA (frames, from the current one)")
-    normalization: Literal["quantile", "mean_std"] = Field("quantile", description="quantile = q01/q99 bounds to [-1, 1], mean_std = zero mean, unit std")
+    normalization: Literal["quantile", "mean_std"] = Field(
+        "quantile", description="quantile = q01/q99 bounds to [-1, 1], mean_std = zero mean, unit std"
+    )
     state_norm_exclude: list[int] = Field(default_factory=list, description="state dims left unnormalised")
     action_norm_exclude: list[int] = Field(
         default_factory=list, description="action dims left unnormalised, e.g. [-1] (gripper)"

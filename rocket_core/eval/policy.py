@@ -53,7 +53,6 @@ class Policy:
     def from_checkpoint(cls, path: Path, ema: bool | None = None, device: str | None = None) -> Policy:
         """The checkpoint's VLA, rebuilt and verified by `train.build.load_trained`; EMA weights when the
         checkpoint has them and `ema` is not False (True: required)."""
-        from rocket_core.eval.oft import is_oft_folder, load_oft_folder
         from rocket_core.train.build import load_trained
 
         foreign = cls.from_foreign(Path(path), device)

@@ -16,7 +16,7 @@ from torch import nn
 
 from rocket_core.align.head import AlignmentHead
 from rocket_core.contract_info import expect_model
-from rocket_core.contracts import TeacherModel, VLAModel
+from rocket_core.contracts import Batch, TeacherModel, VLAModel
 from rocket_core.engine import AlignPlan, plan_run
 from rocket_core.errors import RocketError
 from rocket_core.registry import Registry
@@ -77,7 +77,8 @@ def build_module(plan: AlignPlan, weights: Mapping[str, torch.Tensor] | None = N
 
 def build_teacher(plan: AlignPlan) -> TeacherModel:
     """The frozen teacher; built after the module (as `rocket align` does) so seeded presets match."""
-    return expect_model("teacher", plan.teacher.name, plan.teacher.build(plan.spec.teacher))
+    teacher: TeacherModel = expect_model("teacher", plan.teacher.name, plan.teacher.build(plan.spec.teacher))
+    return teacher
 
 
 def apply_checkpoint(module: AlignModule, ckpt: CheckpointData) -> None:

@@ -32,7 +32,6 @@ from rocket_core.data.spec import DataSpec
 from rocket_core.engine import AlignPlan
 from rocket_core.errors import RocketError
 from rocket_core.progress import Bar
-from rocket_core.specs import DataSpec
 from rocket_core.testhook import pause_point
 from rocket_core.train.build import AlignModule, apply_checkpoint, build_module, build_teacher
 from rocket_core.train.cache import TeacherCache

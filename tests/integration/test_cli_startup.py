@@ -90,7 +90,8 @@ def test_builtin_plugin_modules_import_without_torch() -> None:
     from importlib.metadata import entry_points
 
     modules = sorted({ep.value for ep in entry_points(group="rocket")} | {
-        "rocket_plugins.vla.openvla", "rocket_plugins.vla.pi0", "rocket_plugins.vla.pi05", "rocket_plugins.teachers.vggt", "rocket_plugins.teachers.hf",
+        "rocket_plugins.vla.openvla", "rocket_plugins.vla.pi0", "rocket_plugins.vla.pi05",
+        "rocket_plugins.teachers.vggt", "rocket_plugins.teachers.hf",
         "rocket_plugins.projectors.builtin", "rocket_plugins.benchmarks.plugin"})
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from rocket_core.data.lerobot import LeRobotReader
 from rocket_core.eval.server import serve_callable
 from tests.integration.test_libero_episode import _rocket, libero_env  # noqa: F401 (fixture)

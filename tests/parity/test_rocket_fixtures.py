@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from rocket_core.align.head import AlignmentHead
-from rocket_core.align.pooling import bilinear_pool, pooled_grid, sincos_2d
+from rocket_core.align.layout import pooled_grid
+from rocket_core.align.loss import cosine_loss
+from rocket_core.align.pooling import bilinear_pool, sincos_2d
 from rocket_core.align.projector import AlignProjector, matryoshka_widths
 from rocket_core.analysis.similarity import gradient_conflict, token_mean_cosine
 from rocket_core.registry import get_registry
@@ -25,7 +27,6 @@ from rocket_core.specs import ProjectorSpec
 from rocket_plugins.vla.openvla.policy import vision_slice as openvla_vision_slice
 from rocket_plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask, vision_slice as pi0_vision_slice
 from tests.conftest import SHARED_FIXTURES, fixture_dir, needs_fixture
-from rocket_core.align.loss import cosine_loss
 from tests.helpers import random_pool, reference_cache_keys
 
 ROOT = fixture_dir("ROCKET_ALIGN_FIXTURES", SHARED_FIXTURES / "rocket")

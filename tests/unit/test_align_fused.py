@@ -6,10 +6,11 @@ import torch
 
 from rocket_core.align import fused
 from rocket_core.align.head import AlignmentHead
+from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool
 from rocket_core.align.projector import ProjectorBank
 from rocket_core.specs import ProjectorSpec
-from rocket_core.align.loss import cosine_loss
+from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
 
 PAIRS, BATCH, SEQ, TOKENS, DIM_IN, DIM_OUT = 3, 2, 11, 8, 12, 8  # DIM_OUT: sin-cos needs 4k
 

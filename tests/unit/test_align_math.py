@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from rocket_core.align.head import AlignmentHead
+from rocket_core.align.loss import cosine_loss
 from rocket_core.align.pooling import bilinear_pool, sincos_2d
 from rocket_core.specs import ProjectorSpec
-from rocket_core.align.loss import cosine_loss
+from rocket_plugins.projectors.builtin import IndependentProjector, RocketProjector, SharedProjector
+from rocket_plugins.vla.paligemma.preprocess import align_mask as pi0_align_mask, downsample_padding_mask
 
 
 def test_masked_loss_skips_empty_samples() -> None:

@@ -13,8 +13,8 @@ import torch
 
 from rocket_core.data import DataSpec, LeRobotReader, VLADataset
 from rocket_core.data.keymap import episode_groups, task_groups
-from rocket_plugins.benchmarks.libero_data import LIBERO_TASK_SUITE
 from rocket_core.errors import RocketError
+from rocket_plugins.benchmarks.libero_data import LIBERO_TASK_SUITE
 from tests.conftest import SHARED_FIXTURES, fixture_dir, needs_fixture
 from tests.robustness.harness import run_rocket
 
@@ -127,7 +127,7 @@ def test_mixed_suites_get_their_own_statistics(tmp_path: Path) -> None:
     tasks = _suites(LeRobotReader(root).num_episodes)
     _retask(root, tasks)
     dataset = VLADataset(DataSpec(dataset=str(root)), seed=0, progress=False)
-    assert [dataset.group_of(e) for e in range(len(tasks))] == [libero_suite(t) for t in tasks]
+    assert [dataset.group_of(e) for e in range(len(tasks))] == [task_groups()[t] for t in tasks]
     assert set(dataset.group_stats) == {"libero_goal", "libero_object"}
     reader = dataset.reader
     actions = reader.column("actions").astype(np.float64)

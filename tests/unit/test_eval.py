@@ -18,12 +18,12 @@ from rocket_core.eval.client import PolicyClient, PolicyError, health
 from rocket_core.eval.policy import Policy
 from rocket_core.eval.protocol import GripperMap, Protocol, process_gripper
 from rocket_core.eval.rollout import prepare_image, quat2axisangle, run_episode
-from rocket_plugins.benchmarks.libero_protocol import libero_preset
 from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
 from rocket_core.eval.server import PolicyServer, serve_callable
 from rocket_core.eval.video import count_frames
 from rocket_core.eval.wire import packb, unpackb
 from rocket_plugins.benchmarks.libero import LiberoBenchmark
+from rocket_plugins.benchmarks.libero_protocol import libero_preset
 from rocket_plugins.benchmarks.toy import ToyBenchmark
 from rocket_plugins.benchmarks.toy_sim import TASKS
 

@@ -18,7 +18,6 @@ from rocket_core.train.trainer import Trainer
 from tests.integration.train_toy import toy_registry, toy_spec
 
 
-
 def _layered_features(n: int, width: int, seed: int = 0) -> dict[int, torch.Tensor]:
     """Five layers sharing a low-rank latent to different degrees, plus noise and a large common mean."""
     g = torch.Generator().manual_seed(seed)

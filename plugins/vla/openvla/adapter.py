@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from rocket_plugins.vla.openvla.options import ALLOW_PATTERNS, DEFAULT_CHECKPOINT, OpenVLAOptions, paper_layers, parse_options
-from rocket_plugins.vla.openvla.shapes import OpenVLASizes, hf_config
 from rocket_core.contracts import VLAAdapter, VLAInfo
 from rocket_plugins.vla.openvla.options import (
     ALLOW_PATTERNS,
@@ -21,6 +19,7 @@ from rocket_plugins.vla.openvla.options import (
     paper_layers,
     parse_options,
 )
+from rocket_plugins.vla.openvla.shapes import OpenVLASizes, hf_config
 
 if TYPE_CHECKING:
     from rocket_core.conventions import Conventions

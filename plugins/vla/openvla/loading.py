@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from rocket_core.errors import RocketError
-from rocket_core.hub import local_path, resolve_weights
+from rocket_core.hub import resolve_weights
 from rocket_core.specs import VLASpec
 from rocket_plugins.vla.openvla import processor as proc
 from rocket_plugins.vla.openvla.modeling import OpenVLAConfig
@@ -27,9 +27,6 @@ from rocket_plugins.vla.openvla.weights import (
     read_part,
     shard_files,
 )
-from rocket_core.errors import RocketError
-from rocket_core.hub import resolve_weights
-from rocket_core.specs import VLASpec
 
 
 def model_config(spec: VLASpec, opts: OpenVLAOptions, config: dict[str, Any] | None = None) -> OpenVLAConfig:

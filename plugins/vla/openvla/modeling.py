@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rocket_core.errors import RocketError
 from rocket_plugins.vla.openvla.shapes import ViTConfig, fused_vits
 from rocket_plugins.vla.openvla.vit import VisionTransformer
-from rocket_core.errors import RocketError
-from rocket_plugins.vla.openvla.vit import VisionTransformer, ViTConfig, vit_config
 
 IGNORE_INDEX = -100
 
@@ -57,7 +56,7 @@ class OpenVLAConfig:
         return cls(
             featurizer=featurizer,
             fused_featurizer=fused,
-            text=LlamaConfig(**text, attn_implementation=attn_implementation),
+            text=LlamaConfig(**text, attn_implementation=attn_implementation),  # type: ignore[call-arg]  # a PretrainedConfig kwarg
             pad_to_multiple_of=config.get("pad_to_multiple_of", 64),
             n_action_bins=config.get("n_action_bins", 256),
             norm_stats=stats if isinstance(stats, dict) else {},

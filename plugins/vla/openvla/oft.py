@@ -42,6 +42,7 @@ def _read_json(path: Path) -> Any:
 def folder_options(path: Path, conv: Conventions, device: str | None) -> dict[str, Any]:
     """The openvla options a folder was trained with: recorded by `rocket export`, else OFT LIBERO's."""
     recorded = _read_json(path / "config.json").get(OPTIONS_KEY)
+    opts: dict[str, Any]
     if isinstance(recorded, dict):
         opts = dict(recorded)
     else:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from rocket_plugins.vla.openvla.options import DEFAULT_CHECKPOINT, OPENVLA_7B_CONFIG, PRESETS
 from rocket_core.errors import RocketError
+from rocket_plugins.vla.openvla.options import DEFAULT_CHECKPOINT, OPENVLA_7B_CONFIG, PRESETS
 
 if TYPE_CHECKING:
     from rocket_core.specs import VLASpec

@@ -11,7 +11,7 @@ from typing import Iterable, Literal
 import torch
 
 from rocket_core.align.head import AlignmentHead
-from rocket_core.align.pooling import pooled_grid
+from rocket_core.align.layout import pooled_grid
 from rocket_core.contracts import TeacherInfo
 from rocket_core.errors import RocketError
 
