@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
 class _Spec(BaseModel):
@@ -56,6 +56,13 @@ class DataSpec(_Spec):
     )
     state_key: str | None = Field(None, description="state feature; None = the preset's, else observation.state or state")
     action_key: str | None = Field(None, description="action feature; None = the preset's, else action or actions")
+    episodes: list[int] | None = Field(
+        None, description="train on these episodes only (their `episode_index` values, LeRobot's `episodes=`); "
+        "None = every episode. Normalisation keeps the whole dataset's statistics"
+    )
+    max_frames: PositiveInt | None = Field(
+        None, description="train on the first N frames of the selected episodes (e.g. an overfit check); None = all"
+    )
     chunk_size: int = Field(8, ge=1, description="action chunk length of the VLA (frames, from the current one)")
     normalization: Literal["quantile", "mean_std"] = Field("quantile", description="quantile = OpenVLA-OFT, mean_std = pi0")
     state_norm_exclude: list[int] = Field(default_factory=list, description="state dims left unnormalised")
@@ -74,3 +81,10 @@ class DataSpec(_Spec):
         None, description="resize every camera to (H, W); None = keep the dataset's size"
     )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+
+    @field_validator("episodes")
+    @classmethod
+    def _episodes_unique(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError("episodes must be a non-empty list of distinct episode indices >= 0")
+        return v
