@@ -25,6 +25,7 @@ from rocket_cli.common import (
     console,
     handle_errors,
 )
+from rocket_core.errors import RocketError
 from rocket_core.recipes import list_recipes, load_recipe
 
 if TYPE_CHECKING:  # torch-importing modules load inside the command, so `rocket --help` stays light
@@ -52,6 +53,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "teacher_cache": ("training", "teacher_cache"),
         "allow_nonfinite": ("data", "allow_nonfinite"),
         "report_to": ("training", "report_to"),
+        "episodes": ("data", "episodes"),
+        "max_frames": ("data", "max_frames"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -67,6 +70,16 @@ def _overrides(**flags: Any) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[leaf] = value
     return out
+
+
+def _episode_list(value: str | None) -> list[int] | None:
+    """--episodes "0,2" -> [0, 2]."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise RocketError(f"--episodes takes comma-separated episode indices, e.g. 0,2 (got '{value}')") from None
 
 
 def print_plan(plan: AlignPlan) -> None:
@@ -96,6 +109,8 @@ def print_plan(plan: AlignPlan) -> None:
         f"[bold]training[/] {t.max_steps} steps, batch {t.batch_size}/process x accum {t.grad_accum}, AdamW lr "
         f"{t.learning_rate:g} betas {tuple(t.betas)}, {schedule}, warmup {t.warmup_steps}, clip {t.clip_grad_norm}, "
         f"EMA {t.ema_decay}; {tuning}; data {s.data.dataset or 'bundled'}"
+        + (f" episodes {s.data.episodes}" if s.data.episodes is not None else "")
+        + (f" first {s.data.max_frames} frames" if s.data.max_frames is not None else "")
     )
     aug = s.data.augment
     console.print(f"[bold]VLA options[/] {s.vla.options}; action chunk {vi.chunk_size}, state dims {vi.state_dim}; "
@@ -158,6 +173,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         preset: PresetOpt = None,
         data: DataOpt = None,
+        episodes: str = typer.Option(None, help="Train on these episodes only (episode indices, e.g. 0,2)."),
+        max_frames: int = typer.Option(None, min=1, help="Train on the first N frames (of the chosen episodes)."),
         coefficient: float = typer.Option(None, help="Alignment loss coefficient (0: no teacher at all)."),
         ensemble_size: int = typer.Option(None, help="Projectors per pair (losses averaged)."),
         pooling: str = typer.Option(None, help="Teacher token pooling: bilinear or random."),
@@ -197,6 +214,7 @@ def register(app: typer.Typer) -> None:
             teacher_checkpoint=teacher_checkpoint, seed=seed, max_steps=max_steps, batch_size=batch_size,
             save_every=save_every, teacher_cache=teacher_cache, allow_nonfinite=allow_nonfinite or None,
             report_to=report_to,
+            episodes=_episode_list(episodes), max_frames=max_frames,
         )
         resumed = load_resume(resume) if resume is not None else None
         if resumed is not None:

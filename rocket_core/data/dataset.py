@@ -41,7 +41,8 @@ class VLADataset(Dataset[dict[str, Any]]):
     the spec asks for the pre-colour-jitter view, and `crop_box` (n_cam, 4) whenever images are cropped
     (training augmentation or the evaluation centre crop): `(top, left, height, width)` of each camera's
     crop as fractions of the image, `(0, 0, 1, 1)` for an empty slot. Index with an int (uses
-    `self.epoch`) or an `(index, epoch)` pair.
+    `self.epoch`) or an `(index, epoch)` pair; indices count the rows `spec.episodes` and `spec.max_frames`
+    select (all rows by default).
 
     `train=False` (evaluation) draws nothing: if the spec augments, images get the deterministic centre
     crop of the mean training crop area instead, as OpenVLA-OFT evaluates.
@@ -70,6 +71,7 @@ class VLADataset(Dataset[dict[str, Any]]):
         self.state_norms = self._normalizers(self.keys.state, spec.state_norm_exclude)
         self.action_norms = self._normalizers(self.keys.action, spec.action_norm_exclude)
         self.action_offsets = np.arange(spec.chunk_size)
+        self.rows = self._select_rows()
 
     def group_of(self, episode_index: int) -> str:
         """The task group (LIBERO suite, or "all") of the episode with this `episode_index`."""
@@ -98,10 +100,25 @@ class VLADataset(Dataset[dict[str, Any]]):
         return load_group_stats(self.reader, [ALL] * self.reader.num_episodes, self._progress)[0]
 
     def __len__(self) -> int:
-        return len(self.reader)
+        return len(self.rows)
+
+    def _select_rows(self) -> np.ndarray:
+        """Dataset rows of `spec.episodes` (all when None), in dataset order, the first `spec.max_frames` of them."""
+        reader, wanted = self.reader, self.spec.episodes
+        rows = np.arange(len(reader))
+        if wanted is not None:
+            known = [reader.episode_index(e) for e in range(reader.num_episodes)]
+            missing = sorted(set(wanted) - set(known))
+            if missing:
+                raise RocketError(f"dataset '{reader.root}' has no episode {', '.join(map(str, missing))}; it has "
+                                  f"episodes {known[0]}..{known[-1]} ({len(known)} in all; see `rocket data inspect`)")
+            rows = rows[np.isin(np.asarray(reader.column("episode_index")).reshape(-1), wanted)]
+        return rows[: self.spec.max_frames]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, epoch = key if isinstance(key, tuple) else (int(key), self.epoch)
+        """Sample `key` (a position in the selected rows); its `index` is the dataset row."""
+        position, epoch = key if isinstance(key, tuple) else (int(key), self.epoch)
+        index = int(self.rows[position])
         reader = self.reader
         images = self.canonical_images(index)
         present = torch.tensor([camera is not None for camera in self.camera_keys])

@@ -58,6 +58,13 @@ class DataSpec(_Spec):
     )
     state_key: str | None = Field(None, description="state feature; None = the preset's, else observation.state or state")
     action_key: str | None = Field(None, description="action feature; None = the preset's, else action or actions")
+    episodes: list[int] | None = Field(
+        None, description="train on these episodes only (their `episode_index` values, LeRobot's `episodes=`); "
+        "None = every episode. Normalisation keeps the whole dataset's statistics"
+    )
+    max_frames: PositiveInt | None = Field(
+        None, description="train on the first N frames of the selected episodes (e.g. an overfit check); None = all"
+    )
     chunk_size: int = Field(8, ge=1, description="action chunk length of the VLA (frames, from the current one)")
     normalization: Literal["quantile", "mean_std"] = Field(
         "quantile", description="quantile = q01/q99 bounds to [-1, 1], mean_std = zero mean, unit std"
@@ -84,3 +91,10 @@ class DataSpec(_Spec):
     def _bundled(cls, value: str | None) -> str | None:
         """`bundled` is a name for the default dataset, so specs and cache keys do not tell the two apart."""
         return None if value == BUNDLED else value
+
+    @field_validator("episodes")
+    @classmethod
+    def _episodes_unique(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError("episodes must be a non-empty list of distinct episode indices >= 0")
+        return v

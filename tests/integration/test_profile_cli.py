@@ -57,7 +57,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for projector in ("rocket", "independent"):
         result = runner.invoke(rocket_app, ["align", *TINY, "--projector", projector, "--max-steps", "2",
-                                            "-o", str(root / projector)])
+                                            "--batch-size", "2", "-o", str(root / projector)])
         assert result.exit_code == 0, result.output
         out[projector] = root / projector
     return out

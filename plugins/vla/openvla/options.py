@@ -52,6 +52,9 @@ TINY_CONFIG: dict[str, Any] = {
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
         "rms_norm_eps": 1e-6,
+        # Random-init std 1/sqrt(width), not Llama's 0.02 (tuned for width 4096): at width 64, 0.02 leaves
+        # attention near uniform, so frame-specific tokens (proprio, patches) barely reach the action slots.
+        "initializer_range": 64**-0.5,
     },
     "timm_create_model_kwargs": {
         "vit_large_patch14_reg4_dinov2.lvd142m": {"embed_dim": 32, "depth": 3, "num_heads": 2},
@@ -64,7 +67,8 @@ BENCH_CONFIG: dict[str, Any] = {
     **TINY_CONFIG,
     "image_sizes": [224, 224],
     "text_config": {**TINY_CONFIG["text_config"], "hidden_size": 1024, "intermediate_size": 2816,
-                    "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16},
+                    "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16,
+                    "initializer_range": 1024**-0.5},
     "timm_create_model_kwargs": {
         "vit_large_patch14_reg4_dinov2.lvd142m": {"embed_dim": 256, "depth": 4, "num_heads": 4},
         "vit_so400m_patch14_siglip_224": {"embed_dim": 256, "depth": 4, "num_heads": 4},
