@@ -68,10 +68,11 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     @handle_errors
     def eval_cmd(
-        benchmark: str = typer.Option(None, help="libero_spatial|object|goal|10|90, libero, libero_plus, robotwin, toy."),
+        benchmark: str = typer.Option(None, help="libero_spatial|object|goal|10|90, libero, libero_plus, robotwin, blocks, toy."),
         suite: str = typer.Option(None, help="Suites, comma-separated (default: the one in --benchmark, else all)."),
-        policy: str = typer.Option(None, help="ws://HOST:PORT of `rocket serve`, a checkpoint/run folder, or "
-                                   "replay:DIR (play back a --record dataset's actions)."),
+        policy: str = typer.Option(None, help="ws://HOST:PORT of `rocket serve`, a checkpoint/run folder, "
+                                   "replay:DIR (play back a --record dataset's actions), expert (the benchmark's "
+                                   "scripted expert) or random (uniform random actions)."),
         record: Path = typer.Option(None, help="Write the rollouts as a LeRobot v3 dataset here "
                                     "(physical-intelligence/libero keys)."),
         vla: str = typer.Option(None, help="Serve this VLA plugin's --preset in-process instead (smoke tests)."),
@@ -126,6 +127,9 @@ def register(app: typer.Typer) -> None:
             bench.check_suite(s)
         task_sel, ep_sel = parse_indices(tasks, "tasks"), parse_indices(episodes, "episodes")
         bench.python()  # fails early with the --setup hint
+        if policy == "expert" and not bench.expert:
+            raise RocketError(f"benchmark '{bench.name}' has no scripted expert; --policy expert needs one "
+                              "(e.g. --benchmark blocks)")
         server = None
         if token:  # the simulator workers inherit it
             os.environ["ROCKET_SERVE_TOKEN"] = token
@@ -139,9 +143,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _policy_url(policy: str | None, vla: str | None, preset: str, threads: int | None = None) -> tuple[str, Any]:
+    from rocket_core.eval.worker import LOCAL_POLICIES
     from rocket_core.hub import resolve_policy
     from rocket_core.threads import configure_threads
 
+    if policy in LOCAL_POLICIES:  # runs inside the simulator workers: no server
+        if vla:
+            raise RocketError("give either --policy or --vla, not both")
+        return policy, None
     source = resolve_policy(policy) if policy else None  # a URL, replay:DIR, or a local folder (Hub ids fetched)
     if isinstance(source, str) and source.startswith(("ws://", "wss://")):
         if vla:
@@ -175,9 +184,13 @@ def _evaluate(bench: Any, suites: list[str], url: str, family: str | None, trial
     from rocket_core.eval.client import PolicyClient
     from rocket_core.eval.protocol import apply_conventions
     from rocket_core.eval.runner import EvalConfig, SuitePlan, list_tasks, run_eval
+    from rocket_core.eval.worker import LOCAL_POLICIES, local_metadata
 
-    with PolicyClient(url) as client:  # fails at once, in one line, when nothing answers there
-        meta = client.metadata
+    if url in LOCAL_POLICIES:
+        meta = local_metadata(url)
+    else:
+        with PolicyClient(url) as client:  # fails at once, in one line, when nothing answers there
+            meta = client.metadata
     family = family or meta.get("eval_family") or next(iter(bench.families), "")
     plans = []
     for s in suites:

@@ -322,11 +322,14 @@ class BenchmarkAdapter(_Plugin):
     frames its datasets store (possibly rotated), so a checkpoint's gripper and orientation conventions
     replace the preset's (`eval.protocol.apply_conventions`). Its datasets are described by
     `dataset_presets`, `task_groups` and `dataset_conventions` (`rocket_core.data.keymap` asks every benchmark).
+    With `expert`, its environments answer `expert(request) -> actions`: a scripted policy that reads the
+    simulator's own state (`rocket eval --policy expert`: demos to record, and a check of the success rule).
     """
 
     suites: ClassVar[tuple[str, ...]] = ()
     families: ClassVar[tuple[str, ...]] = ()
     checkpoint_conventions: ClassVar[bool] = False
+    expert: ClassVar[bool] = False
     sim_module: ClassVar[str] = ""
     env_name: ClassVar[str | None] = None  # isolated environment name; None: runs in this Python
     setup_hint: ClassVar[str] = ""

@@ -25,6 +25,7 @@ class SimEnv(_Proto):
     def policy_observation(self, obs: Any) -> dict[str, Any]: ...  # {"images": [...], "state": ...}
     def frame(self, obs: Any) -> np.ndarray: ...  # uint8 (H, W, 3) for the video
     # optional: `recording(obs) -> {"images": [...], "state": ...}` for `--record` (default: policy_observation)
+    # optional: `expert(request) -> actions`, a scripted policy reading the env's state (`--policy expert`)
     def close(self) -> None: ...
 
 

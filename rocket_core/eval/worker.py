@@ -3,6 +3,9 @@
     python -m rocket_core.eval.worker --sim rocket_plugins.benchmarks.libero.sim --url ws://127.0.0.1:8000
     python -m rocket_core.eval.worker --sim ... --list SUITE --protocol '{...}'
 
+`--url expert` or `--url random` runs a policy inside the worker instead of asking a server
+(`LOCAL_POLICIES`): the environment's scripted expert, or uniform random actions.
+
 Reads one JSON job per stdin line (`{"suite", "task", "episode", "protocol", "video": path|null,
 "record": path|null}`) and
 answers each with one stdout line `@@rocket {json}` (anything else on stdout is simulator chatter). The
@@ -18,9 +21,29 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 MARK = "@@rocket "
+LOCAL_POLICIES = {"expert": "the benchmark's scripted expert, reading the simulator's state",
+                  "random": "uniform random actions in [-1, 1] (chance level)"}
+
+
+def local_metadata(name: str) -> dict[str, Any]:
+    """What a worker-side policy reports in place of a server's metadata."""
+    return {"vla": name, "source": LOCAL_POLICIES[name]}
+
+
+def local_policy(name: str, env: Any, action_dim: int, seed: list[int]) -> Callable[[dict[str, Any]], Any]:
+    """`infer` of a worker-side policy for one episode (`seed`: the random policy's, per episode)."""
+    if name == "expert":
+        if not hasattr(env, "expert"):
+            raise RuntimeError("this benchmark has no scripted expert")
+        expert: Callable[[dict[str, Any]], Any] = env.expert
+        return expert
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return lambda request: rng.uniform(-1.0, 1.0, size=(1, action_dim))
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -31,7 +54,7 @@ def emit(obj: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sim", required=True, help="module with list_tasks(suite, protocol) and make_env(...)")
-    ap.add_argument("--url", help="policy server ws://host:port")
+    ap.add_argument("--url", help="policy server ws://host:port, or a local policy: expert, random")
     ap.add_argument("--list", dest="list_suite", help="print the tasks of a suite and exit")
     ap.add_argument("--protocol", help="protocol JSON (for --list)")
     args = ap.parse_args(argv)
@@ -48,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     from rocket_core.eval.rollout import run_episode
     from rocket_core.eval.video import write_mp4
 
-    client = PolicyClient(args.url)
-    emit({"ready": True, "pid": os.getpid(), "policy": client.metadata})
+    client = None if args.url in LOCAL_POLICIES else PolicyClient(args.url)
+    emit({"ready": True, "pid": os.getpid(),
+          "policy": local_metadata(args.url) if client is None else client.metadata})
     env, env_key = None, None
     for line in sys.stdin:
         if not line.strip():
@@ -66,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 env = sim.make_env(job["suite"], job["task"], proto)
                 made, env_key = time.perf_counter() - t0, key
             assert env is not None  # made above for the first job
-            result = run_episode(env, client.infer, proto, job["episode"], record=bool(job.get("video")),
+            infer = client.infer if client is not None else local_policy(
+                args.url, env, proto.action_dim, [proto.seed, job["task"], job["episode"], 1])
+            result = run_episode(env, infer, proto, job["episode"], record=bool(job.get("video")),
                                  trace=bool(job.get("record")))
             trace = result.pop("trace", None)
             if job.get("record"):
