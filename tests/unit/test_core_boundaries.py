@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "rocket_core"
-NAMES = re.compile(r"libero|robotwin|openvla|vggt|pi0|pi05|paligemma|metaworld|dinov2|depth_anything|toy", re.I)
+# `blocks` only as a name of its own (`"blocks"`, `blocks_world`, `.blocks`): `num_blocks` or "VLA blocks" is not it.
+NAMES = re.compile(r"libero|robotwin|openvla|vggt|pi0|pi05|paligemma|metaworld|dinov2|depth_anything|toy"
+                   r"|(^|[./:])blocks($|[._/:])", re.I)
 # Persisted values the core must keep reading: `conventions.json`'s gripper kind of raw LIBERO actions.
 ALLOWED = {("conventions.py", "libero_raw")}
 
@@ -137,6 +139,7 @@ def test_the_core_has_no_import_cycles() -> None:
 
 def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     """Mutants: a benchmark named in code, and two modules importing each other inside functions."""
-    (tmp_path / "mutant.py").write_text('"""Docstrings may cite LIBERO."""\nSUITE = "libero_goal"  # comment: vggt\n')
-    assert name_hits(tmp_path) == ["mutant.py: 'libero_goal'"]
+    (tmp_path / "mutant.py").write_text('"""Docstrings may cite LIBERO."""\nSUITE = "libero_goal"  # comment: vggt\n'
+                                        'num_blocks = "blocks"\n')
+    assert name_hits(tmp_path) == ["mutant.py: 'libero_goal'", "mutant.py: 'blocks'"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
