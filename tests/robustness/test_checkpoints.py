@@ -18,12 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rocket_core.errors import RocketError
+from rocket_core.specs import TrainingSpec
 from rocket_core.train.checkpoint import find_checkpoint, load_checkpoint
 from rocket_core.train.manifest import check_tensors, write_manifest
 from tests.robustness.harness import Case, check, run_rocket
 
 BASE: dict[str, Path] = {}
 STEPS = 2
+BATCH = TrainingSpec().batch_size  # the runs here use the default batch size
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -183,7 +185,7 @@ CASES = [
     Case("resume-projector-changed", "projector.name: 'rocket' -> 'shared'", setup=_resume("--projector", "shared")),
     Case("resume-pooling-changed", "alignment.pooling: 'bilinear' -> 'random'", setup=_resume("--pooling", "random")),
     Case("resume-coefficient-changed", "alignment.coefficient", setup=_resume("--coefficient", "0")),
-    Case("resume-batch-changed", "training.batch_size: 2 -> 4", setup=_resume("--batch-size", "4")),
+    Case("resume-batch-changed", f"training.batch_size: {BATCH} -> {2 * BATCH}", setup=_resume("--batch-size", str(2 * BATCH))),
     Case("resume-seed-changed", "training.seed", setup=_resume("--seed", "3")),
     Case("resume-fewer-steps", f"--max-steps 1 is below the checkpoint's step {STEPS}", setup=_resume("--max-steps", "1")),
     Case("resume-finished", f"nothing to do: the run is at step {STEPS} of {STEPS}", code=0, setup=_resume()),
