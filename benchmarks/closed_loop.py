@@ -111,7 +111,7 @@ def train_and_evaluate(s: Settings, demos: Path) -> dict[int, float]:
             break
         if not todo:
             print(f"[{time.perf_counter() - start:6.0f} s] training: {last_loss(runs / 'metrics.jsonl')}", flush=True)
-            time.sleep(30)
+            time.sleep(5)
     if trainer.returncode != 0:
         raise SystemExit(f"training failed; see {s.out / 'train.log'}")
     return curve
