@@ -13,7 +13,8 @@ success (it ends the episode). The fingers follow the last command by FINGER_SPE
 grasped block at FINGER_CLOSED.
 State (8-D, LIBERO layout): end-effector xyz, axis-angle orientation (3), the two finger positions.
 Cameras (SIZE x SIZE): a fixed top-down view of [-1.2, 1.2]^2 (height shown by size and a ground shadow)
-and a wrist view centred on the gripper (zoom grows as it descends).
+and a wrist view centred on the gripper (zoom grows as it descends); `geometry` gives each frame's ground-truth
+depth and world point maps (what the `blocks` VGGT teacher is trained on: scripts/train_blocks_teacher.py).
 """
 from __future__ import annotations
 
@@ -132,16 +133,37 @@ def expert_action(world: World) -> np.ndarray:
     return _move(world, world.pos, -grip)  # at the bottom: close on the block, or open over the plate
 
 
-def _square(draw: ImageDraw.ImageDraw, center: tuple[float, float], half: float, color: tuple[int, int, int]) -> None:
-    draw.rectangle([center[0] - half, center[1] - half, center[0] + half, center[1] + half], fill=color)
+# What the cameras see, for the depth and point maps (`geometry`). The heights are this module's choice (render
+# shows height only by size): blocks are cubes; a held block keeps the offset from the gripper at which the expert
+# grasps it; the fingers stand at their tips' height (the end effector's z); the shadow lies on the table.
+TOP_CAMERA_Z = 2.0  # the fixed top-down camera: orthographic, looking down from this height
+WRIST_ABOVE = 1 / 3  # wrist camera height above the end effector: a 0.6 half-width per unit of depth gives 0.2 + 0.6 z
+PLATE_Z, BLOCK_HEIGHT = 0.01, 2 * BLOCK_HALF  # plate top and block top above the table (z = 0)
 
 
-def render(world: World, wrist: bool) -> np.ndarray:
-    """One camera frame, uint8 (SIZE, SIZE, 3). Third-person: fixed top-down view; wrist: centred on the gripper."""
-    image = Image.new("RGB", (SIZE, SIZE), TABLE)
-    draw = ImageDraw.Draw(image)
+@dataclass(frozen=True)
+class _Shape:
+    """One filled PIL primitive of a frame (pixel box) and the height of its top surface."""
+
+    ellipse: bool
+    box: tuple[float, float, float, float]
+    color: tuple[int, int, int]
+    z: float
+
+
+def _square(center: tuple[float, float], half: float, color: tuple[int, int, int], z: float) -> _Shape:
+    return _Shape(False, (center[0] - half, center[1] - half, center[0] + half, center[1] + half), color, z)
+
+
+def _view(world: World, wrist: bool) -> tuple[float, np.ndarray]:
+    """The camera's half-width on the table and its centre (x, y)."""
+    return (0.2 + 0.6 * float(world.pos[2]), world.pos[:2]) if wrist else (1.2, np.zeros(2))
+
+
+def _shapes(world: World, wrist: bool) -> list[_Shape]:
+    """Everything drawn over the table, in paint order: one list for both the RGB frame and the geometry."""
     pos = world.pos
-    half_view, center = (0.2 + 0.6 * pos[2], pos[:2]) if wrist else (1.2, np.zeros(2))
+    half_view, center = _view(world, wrist)
     scale = SIZE / (2 * half_view)
 
     def to_px(xy: np.ndarray) -> tuple[float, float]:
@@ -149,29 +171,65 @@ def render(world: World, wrist: bool) -> np.ndarray:
 
     px, py = to_px(world.plate_xy)
     radius = PLATE_RADIUS * scale
-    draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=COLORS[world.plate_color])
+    shapes = [_Shape(True, (px - radius, py - radius, px + radius, py + radius), COLORS[world.plate_color], PLATE_Z)]
     for i, (color, xy) in enumerate(zip(world.colors, world.blocks)):
         if i != world.held:
-            _square(draw, to_px(xy), BLOCK_HALF * scale, COLORS[color])
+            shapes.append(_square(to_px(xy), BLOCK_HALF * scale, COLORS[color], BLOCK_HEIGHT))
     held = None if world.held is None else COLORS[world.colors[world.held]]
+    held_z = float(pos[2]) + BLOCK_HEIGHT - GRASP_Z
     if wrist:
         if held is not None:  # right under the camera, so larger than blocks on the table
-            _square(draw, (SIZE / 2, SIZE / 2), BLOCK_HALF * scale * (1 + 0.5 / half_view), held)
+            shapes.append(_square((SIZE / 2, SIZE / 2), BLOCK_HALF * scale * (1 + 0.5 / half_view), held, held_z))
         gap = SIZE * (0.1 + 3 * world.opening)
         for side in (-1, 1):
             x = SIZE / 2 + side * gap
-            draw.rectangle([x - SIZE * 0.05, SIZE * 0.7, x + SIZE * 0.05, SIZE], fill=FINGER)
-        return np.asarray(image)
+            shapes.append(_Shape(False, (x - SIZE * 0.05, SIZE * 0.7, x + SIZE * 0.05, SIZE), FINGER, float(pos[2])))
+        return shapes
     gx, gy = to_px(pos[:2])
     grow = 1 + 0.8 * pos[2]
-    draw.ellipse([gx - 0.07 * scale, gy - 0.07 * scale, gx + 0.07 * scale, gy + 0.07 * scale], fill=SHADOW)
+    shapes.append(_Shape(True, (gx - 0.07 * scale, gy - 0.07 * scale, gx + 0.07 * scale, gy + 0.07 * scale), SHADOW, 0.0))
     if held is not None:
-        _square(draw, (gx, gy), BLOCK_HALF * scale * grow, held)
+        shapes.append(_square((gx, gy), BLOCK_HALF * scale * grow, held, held_z))
     unit = scale * grow
     for side in (-1, 1):
         fx = gx + side * (0.05 + 2 * world.opening) * unit
-        draw.rectangle([fx - 0.025 * unit, gy - 0.09 * unit, fx + 0.025 * unit, gy + 0.09 * unit], fill=FINGER)
+        box = (fx - 0.025 * unit, gy - 0.09 * unit, fx + 0.025 * unit, gy + 0.09 * unit)
+        shapes.append(_Shape(False, box, FINGER, float(pos[2])))
+    return shapes
+
+
+def _paint(shapes: list[_Shape], mode: str, background: Any, fills: list[Any]) -> np.ndarray:
+    image = Image.new(mode, (SIZE, SIZE), background)
+    draw = ImageDraw.Draw(image)
+    for shape, fill in zip(shapes, fills):
+        (draw.ellipse if shape.ellipse else draw.rectangle)(list(shape.box), fill=fill)
     return np.asarray(image)
+
+
+def render(world: World, wrist: bool) -> np.ndarray:
+    """One camera frame, uint8 (SIZE, SIZE, 3). Third-person: fixed top-down view; wrist: centred on the gripper."""
+    shapes = _shapes(world, wrist)
+    return _paint(shapes, "RGB", TABLE, [s.color for s in shapes])
+
+
+def geometry(world: World, wrist: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth depth (SIZE, SIZE) and world points (SIZE, SIZE, 3), float32, of the frame `render` draws.
+
+    Both cameras are orthographic and look straight down (as `render` draws: sizes on the table do not depend
+    on distance), the top-down one from TOP_CAMERA_Z, the wrist one from WRIST_ABOVE over the end effector.
+    Each pixel shows the surface `render` paints there (the same primitives, painted as labels), so depth is
+    camera height minus that surface's height, and the point is the pixel's table position (pixel i at PIL
+    coordinate i) at that height: world frame, z up, table at z = 0.
+    """
+    shapes = _shapes(world, wrist)
+    labels = _paint(shapes, "L", 0, list(range(1, len(shapes) + 1)))
+    z = np.array([0.0, *(s.z for s in shapes)], dtype=np.float32)[labels]
+    half_view, center = _view(world, wrist)
+    coords = (np.arange(SIZE, dtype=np.float32) - SIZE / 2) * (2 * half_view / SIZE)
+    x, y = np.meshgrid(center[0] + coords, center[1] - coords)
+    camera_z = float(world.pos[2]) + WRIST_ABOVE if wrist else TOP_CAMERA_Z
+    points = np.stack([x, y, z], axis=-1).astype(np.float32)
+    return (camera_z - z).astype(np.float32), points
 
 
 def observe(world: World) -> dict[str, Any]:
