@@ -3,6 +3,10 @@ key, random pooling, a plain resumable loader)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch.utils.data import DataLoader
@@ -29,3 +33,15 @@ def build_dataloader(dataset: VLADataset, batch_size: int, seed: int, start: int
     """An endless, resumable loader of `Batch`es; `start` = samples already consumed."""
     return DataLoader(dataset, batch_size=batch_size, sampler=TrainSampler(len(dataset), seed, start),
                       collate_fn=collate_batch)
+
+
+def load_script(relative: str) -> ModuleType:
+    """A repo script (benchmarks/, scripts/: no packages) loaded from its path, registered in sys.modules
+    (dataclasses look their module up there)."""
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,31 +1,25 @@
 """scripts/train_blocks_teacher.py end to end, and the shipped `blocks` VGGT teacher against the random tiny one."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 
 from rocket_core.specs import TeacherSpec
 from rocket_plugins.teachers.vggt import VGGTTeacher
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "plugins" / "teachers" / "vggt" / "blocks"
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_blocks_teacher", ROOT / "scripts" / "train_blocks_teacher.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_short_run_writes_a_folder_the_teacher_plugin_loads(tmp_path: Path) -> None:
-    _script().main(["--out", str(tmp_path), "--steps", "2", "--batch", "2", "--held-out", "2", "--seed", "3"])
+    args = ["--out", str(tmp_path), "--steps", "2", "--batch", "2", "--held-out", "2", "--seed", "3"]
+    load_script("scripts/train_blocks_teacher.py").main(args)
     record = json.loads((tmp_path / "training.json").read_text())
     assert record["steps"] == 2 and record["seed"] == 3 and np.isfinite(record["final_loss"])
     assert set(record["held_out"]) == {"samples", "random_tiny", "constant_per_camera", "trained"}
@@ -45,7 +39,7 @@ def test_the_shipped_teacher_knows_the_worlds_geometry() -> None:
     raised pixels (blocks, gripper) top-down 0.117 / 0.824 / 0.306, wrist 0.015 / 0.613 / 0.353; all wrist pixels
     0.110 / 0.335 / 0.247; top-down points 0.012 / 0.422 / 0.404. Not learned: the wrist view's points (0.35 / 0.41 /
     0.37: where the gripper is in xy), and the flat table of the top view (0.014 / 1.131 / 0.011)."""
-    script = _script()
+    script = load_script("scripts/train_blocks_teacher.py")
     frames = script.batch(np.random.default_rng(2024), 16)
 
     def l1(spec: TeacherSpec) -> dict[str, float]:

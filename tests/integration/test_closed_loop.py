@@ -8,30 +8,17 @@ cannot be set from a measurement yet. Issue 21 stays open on that.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script() -> ModuleType:
-    """benchmarks/closed_loop.py, loaded from its path (benchmarks/ is no package)."""
-    spec = importlib.util.spec_from_file_location("closed_loop", ROOT / "benchmarks" / "closed_loop.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.mark.slow
 @pytest.mark.sim
 def test_record_train_and_evaluate_in_closed_loop(tmp_path: Path) -> None:
-    script = _script()
+    script = load_script("benchmarks/closed_loop.py")
     settings = script.Settings(tmp_path, demo_trials=8, max_steps=200, eval_every=200, tasks="0", eval_trials=5,
                                seed=0, align_args=("--batch-size", "16"))
     curve = script.closed_loop(settings)

@@ -4,27 +4,15 @@ the probe's VLA curve measures routing, not missing information."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _probe() -> ModuleType:
-    """benchmarks/learnability.py, loaded from its path (benchmarks/ is no package)."""
-    spec = importlib.util.spec_from_file_location("learnability", ROOT / "benchmarks" / "learnability.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 def test_scenes_put_the_square_at_its_target() -> None:
-    probe = _probe()
+    probe = load_script("benchmarks/learnability.py")
     images, centre = probe.scenes(6, 10, 2, torch.Generator().manual_seed(3))
     red = torch.tensor(probe.RED) / 255
     for image, (x, y) in zip(images, centre.tolist()):
@@ -36,7 +24,7 @@ def test_scenes_put_the_square_at_its_target() -> None:
 
 @pytest.mark.slow
 def test_vision_tokens_hold_the_square_position() -> None:
-    probe = _probe()
+    probe = load_script("benchmarks/learnability.py")
     args = argparse.Namespace(vla="openvla", square=28, steps=30, batch_size=16, lr=1e-3, eval_every=30, seed=0)
     curves = probe.train(args)
     assert curves["readout"][-1][1] < 0.35, curves  # measured 0.21 at 20 steps; chance (predicting 0) is 0.5
