@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 RECIPE = "blocks-openvla-tiny"
 DEMO_SEED = 7  # the protocol's scenes are seed 1000: the demos must not see them
 
@@ -117,31 +118,18 @@ def train_and_evaluate(s: Settings, demos: Path) -> dict[int, float]:
     return curve
 
 
-def plot(curve: dict[int, float], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    steps = sorted(curve)
-    ax.plot(steps, [curve[k] for k in steps], marker="o")
-    ax.set(xlabel="training step", ylabel="success (held-out scenes)", ylim=(-0.02, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def closed_loop(s: Settings) -> dict[int, float]:
     """Record, train, evaluate: success per checkpoint step (also in OUT/curve.json and OUT/curve.png)."""
+    from rocket_core.analysis.plots import step_curves
+
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     demos = record(s)
     print(f"demos: {demos} ({time.perf_counter() - t0:.0f} s)", flush=True)
     curve = train_and_evaluate(s, demos)
     (s.out / "curve.json").write_text(json.dumps({str(k): v for k, v in sorted(curve.items())}, indent=1))
-    plot(curve, s.out / "curve.png", f"{s.recipe} on blocks")
+    step_curves(s.out / "curve.png", {"success": sorted(curve.items())}, f"{s.recipe} on blocks",
+                "success (held-out scenes)", (-0.02, 1.02))
     print(f"{'step':>8}  success\n" + "\n".join(f"{k:8d}  {v:.2f}" for k, v in sorted(curve.items())))
     print(f"curve: {s.out / 'curve.png'}; wall {time.perf_counter() - t0:.0f} s")
     return curve

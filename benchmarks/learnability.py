@@ -113,24 +113,6 @@ def train(args: argparse.Namespace) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, points in curves.items():
-        ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=name)
-    ax.axhline(0.5, color="grey", linestyle="--", label="chance")
-    ax.set(xlabel="training step", ylabel="held-out L1 of the square's centre", ylim=(0, 0.7), title=title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vla", default="openvla", help="VLA plugin, at its tiny preset")
@@ -142,10 +124,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/learnability"))
     args = parser.parse_args()
+    from rocket_core.analysis.plots import step_curves
+
     torch.manual_seed(args.seed)
     curves = train(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(curves, args.out / "learnability.png", f"tiny {args.vla}: {args.square}-px square")
+    step_curves(args.out / "learnability.png", curves, f"tiny {args.vla}: {args.square}-px square",
+                "held-out L1 of the square's centre", (0, 0.7), reference=("chance", 0.5))
     print(f"curve: {args.out / 'learnability.png'}")
     print(f"vla_xy_l1: {curves['vla'][-1][1]:.3f}")
     print(f"readout_xy_l1: {curves['readout'][-1][1]:.3f}")

@@ -6,7 +6,7 @@ Figures use matplotlib's object API (no pyplot state, no backend switch) and a f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,6 +16,7 @@ DPI = 100
 HEATMAP_PX = (800, 680)
 COMPARE_PX = (1800, 620)
 PANELS_PX = (1400, 1200)
+STEP_CURVES_PX = (600, 420)
 ANNOTATE_MAX_CELLS = 150  # write the value into every cell up to this many cells
 
 
@@ -88,6 +89,30 @@ def value_range(values: np.ndarray, kind_range: tuple[float, float] | None) -> t
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     return lo, hi
+
+
+def step_curves(
+    path: str | Path,
+    series: Mapping[str, Sequence[tuple[int, float]]],
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float],
+    reference: tuple[str, float] | None = None,
+) -> Path:
+    """A metric against training step, one line per series (the benchmark scripts' curves); `reference` is a
+    (label, value) dashed line such as chance. A legend only when there is more than one line."""
+    fig = _figure(STEP_CURVES_PX)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, points in series.items():
+        ax.plot([step for step, _ in points], [value for _, value in points], marker="o", label=name)
+    if reference is not None:
+        ax.axhline(reference[1], color="grey", linestyle="--", label=reference[0])
+    ax.set(xlabel="training step", ylabel=ylabel, ylim=ylim, title=title)
+    if len(series) + (reference is not None) > 1:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def heatmap(
